@@ -1,0 +1,1 @@
+"""Build, load and save models as HF model directories."""

@@ -1,0 +1,121 @@
+"""Tiny random models for tests and ``configs/tiny``: a byte-level BPE tokenizer trained on a
+built-in corpus (no downloads) with a Qwen-style chat template, and a random qwen2-style
+causal LM, saved together as an HF model directory that transformers (and vLLM) load."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def _corpus() -> list[str]:
+    from psr import prompts
+
+    lines = [prompts.IFT_SPLIT_PROMPT, prompts.REASONING_PROMPT, prompts.JUDGE_PROMPT]
+    for n in range(1, 21):
+        lines.append(f"Step {n}: We compute {n} + {n} = {2 * n}, so the answer is \\boxed{{{2 * n}}}.")
+    lines.append("0123456789 + - * / = ( ) [ ] { } \\frac \\sqrt \\boxed [[A]] [[B]] $ % . , ; : ? !")
+    lines.append("Assistant A is better because its step is correct. Assistant B is better.")
+    return lines
+
+
+def build_tiny_tokenizer(vocab_size: int = 512, corpus: Optional[list[str]] = None):
+    """A byte-level BPE tokenizer (deterministic for a given corpus) as PreTrainedTokenizerFast.
+
+    EOS is ``<|im_end|>`` (the end of a chat turn); padding uses ``<|endoftext|>``.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus or _corpus(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+        unk_token=None,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.padding_side = "left"
+    return fast
+
+
+def build_tiny_model(
+    vocab_size: int,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    intermediate_size: Optional[int] = None,
+    max_position_embeddings: int = 2048,
+    seed: int = 0,
+    eos_token_id: Optional[int] = None,
+    pad_token_id: Optional[int] = None,
+):
+    """A random ``Qwen2ForCausalLM`` (fp32), deterministic for a given seed."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size or 2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=True,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        bos_token_id=None,
+        torch_dtype="float32",
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2ForCausalLM(cfg)
+    return model.eval()
+
+
+def build_tiny_model_dir(path: str | os.PathLike, seed: int = 0, **model_kwargs) -> Path:
+    """Write a tiny tokenizer + random model as an HF model dir at ``path``; returns the path.
+
+    An existing complete dir (config.json and model.safetensors present) is reused as is.
+    """
+    path = Path(path)
+    if (path / "config.json").exists() and (path / "model.safetensors").exists():
+        return path
+    from transformers import GenerationConfig
+
+    tok = build_tiny_tokenizer()
+    model = build_tiny_model(
+        vocab_size=len(tok),
+        seed=seed,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        **model_kwargs,
+    )
+    model.generation_config = GenerationConfig(
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, do_sample=False
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    return path

@@ -1,0 +1,108 @@
+"""The paper's three prompts (Figures 3, 4, 5), verbatim, and chat formatting.
+
+The template texts are word for word those of ``shared/paper/prompts.md`` (the paper's figures
+with the PDF's hard wraps joined). Slots keep the paper's names, e.g. ``{Step A}``; fill them with
+the ``*_prompt`` builders below, which substitute every slot in one pass, so text inside a
+question that happens to look like a slot is never substituted again.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+# Figure 3: sent to a teacher to divide a given solution into "Step n: " steps (IFT data).
+IFT_SPLIT_PROMPT = """There is a math problem and its corresponding solution. Please divide the given solution into individual steps logically. Use "Step n: " before each step to distinguish between different steps, where n is a positive integer starting from 1, representing the current step number. Only divide the steps without altering any information in the original solution. Please output only the divided solution steps in the format mentioned above, and do not include any additional information. Do not omit the final answer that is placed in boxed.
+[The Start of Question Provided]
+{question}
+[The End of Question Provided]
+[The Start of Solution Provided]
+{solution}
+[The End of Solution Provided]"""
+
+# Figure 4: the policy role, step-by-step reasoning.
+REASONING_PROMPT = """Let's think step by step and solve the following math problem. Use "Step n: " before each step to distinguish between different steps, where n is a positive integer starting from 1, representing the current step number. Put your final answer in boxed.
+Problem: {problem}"""
+
+# Figure 5: the judge role, step-wise pairwise LLM-as-a-Judge.
+JUDGE_PROMPT = """Please act as an impartial judge and evaluate the quality of two next reasoning steps provided by two AI assistants to the question and partial reasoning steps displayed below. Your evaluation should consider correctness and helpfulness. You will be given assistant A’s answer, and assistant B’s answer. Your job is to evaluate which assistant’s answer is better. You should compare the two responses and provide a detailed explanation. Avoid any position biases and ensure that the order in which the responses were presented does not influence your decision. Do not allow the length of the responses to influence your evaluation. Do not favor certain names of the assistants. Be as objective as possible. After providing your explanation, output your final verdict by strictly following this format: "[[A]]" if assistant A is better, and "[[B]]" if assistant B is better.
+[Question and Intermediate Reasoning Steps Provided]
+{Question and Partial Reasoning Steps}
+[The Start of Assistant A’s Next Reasoning Step]
+{Step A}
+[The End of Assistant A’s Next Reasoning Step]
+[The Start of Assistant B’s Next Reasoning Step]
+{Step B}
+[The End of Assistant B’s Next Reasoning Step]"""
+
+_SLOT_RE = re.compile(r"\{([A-Za-z][A-Za-z ]*)\}")
+
+
+def slots(template: str) -> list[str]:
+    """The slot names of a template, in order of appearance."""
+    return _SLOT_RE.findall(template)
+
+
+def fill(template: str, values: Mapping[str, str]) -> str:
+    """Substitute every ``{slot}`` of ``template`` in a single pass.
+
+    Raises KeyError naming a slot that ``values`` lacks, and ValueError for a value that is
+    not a slot of the template (a misspelt key would otherwise be silently ignored).
+    """
+    names = set(slots(template))
+    extra = set(values) - names
+    if extra:
+        raise ValueError(f"not a slot of this template: {sorted(extra)} (slots: {sorted(names)})")
+    missing = names - set(values)
+    if missing:
+        raise KeyError(f"missing slot value(s): {sorted(missing)}")
+    return _SLOT_RE.sub(lambda m: str(values[m.group(1)]), template)
+
+
+def ift_split_prompt(question: str, solution: str) -> str:
+    """Figure 3 with its slots filled."""
+    return fill(IFT_SPLIT_PROMPT, {"question": question, "solution": solution})
+
+
+def reasoning_prompt(problem: str) -> str:
+    """Figure 4 with its slot filled."""
+    return fill(REASONING_PROMPT, {"problem": problem})
+
+
+def judge_context(question: str, prev_steps: list[str]) -> str:
+    """The ``{Question and Partial Reasoning Steps}`` slot: the question, then the previous
+    steps in "Step n: " form (nothing after the question at step 1)."""
+    from psr.steps import format_steps
+
+    prev = format_steps(prev_steps).rstrip("\n")
+    return question.strip() + ("\n" + prev if prev else "")
+
+
+def judge_prompt(question: str, prev_steps: list[str], step_a: str, step_b: str) -> str:
+    """Figure 5 for one comparison. ``step_a``/``step_b`` are the two candidate next steps
+    as they will be shown to the judge (see ``psr.steps.format_step``)."""
+    return fill(
+        JUDGE_PROMPT,
+        {
+            "Question and Partial Reasoning Steps": judge_context(question, prev_steps),
+            "Step A": step_a.strip(),
+            "Step B": step_b.strip(),
+        },
+    )
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def chat(tokenizer: Any, user_text: str) -> str:
+    """The text a model sees for one user turn, ending where the assistant's answer starts.
+
+    Uses the tokenizer's chat template (``add_generation_prompt=True``); a tokenizer without one
+    (or ``tokenizer=None``) gets the plain text followed by a newline.
+    """
+    if tokenizer is not None and has_chat_template(tokenizer):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
+        )
+    return user_text + "\n"
