@@ -1,0 +1,204 @@
+"""Recipe configuration: a dataclass schema per recipe, YAML files, ``key=value`` overrides.
+
+A recipe declares its keys as a dataclass (one comment/docstring per field) and ends with::
+
+    if __name__ == "__main__":
+        recipe_main(MyRecipeConfig, main)
+
+``main`` receives an omegaconf ``DictConfig`` validated against the schema: an unknown or
+misspelt key is a :class:`ConfigError` naming the key and the YAML file (or the override), a
+wrong type names the key, a required key left unset (``MISSING``) is reported before anything
+runs. ``${output_dir}``-style interpolation works. Nested ``_component_`` blocks are fields typed
+``Any`` and are built with :func:`instantiate`.
+
+The same command line works through ``python recipes/x.py``, ``psr run x`` and ``tune run``::
+
+    --config <path.yaml | family/recipe> [key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from psr.data.jsonl import DataError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIGS_DIR = REPO_ROOT / "configs"
+RECIPES_DIR = REPO_ROOT / "recipes"
+
+
+class ConfigError(ValueError):
+    """A bad configuration; the message names the key and where it came from."""
+
+
+def resolve_config_path(spec: str | Path) -> Path:
+    """A YAML path as given, or ``family/recipe`` → ``configs/family/recipe.yaml``."""
+    p = Path(spec)
+    if p.is_file():
+        return p
+    short = CONFIGS_DIR / (str(spec) if str(spec).endswith((".yaml", ".yml")) else f"{spec}.yaml")
+    if short.is_file():
+        return short
+    known = sorted(str(c.relative_to(CONFIGS_DIR))[: -len(".yaml")] for c in CONFIGS_DIR.glob("*/*.yaml"))
+    raise ConfigError(f"config {str(spec)!r}: no such file, and not one of: {', '.join(known) or '(none)'}")
+
+
+def _key_of(e: OmegaConfBaseException) -> str:
+    return str(getattr(e, "full_key", None) or getattr(e, "key", None) or "?")
+
+
+def _merge(base: DictConfig, other: DictConfig, where: str, schema_name: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)  # type: ignore[return-value]
+    except ConfigKeyError as e:
+        valid = ", ".join(sorted(str(k) for k in base.keys()))
+        raise ConfigError(
+            f"{where}: unknown key {_key_of(e)!r} for {schema_name} (valid keys: {valid})"
+        ) from None
+    except ValidationError as e:
+        msg = str(e.msg).splitlines()[0] if e.msg else str(e)
+        raise ConfigError(f"{where}: bad value for key {_key_of(e)!r}: {msg}") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def load_config(schema: type, config: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> DictConfig:
+    """The validated config: schema defaults ← YAML file ← ``key=value`` overrides."""
+    if not dataclasses.is_dataclass(schema):
+        raise TypeError(f"schema must be a dataclass, got {schema!r}")
+    cfg: DictConfig = OmegaConf.structured(schema)
+    name = schema.__name__
+    if config is not None:
+        path = resolve_config_path(config)
+        try:
+            loaded = OmegaConf.load(path)
+        except Exception as e:  # yaml syntax errors
+            raise ConfigError(f"{path}: cannot parse YAML: {e}") from None
+        if not isinstance(loaded, DictConfig):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys")
+        cfg = _merge(cfg, loaded, str(path), name)
+    for ov in overrides:
+        if "=" not in ov or ov.startswith("="):
+            raise ConfigError(f"override {ov!r}: expected key=value")
+        try:
+            dot = OmegaConf.from_dotlist([ov])
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"override {ov!r}: {e}") from None
+        cfg = _merge(cfg, dot, f"override {ov!r}", name)
+    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not _is_interpolation(cfg, k))
+    if missing:
+        where = f" in {config}" if config is not None else ""
+        raise ConfigError(
+            f"required key(s) not set: {', '.join(missing)} (set them{where} or on the command line, e.g. {missing[0]}=...)"
+        )
+    try:  # resolve interpolations now so a bad ${ref} fails before the run
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"interpolation error at key {_key_of(e)!r}: {e}") from None
+    return cfg
+
+
+def _is_interpolation(cfg: DictConfig, dotted: str) -> bool:
+    parent, _, leaf = dotted.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    return isinstance(node, DictConfig) and OmegaConf.is_interpolation(node, leaf)
+
+
+def parse_argv(argv: Sequence[str]) -> tuple[Optional[str], list[str]]:
+    """``--config X`` (or ``--config=X``) and the ``key=value`` overrides of a recipe command line."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--config", default=None)
+    ns, rest = parser.parse_known_args(list(argv))
+    bad = [a for a in rest if "=" not in a or a.startswith("-")]
+    if bad:
+        raise ConfigError(f"unexpected argument(s) {bad}: recipes take --config <file> and key=value overrides")
+    return ns.config, rest
+
+
+def recipe_main(schema: type, main: Callable[[DictConfig], Any], argv: Optional[Sequence[str]] = None) -> Any:
+    """Entry point of a recipe: parse the command line, validate, run ``main(cfg)``.
+
+    Configuration and input-data errors are printed as one line (``error: ...``) and exit with
+    status 2 instead of a traceback.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(describe(schema))
+        return None
+    try:
+        config, overrides = parse_argv(argv)
+        cfg = load_config(schema, config, overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        return main(cfg)
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def describe(schema: type) -> str:
+    """The schema's keys with their defaults (``--help``)."""
+    lines = [f"{schema.__name__} keys (set in the YAML or as key=value):"]
+    for f in dataclasses.fields(schema):
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = repr(f.default_factory())  # type: ignore[misc]
+        else:
+            default = "(required)"
+        doc = f.metadata.get("help", "")
+        lines.append(f"  {f.name} = {default}" + (f"   # {doc}" if doc else ""))
+    return "\n".join(lines)
+
+
+def _locate(path: str) -> Any:
+    """The object at a dotted path: the longest importable module prefix, then attributes."""
+    parts = path.split(".")
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(f"_component_ {path!r}: expected a dotted path like 'package.module.Name'")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for attr in parts[cut:]:
+            if not hasattr(obj, attr):
+                raise ConfigError(f"_component_ {path!r}: {obj.__name__!r} has no attribute {attr!r}")
+            obj = getattr(obj, attr)
+        return obj
+    raise ConfigError(f"_component_ {path!r}: no importable module in that path")
+
+
+def instantiate(node: Any, *args: Any, **kwargs: Any) -> Any:
+    """Build ``node['_component_']`` with the node's other keys (and ``kwargs``) as keyword
+    arguments; nested nodes with a ``_component_`` are built first. ``None`` stays ``None``."""
+    if node is None:
+        return None
+    if isinstance(node, (DictConfig, ListConfig)):
+        node = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(node, dict) or "_component_" not in node:
+        raise ConfigError(f"cannot instantiate {node!r}: no '_component_' key")
+    params = {k: _build(v) for k, v in node.items() if k != "_component_"}
+    params.update(kwargs)
+    target = _locate(node["_component_"])
+    return target(*args, **params)
+
+
+def _build(v: Any) -> Any:
+    if isinstance(v, dict) and "_component_" in v:
+        return instantiate(v)
+    if isinstance(v, dict):
+        return {k: _build(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_build(x) for x in v]
+    return v
