@@ -1,0 +1,68 @@
+import re
+from pathlib import Path
+
+import pytest
+
+from psr import prompts
+
+PROMPTS_MD = Path(__file__).resolve().parents[2] / "shared" / "paper" / "prompts.md"
+
+
+def _paper_blocks():
+    if not PROMPTS_MD.exists():
+        pytest.skip(f"{PROMPTS_MD} not found")
+    return re.findall(r"```\n(.*?)\n```", PROMPTS_MD.read_text(encoding="utf-8"), re.S)
+
+
+def test_templates_are_the_papers_word_for_word():
+    fig3, fig4, fig5 = _paper_blocks()
+    assert prompts.IFT_SPLIT_PROMPT == fig3
+    assert prompts.REASONING_PROMPT == fig4
+    assert prompts.JUDGE_PROMPT == fig5
+
+
+def test_judge_prompt_slots_and_typographic_apostrophes():
+    assert prompts.slots(prompts.JUDGE_PROMPT) == ["Question and Partial Reasoning Steps", "Step A", "Step B"]
+    assert "assistant A’s answer" in prompts.JUDGE_PROMPT  # U+2019 as in the paper
+    assert prompts.JUDGE_PROMPT.endswith("[The End of Assistant B’s Next Reasoning Step]")
+
+
+def test_judge_prompt_fills_question_previous_steps_and_candidates():
+    p = prompts.judge_prompt("What is 2+3*4?", ["3*4 = 12."], "Step 2: 2+12 = 14.", "Step 2: 2+12 = 15.")
+    assert "[Question and Intermediate Reasoning Steps Provided]\nWhat is 2+3*4?\nStep 1: 3*4 = 12.\n[The Start of Assistant A’s" in p
+    assert "Next Reasoning Step]\nStep 2: 2+12 = 14.\n[The End of Assistant A’s" in p
+    assert "Next Reasoning Step]\nStep 2: 2+12 = 15.\n[The End of Assistant B’s" in p
+    assert "{Step A}" not in p
+
+
+def test_judge_context_at_step_one_is_the_question_alone():
+    assert prompts.judge_context("  Q?  ", []) == "Q?"
+
+
+def test_slot_text_inside_a_value_is_not_substituted_again():
+    p = prompts.judge_prompt("Is {Step B} a slot?", [], "a", "b")
+    assert "Is {Step B} a slot?" in p
+
+
+def test_fill_rejects_missing_and_unknown_slots():
+    with pytest.raises(KeyError, match="problem"):
+        prompts.fill(prompts.REASONING_PROMPT, {})
+    with pytest.raises(ValueError, match="problm"):
+        prompts.fill(prompts.REASONING_PROMPT, {"problem": "x", "problm": "y"})
+
+
+def test_reasoning_and_split_prompts():
+    assert prompts.reasoning_prompt("1+1?").endswith("Put your final answer in boxed.\nProblem: 1+1?")
+    s = prompts.ift_split_prompt("Q", "S")
+    assert "[The Start of Question Provided]\nQ\n[The End of Question Provided]" in s
+    assert "[The Start of Solution Provided]\nS\n[The End of Solution Provided]" in s
+
+
+def test_chat_uses_the_template_or_plain_text(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert prompts.chat(tok, "hi") == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    tok.chat_template = None
+    assert prompts.chat(tok, "hi") == "hi\n"
+    assert prompts.chat(None, "hi") == "hi\n"
