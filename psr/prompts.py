@@ -79,14 +79,21 @@ def judge_context(question: str, prev_steps: list[str]) -> str:
 
 
 def judge_prompt(question: str, prev_steps: list[str], step_a: str, step_b: str) -> str:
-    """Figure 5 for one comparison. ``step_a``/``step_b`` are the two candidate next steps
-    as they will be shown to the judge (see ``psr.steps.format_step``)."""
+    """Figure 5 for one comparison of two candidate next steps.
+
+    Candidates are shown as ``"Step l: body"`` (``l = len(prev_steps) + 1``): a candidate given
+    as a bare body gets the header, one that already starts with a ``Step n:`` header is shown
+    as is, so records storing either form give the judge the same text.
+    """
+    from psr.steps import as_candidate
+
+    l = len(prev_steps) + 1
     return fill(
         JUDGE_PROMPT,
         {
             "Question and Partial Reasoning Steps": judge_context(question, prev_steps),
-            "Step A": step_a.strip(),
-            "Step B": step_b.strip(),
+            "Step A": as_candidate(step_a, l),
+            "Step B": as_candidate(step_b, l),
         },
     )
 

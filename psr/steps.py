@@ -43,6 +43,17 @@ def format_step(n: int, body: str) -> str:
     return f"Step {n}: {body.strip()}\n"
 
 
+def as_candidate(step: str, l: int) -> str:
+    """A candidate step ``l`` as shown to the judge: ``"Step l: body"`` (no trailing newline).
+
+    Text that already starts with a ``Step n:`` header is kept as is (stripped).
+    """
+    text = step.strip()
+    if _HEADER_RE.match(text):
+        return text
+    return format_step(l, text).rstrip("\n")
+
+
 def format_steps(steps: list[str], start: int = 1) -> str:
     """Steps numbered from ``start``, one per line (``""`` for no steps)."""
     return "".join(format_step(start + k, s) for k, s in enumerate(steps))

@@ -35,6 +35,13 @@ def test_judge_prompt_fills_question_previous_steps_and_candidates():
     assert "{Step A}" not in p
 
 
+def test_judge_prompt_shows_bare_and_headed_candidates_the_same_way():
+    bare = prompts.judge_prompt("Q", ["a"], "b = 2", "  c = 3 ")
+    headed = prompts.judge_prompt("Q", ["a"], "Step 2: b = 2", "Step 2: c = 3\n")
+    assert bare == headed
+    assert "Next Reasoning Step]\nStep 2: c = 3\n[The End of Assistant B’s" in bare
+
+
 def test_judge_context_at_step_one_is_the_question_alone():
     assert prompts.judge_context("  Q?  ", []) == "Q?"
 
