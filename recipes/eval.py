@@ -1,0 +1,342 @@
+"""Evaluate a model: greedy accuracy on math benchmarks (paper Tables 1, 2; step statistics as in
+Tables 4, 7), judge accuracy on an EFT test set (Table 3), or test-time scaling (Table 5).
+
+Launch (from the repository root):
+
+    psr run eval --config tiny/eval output_dir=/tmp/eval                 # tiny random model, smoke run
+    psr run eval --config qwen2_5_math_7b/eval model_dir=/ckpt/M2 benchmarks=[gsm8k,math500] \
+        limit=200 output_dir=/tmp/eval_m2
+    psr run --nproc_per_node 2 eval --config smollm2_135m/eval model_dir=... output_dir=...
+    psr run eval --config qwen2_5_math_7b/eval mode=judge eft_test=/data/eft_test.jsonl model_dir=... output_dir=...
+    psr run eval --config qwen2_5_math_7b/eval mode=tts model_dir=... output_dir=...
+    python recipes/eval.py --config configs/tiny/eval.yaml output_dir=/tmp/eval
+    tune run recipes/eval.py --config configs/tiny/eval.yaml output_dir=/tmp/eval
+
+Outputs (in ``output_dir``):
+    <benchmark>/items.jsonl   one record per item: id, prompt, response, extracted, gold, correct,
+                              n_steps, mean_step_tokens (+ tokens generated)
+    judge/items.jsonl         (mode=judge) id, label, verdict, correct, response
+    summary.json, summary.md  accuracy per benchmark and their average, mean step count and
+                              mean step length in tokens (or judge accuracy)
+
+Resumable: items already in a benchmark's output are skipped, so a killed run continues where it
+stopped. With torchrun every rank evaluates its own shard of the items (data parallel, each rank
+with its own generator) and rank 0 merges the shards and writes the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import MISSING, OmegaConf
+from tqdm import tqdm
+
+from psr import distributed as D
+from psr.config import ConfigError, recipe_main
+from psr.data.jsonl import JsonlAppender, read_jsonl, read_jsonl_tolerant, write_jsonl
+from psr.judge import parse_verdict
+from psr.prompts import chat, judge_prompt, reasoning_prompt
+from psr.steps import parse_steps
+
+# The plain chain-of-thought prompt of the Qwen2.5-Math evaluation toolkit ("cot" prompt type).
+COT_PROMPT = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
+
+
+@dataclass
+class EvalConfig:
+    output_dir: str = MISSING
+    # HF model dir to evaluate.
+    model_dir: str = MISSING
+    # Build a random tiny model at model_dir when it does not exist (tests, configs/tiny only).
+    tiny_model: bool = False
+    # greedy: benchmarks, one sample per item (temperature 0 by default); judge: verdict accuracy
+    # on eft_test (paper Table 3); tts: test-time scaling with the model's own step judgments (Table 5).
+    mode: str = "greedy"
+    benchmarks: list = field(default_factory=lambda: ["gsm8k", "math500"])
+    # Local benchmark files: <data_dir>/<name>/test.jsonl. Unset: $PSR_DATA_DIR, else ../shared/data.
+    data_dir: Optional[str] = None
+    # At most this many items per benchmark (the first ones); null = all.
+    limit: Optional[int] = None
+    # psr = the paper's Figure 4 prompt (Step n: ... \boxed{}); cot = the toolkit's plain CoT prompt.
+    prompt: str = "psr"
+    max_new_tokens: int = 2048
+    temperature: float = 0.0
+    top_p: float = 1.0
+    # Generation backend: native | vllm | auto; device auto|cpu|cuda; dtype auto|float32|bfloat16.
+    backend: str = "auto"
+    device: str = "auto"
+    dtype: str = "auto"
+    # Extra keyword arguments for the backend (e.g. max_batch_size, gpu_memory_utilization).
+    backend_kwargs: Any = field(default_factory=dict)
+    # Items per generate call (and per flush of results to disk).
+    batch_size: int = 64
+    grader_workers: int = 2
+    grader_timeout_s: float = 5.0
+    # mode=judge: EFT test jsonl (question, prev_steps, step_a, step_b, label).
+    eft_test: Optional[str] = None
+    judge_max_new_tokens: int = 512
+    # mode=tts: search settings (paper §5.2: 6 samples per step at T=0.5, best by own judgments).
+    tts: Any = field(
+        default_factory=lambda: {"width": 6, "temperature": 0.5, "top_p": 0.95, "judge_orders": 2,
+                                 "max_iterations": 20, "max_steps": 20, "max_new_tokens_step": 512,
+                                 "max_new_tokens_judge": 512, "questions_in_flight": 32}
+    )
+    seed: int = 0
+
+
+def validate(cfg) -> None:
+    if cfg.mode not in ("greedy", "judge", "tts"):
+        raise ConfigError(f"mode must be greedy, judge or tts, got {cfg.mode!r}")
+    if cfg.prompt not in ("psr", "cot"):
+        raise ConfigError(f"prompt must be psr or cot, got {cfg.prompt!r}")
+    if cfg.mode == "judge" and not cfg.eft_test:
+        raise ConfigError("mode=judge needs eft_test=<EFT test jsonl>")
+    if cfg.mode != "judge" and not cfg.benchmarks:
+        raise ConfigError("benchmarks is empty")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ConfigError(f"limit must be >= 1 or null, got {cfg.limit}")
+    if not cfg.tiny_model and not (Path(cfg.model_dir) / "config.json").exists():
+        raise ConfigError(f"model_dir={cfg.model_dir!r}: no config.json there (an HF model dir is expected)")
+
+
+def build_prompt(tokenizer, problem: str, kind: str) -> str:
+    text = reasoning_prompt(problem) if kind == "psr" else COT_PROMPT.format(problem=problem)
+    return chat(tokenizer, text)
+
+
+def step_stats(tokenizer, response: str) -> tuple[int, Optional[float]]:
+    """Number of "Step n:" steps in a response and their mean length in tokens."""
+    steps = parse_steps(response)
+    if not steps:
+        return 0, None
+    lengths = [len(tokenizer(s, add_special_tokens=False).input_ids) for s in steps]
+    return len(steps), sum(lengths) / len(lengths)
+
+
+def _shard_paths(out: Path, world: int) -> list[Path]:
+    return [out / f"items.rank{r}.jsonl" for r in range(world)]
+
+
+def _done(out: Path) -> dict[str, dict]:
+    """Records already written for this output dir (merged file and any rank shards)."""
+    done: dict[str, dict] = {}
+    for p in [out / "items.jsonl", *sorted(out.glob("items.rank*.jsonl"))]:
+        for rec in read_jsonl_tolerant(p):
+            done[str(rec["id"])] = rec
+    return done
+
+
+def _merge(out: Path, order: list[str]) -> list[dict]:
+    """Rank 0: one items.jsonl in the benchmark's item order; shard files removed."""
+    done = _done(out)
+    merged = [done[i] for i in order if i in done]
+    write_jsonl(out / "items.jsonl", merged)
+    for p in out.glob("items.rank*.jsonl"):
+        p.unlink()
+    return merged
+
+
+def run_items(cfg, gen, items: list[dict], out: Path, desc: str, make_record) -> None:
+    """Evaluate this rank's share of ``items`` not yet done, appending records as chunks finish."""
+    out.mkdir(parents=True, exist_ok=True)
+    D.barrier()
+    done = _done(out)
+    todo = D.shard([it for it in items if str(it["id"]) not in done])
+    D.barrier()  # every rank has read what is done before any rank appends more
+    bar = tqdm(total=len(todo), desc=desc, disable=not D.is_rank0(), dynamic_ncols=True)
+    with JsonlAppender(out / f"items.rank{D.get_rank()}.jsonl") as w:
+        for k in range(0, len(todo), cfg.batch_size):
+            chunk = todo[k : k + cfg.batch_size]
+            for rec in make_record(gen, chunk):
+                w.write(rec)
+            bar.update(len(chunk))
+    bar.close()
+    D.barrier()
+
+
+def greedy_records(cfg, grader):
+    from psr.generation import SamplingParams
+
+    params = SamplingParams(n=1, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
+
+    def make(gen, chunk, bench):
+        prompts = [build_prompt(gen.tokenizer, it["problem"], cfg.prompt) for it in chunk]
+        seeds = [cfg.seed + hash_id(it["id"]) for it in chunk]
+        outs = gen.generate(prompts, params, seeds=seeds)
+        responses = [o[0].text for o in outs]
+        return _graded(gen, grader, chunk, prompts, responses, [o[0].n_tokens for o in outs], bench)
+
+    return make
+
+
+def _graded(gen, grader, chunk, prompts, responses, n_tokens, bench):
+    verdicts = grader.grade_many(
+        [(r, it["answer"]) for r, it in zip(responses, chunk)], benchmark=bench,
+        workers=grader.workers, timeout_s=grader.timeout_s,
+    )
+    recs = []
+    for it, p, r, ok, nt in zip(chunk, prompts, responses, verdicts, n_tokens):
+        n_steps, mean_len = step_stats(gen.tokenizer, r)
+        recs.append({
+            "id": it["id"], "prompt": p, "response": r, "extracted": grader.extract_answer(r, bench),
+            "gold": it["answer"], "correct": bool(ok), "n_steps": n_steps, "mean_step_tokens": mean_len,
+            "n_tokens": nt,
+        })
+    return recs
+
+
+def tts_records(cfg, grader):
+    from psr.search import SearchConfig, tts_solve
+
+    scfg = SearchConfig(**OmegaConf.to_container(cfg.tts, resolve=True), seed=cfg.seed)
+
+    def make(gen, chunk, bench):
+        questions = [{"id": str(it["id"]), "question": it["problem"]} for it in chunk]
+        results = tts_solve(gen, questions, scfg)
+        responses = [r.response for r in results]
+        prompts = [build_prompt(gen.tokenizer, it["problem"], "psr") for it in chunk]
+        return _graded(gen, grader, chunk, prompts, responses, [r.n_tokens for r in results], bench)
+
+    return make
+
+
+def hash_id(item_id: Any) -> int:
+    """A stable (process-independent) 31-bit integer for an item id."""
+    import zlib
+
+    return zlib.crc32(str(item_id).encode()) & 0x7FFFFFFF
+
+
+class _Grader:
+    def __init__(self, workers: int, timeout_s: float):
+        from psr import grader
+
+        self.workers, self.timeout_s = workers, timeout_s
+        self._g = grader
+
+    def extract_answer(self, text, bench):
+        return self._g.extract_answer(text, bench)
+
+    def grade_many(self, pairs, benchmark, workers, timeout_s):
+        return self._g.grade_many(pairs, workers=workers, timeout_s=timeout_s, benchmark=benchmark)
+
+
+def summarize_benchmark(recs: list[dict]) -> dict:
+    n = len(recs)
+    stepped = [r for r in recs if r["n_steps"]]
+    return {
+        "n": n,
+        "correct": sum(r["correct"] for r in recs),
+        "accuracy": 100.0 * sum(r["correct"] for r in recs) / n if n else None,
+        "mean_steps": sum(r["n_steps"] for r in stepped) / len(stepped) if stepped else None,
+        "mean_step_tokens": sum(r["mean_step_tokens"] for r in stepped) / len(stepped) if stepped else None,
+        "mean_response_tokens": sum(r.get("n_tokens", 0) for r in recs) / n if n else None,
+    }
+
+
+def _fmt(x, nd=2):
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def write_summary(cfg, out: Path, per: dict, extra: dict) -> dict:
+    accs = [v["accuracy"] for v in per.values() if v.get("accuracy") is not None]
+    summary = {
+        "mode": cfg.mode, "model_dir": cfg.model_dir, "prompt": cfg.prompt, **extra,
+        "benchmarks": per, "average_accuracy": sum(accs) / len(accs) if accs else None,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if cfg.mode == "judge":
+        j = per["judge"]
+        md = ["| set | n | judge accuracy | unparseable |", "|---|---|---|---|",
+              f"| {Path(cfg.eft_test).name} | {j['n']} | {_fmt(j['accuracy'])} | {j['unparseable']} |"]
+    else:
+        md = ["| benchmark | n | accuracy | mean steps | mean step length (tokens) |", "|---|---|---|---|---|"]
+        for name, v in per.items():
+            md.append(f"| {name} | {v['n']} | {_fmt(v['accuracy'])} | {_fmt(v['mean_steps'])} | {_fmt(v['mean_step_tokens'], 1)} |")
+        md.append(f"| **average** | | {_fmt(summary['average_accuracy'])} | | |")
+    header = f"# eval: {cfg.model_dir} (mode={cfg.mode}, backend={extra.get('backend')})\n\n"
+    (out / "summary.md").write_text(header + "\n".join(md) + "\n")
+    return summary
+
+
+def main(cfg) -> dict:
+    validate(cfg)
+    device = D.default_device(cfg.device)
+    D.init_distributed(device)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.tiny_model and not (Path(cfg.model_dir) / "config.json").exists():
+        from psr.models.tiny import build_tiny_model_dir
+
+        if D.is_rank0():
+            build_tiny_model_dir(cfg.model_dir, seed=cfg.seed)
+        D.barrier()
+
+    from psr.data.benchmarks import load_benchmark
+    from psr.generation import make_generator
+
+    # Load (and validate) all data before the engine starts: bad input fails fast.
+    if cfg.mode == "judge":
+        tasks = {"judge": read_jsonl(cfg.eft_test, required=("question", "prev_steps", "step_a", "step_b", "label"))}
+        for k, rec in enumerate(tasks["judge"]):
+            rec.setdefault("id", f"eft-{k}")
+            if rec["label"] not in ("A", "B"):
+                raise ConfigError(f"{cfg.eft_test}: record {rec['id']}: label must be 'A' or 'B', got {rec['label']!r}")
+    else:
+        tasks = {b: load_benchmark(b, data_dir=cfg.data_dir, limit=cfg.limit) for b in cfg.benchmarks}
+
+    t0 = time.time()
+    gen = make_generator(cfg.backend, cfg.model_dir, device=str(device), dtype=cfg.dtype,
+                         **OmegaConf.to_container(cfg.backend_kwargs, resolve=True))
+    D.print0(f"eval: backend={gen.name} {gen.version}, mode={cfg.mode}, model={cfg.model_dir}")
+    per: dict[str, dict] = {}
+    try:
+        if cfg.mode == "judge":
+            from psr.generation import SamplingParams
+
+            params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.judge_max_new_tokens)
+
+            def make_judge(gen, chunk):
+                prompts = [chat(gen.tokenizer, judge_prompt(r["question"], list(r["prev_steps"]), r["step_a"], r["step_b"]))
+                           for r in chunk]
+                outs = gen.generate(prompts, params)
+                recs = []
+                for r, o in zip(chunk, outs):
+                    v = parse_verdict(o[0].text)
+                    recs.append({"id": r["id"], "label": r["label"], "verdict": v, "correct": v == r["label"],
+                                 "response": o[0].text, "n_tokens": o[0].n_tokens})
+                return recs
+
+            run_items(cfg, gen, tasks["judge"], out / "judge", "judge", make_judge)
+            if D.is_rank0():
+                recs = _merge(out / "judge", [str(r["id"]) for r in tasks["judge"]])
+                n = len(recs)
+                per["judge"] = {"n": n, "correct": sum(r["correct"] for r in recs),
+                                "accuracy": 100.0 * sum(r["correct"] for r in recs) / n if n else None,
+                                "unparseable": sum(r["verdict"] is None for r in recs)}
+        else:
+            grader = _Grader(cfg.grader_workers, cfg.grader_timeout_s)
+            make = tts_records(cfg, grader) if cfg.mode == "tts" else greedy_records(cfg, grader)
+            for bench, items in tasks.items():
+                run_items(cfg, gen, items, out / bench, bench, lambda g, c, b=bench: make(g, c, b))
+                if D.is_rank0():
+                    per[bench] = summarize_benchmark(_merge(out / bench, [str(it["id"]) for it in items]))
+    finally:
+        gen.close()
+    summary = {}
+    if D.is_rank0():
+        summary = write_summary(cfg, out, per, {"backend": gen.name, "backend_version": gen.version,
+                                                "world_size": D.get_world_size(), "wall_s": round(time.time() - t0, 1)})
+        print((out / "summary.md").read_text(), flush=True)
+    D.barrier()
+    D.destroy()
+    return summary
+
+
+if __name__ == "__main__":
+    recipe_main(EvalConfig, main)
