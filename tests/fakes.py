@@ -1,0 +1,167 @@
+"""A scripted fake :class:`psr.generation.base.Generator` for tests of anything that samples.
+
+It recognises the two kinds of prompts psr sends (the Figure 4 policy prompt followed by
+previous steps, and the Figure 5 judge prompt) and answers them from a script:
+
+* ``policy``: either a dict ``{(question, (prev step bodies...)): [round, round, ...]}`` — each
+  call for that context pops the next round, a list of ``n`` candidates — or a callable
+  ``policy(PolicyRequest) -> list of n candidates``. A candidate is a body string (returned as
+  ``"Step l: body"``, finish_reason ``"stop"``), a ``(body, finish_reason)`` tuple, or a
+  :class:`Completion` returned as is.
+* ``judge``: a callable ``judge(JudgeRequest) -> raw judge text``; :func:`prefer` and
+  :func:`always` build the usual ones.
+
+Token counts are ``len(text.split()) + 1`` (the +1 is the stop/EOS token). Every call is
+recorded in ``calls`` (kind, prompts, params, stops, seeds), so tests can assert batching.
+Parsing assumes ``tokenizer=None`` (``chat`` then appends a newline to the user text).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence, Union
+
+from psr.generation.base import Completion, SamplingParams
+from psr.steps import next_step_body, parse_steps
+
+JUDGE_MARK = "Please act as an impartial judge"
+_CTX_START = "[Question and Intermediate Reasoning Steps Provided]\n"
+_A_START = "[The Start of Assistant A’s Next Reasoning Step]\n"
+_A_END = "\n[The End of Assistant A’s Next Reasoning Step]"
+_B_START = "[The Start of Assistant B’s Next Reasoning Step]\n"
+_B_END = "\n[The End of Assistant B’s Next Reasoning Step]"
+_PROBLEM = "Problem: "
+
+Candidate = Union[str, tuple, Completion]
+
+
+@dataclass
+class PolicyRequest:
+    question: str
+    prev_steps: tuple
+    step: int
+    n: int
+    seed: Optional[int]
+    stops: tuple
+    params: SamplingParams
+
+
+@dataclass
+class JudgeRequest:
+    question: str
+    prev_steps: tuple
+    step: int
+    a: str  # body of the candidate shown as A
+    b: str  # body of the candidate shown as B
+    seed: Optional[int]
+
+
+def parse_policy_prompt(prompt: str) -> tuple[str, tuple]:
+    """(question, previous step bodies) of a policy prompt built with ``tokenizer=None``."""
+    rest = prompt[prompt.index(_PROBLEM) + len(_PROBLEM) :]
+    cut = rest.find("\nStep 1:")
+    if cut < 0:
+        return rest[:-1] if rest.endswith("\n") else rest, ()
+    return rest[:cut], tuple(parse_steps(rest[cut + 1 :]))
+
+
+def parse_judge_prompt(prompt: str) -> JudgeRequest:
+    ctx = prompt[prompt.index(_CTX_START) + len(_CTX_START) : prompt.index("\n" + _A_START)]
+    cut = ctx.find("\nStep 1:")
+    question, prev = (ctx, ()) if cut < 0 else (ctx[:cut], tuple(parse_steps(ctx[cut + 1 :])))
+    l = len(prev) + 1
+    a = prompt[prompt.index(_A_START) + len(_A_START) : prompt.index(_A_END)]
+    b = prompt[prompt.index(_B_START) + len(_B_START) : prompt.index(_B_END)]
+    return JudgeRequest(question, prev, l, next_step_body(a, l), next_step_body(b, l), None)
+
+
+def _n_tokens(text: str) -> int:
+    return len(text.split()) + 1
+
+
+def _completion(c: Candidate, l: int) -> Completion:
+    if isinstance(c, Completion):
+        return c
+    body, reason = (c, "stop") if isinstance(c, str) else (c[0], c[1])
+    text = f"Step {l}: {body}"
+    return Completion(text=text, n_tokens=_n_tokens(text), finish_reason=reason)
+
+
+def prefer(strength: dict, unknown: int = 0, tie_text: str = "Both steps look equally good.") -> Callable:
+    """A judge that prefers the body with the higher ``strength`` (bodies not in the dict get
+    ``unknown``); equal strengths give ``tie_text`` (no [[A]]/[[B]]: unparseable)."""
+
+    def judge(r: JudgeRequest) -> str:
+        sa, sb = strength.get(r.a, unknown), strength.get(r.b, unknown)
+        if sa > sb:
+            return "Assistant A's step is correct. [[A]]"
+        if sb > sa:
+            return "Assistant B's step is correct. [[B]]"
+        return tie_text
+
+    return judge
+
+
+def always(text: str) -> Callable:
+    """A judge that answers ``text`` whatever it is shown (e.g. "[[A]]": pure position bias)."""
+    return lambda r: text
+
+
+class ScriptedGenerator:
+    name = "scripted"
+    version = "0"
+
+    def __init__(
+        self,
+        policy: Union[dict, Callable[[PolicyRequest], Sequence[Candidate]]],
+        judge: Callable[[JudgeRequest], str],
+        tokenizer: Any = None,
+        fail_on: Optional[Callable[[str], bool]] = None,
+    ):
+        self.policy = {k: list(v) for k, v in policy.items()} if isinstance(policy, dict) else policy
+        self.judge = judge
+        self.tokenizer = tokenizer
+        self.fail_on = fail_on  # a prompt for which the whole call raises (tests error isolation)
+        self.calls: list[dict] = []
+        self.closed = False
+
+    def generate(self, prompts, params, stops=None, seeds=None):
+        prompts = list(prompts)
+        kinds = {"judge" if JUDGE_MARK in p else "policy" for p in prompts}
+        self.calls.append(
+            {
+                "kind": "/".join(sorted(kinds)),
+                "prompts": prompts,
+                "params": params,
+                "stops": [tuple(s) for s in stops] if stops is not None else None,
+                "seeds": list(seeds) if seeds is not None else None,
+            }
+        )
+        if self.fail_on is not None and any(self.fail_on(p) for p in prompts):
+            raise RuntimeError("scripted failure")
+        out = []
+        for i, p in enumerate(prompts):
+            seed = seeds[i] if seeds is not None else None
+            if JUDGE_MARK in p:
+                req = parse_judge_prompt(p)
+                req.seed = seed
+                text = self.judge(req)
+                out.append([Completion(text=text, n_tokens=_n_tokens(text), finish_reason="eos")] * params.n)
+                continue
+            q, prev = parse_policy_prompt(p)
+            l = len(prev) + 1
+            if callable(self.policy):
+                req = PolicyRequest(q, prev, l, params.n, seed, tuple(stops[i]) if stops else (), params)
+                cands = list(self.policy(req))
+            else:
+                rounds = self.policy.get((q, prev))
+                if not rounds:
+                    raise AssertionError(f"script has no (more) candidates for question {q!r} after steps {prev}")
+                cands = rounds.pop(0)
+            if len(cands) != params.n:
+                raise AssertionError(f"script gives {len(cands)} candidates, the search asked for n={params.n}")
+            out.append([_completion(c, l) for c in cands])
+        return out
+
+    def close(self) -> None:
+        self.closed = True
