@@ -222,6 +222,7 @@ class _State:
         self.cfg = cfg
         self.tok = tokenizer
         self.steps: list[str] = []
+        self.step_tokens: list[int] = []  # n_tokens of each accepted step's completion
         self.pairs: list[Optional[dict]] = []
         self.attempts: Counter = Counter()
         self.rounds: list[dict] = []
@@ -318,11 +319,13 @@ class _State:
             else:
                 rnd["action"] = "rollback"
                 rnd["dropped_step"] = self.steps.pop()
+                self.step_tokens.pop()
                 if self.pairs.pop() is not None:
                     self.stats["pairs_dropped"] += 1
         else:
             best = self.bodies[res.best]
             self.steps.append(best)
+            self.step_tokens.append(int(self.completions[res.best].n_tokens))
             pair = None
             if not tie:
                 pair = {
@@ -378,6 +381,7 @@ class _State:
                     }
                 )
         stats["pairs"] = len(pairs)
+        stats["solution_tokens"] = sum(self.step_tokens)
         return QuestionResult(
             id=self.q.id,
             question=self.q.text,
@@ -513,11 +517,34 @@ def tts_search(generator: Generator, questions: Iterable[Any], cfg: Any = None) 
     return list(run_search(generator, questions, cfg))
 
 
-def tts_solve(generator: Generator, questions: Iterable[Any], cfg: Any = None) -> list[str]:
+class TTSAnswer(str):
+    """A test-time-scaling answer: the solution text itself (a ``str``), plus ``response`` (the
+    same text), ``n_tokens`` (generated tokens of the accepted steps, i.e. the response length),
+    ``tokens_generated`` (everything the search generated for it, judge calls included) and
+    ``result`` (the full :class:`QuestionResult`)."""
+
+    response: str
+    n_tokens: int
+    tokens_generated: int
+    result: QuestionResult
+
+    @classmethod
+    def of(cls, r: QuestionResult) -> "TTSAnswer":
+        text = r.solution if r.status == "ok" else ""
+        a = cls(text)
+        a.response = text
+        a.n_tokens = int(r.stats.get("solution_tokens", 0))
+        a.tokens_generated = int(r.stats.get("tokens_generated", 0))
+        a.result = r
+        return a
+
+
+def tts_solve(generator: Generator, questions: Iterable[Any], cfg: Any = None) -> list[TTSAnswer]:
     """Test-time-scaling answers, one per question in order: the chain of best steps in
-    ``"Step n: "`` form (``""`` for a question that failed). Paper setting: width 6,
-    temperature 0.5, best step by the model's own pairwise judgments."""
-    return [r.solution if r.status == "ok" else "" for r in tts_search(generator, questions, cfg)]
+    ``"Step n: "`` form (``""`` for a question that failed), as :class:`TTSAnswer` strings
+    (also carrying ``.response``, ``.n_tokens``, ``.tokens_generated``, ``.result``).
+    Paper setting: width 6, temperature 0.5, best step by the model's own pairwise judgments."""
+    return [TTSAnswer.of(r) for r in tts_search(generator, questions, cfg)]
 
 
 def pair_records(result: QuestionResult) -> list[dict]:

@@ -164,6 +164,10 @@ def test_tts_mode_keeps_ties_and_returns_the_chain_of_best_steps():
     gen = ScriptedGenerator(alternating_policy, step1_only_judge)
     answers = tts_solve(gen, ["Hard one"], c)
     assert answers == ["Step 1: good\nStep 2: c2\nStep 3: c3\n"]
+    a = answers[0]
+    # response length = tokens of the three kept candidates ("Step l: x" -> 3 words + 1)
+    assert (a.response, a.n_tokens) == (str(a), 4 + 4 + 4)
+    assert a.tokens_generated == a.result.stats["tokens_generated"] > a.n_tokens
     # the same search in pairs mode rolls back on the step-2 tie instead
     gen2 = ScriptedGenerator(alternating_policy, step1_only_judge)
     r = one(gen2, "Hard one", cfg(max_iterations=6, max_steps=3))
