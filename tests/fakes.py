@@ -165,3 +165,47 @@ class ScriptedGenerator:
 
     def close(self) -> None:
         self.closed = True
+
+
+def build_verdict_model_dir(path) -> "Path":
+    """A tiny *real* qwen2 model dir whose samples are full of ``[[A]]`` / ``[[B]]`` verdicts.
+
+    The random tiny model of :func:`psr.models.tiny.build_tiny_model_dir` almost never writes a
+    parseable verdict, so a search on it only rolls back. Here every block's output projection is
+    zeroed (the residual stream is the current token's embedding: a bigram model) and the tokens
+    ``[[``, ``A``/``B``, ``]]`` get embeddings on the light cone of the final norm's signature
+    (weights +1, -1, -1 on dims 0-2): each has zero affinity to itself and a large one to the
+    other two, so after the first such token the model cycles through them at random, writing
+    ``[[A]]`` and ``[[B]]`` often. Deterministic for a given path state (built once, reused).
+    """
+    import math
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from psr.models.tiny import build_tiny_model_dir
+
+    path = Path(path)
+    if (path / "verdicts.done").exists():
+        return path
+    build_tiny_model_dir(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    lb, a, rb = tok.encode("[[A]]")
+    b = tok.encode("[[B]]")[1]
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        emb = model.model.embed_tokens.weight  # tied with the output layer
+        for tid, deg in ((lb, 0), (a, 120), (b, 120), (rb, 240)):
+            emb[tid].zero_()
+            emb[tid, 0] = 3.0
+            emb[tid, 1] = 3.0 * math.cos(math.radians(deg))
+            emb[tid, 2] = 3.0 * math.sin(math.radians(deg))
+        model.model.norm.weight[1] = -1.0
+        model.model.norm.weight[2] = -1.0
+    model.save_pretrained(path)
+    (path / "verdicts.done").write_text("ok\n")
+    return path

@@ -1,0 +1,204 @@
+"""recipes/step_search.py end to end on a tiny real model (native backend, CPU): output schema,
+same seed -> byte-identical output, SIGKILL + resume == uninterrupted, 2 torchrun ranks -> the
+union of the shards without duplicates, bad inputs skipped, the tiny config as shipped."""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fakes import build_verdict_model_dir
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = REPO / "recipes" / "step_search.py"
+CONFIG = REPO / "configs" / "tiny" / "step_search.yaml"
+N_QUESTIONS = 8
+OVERRIDES = [
+    f"questions=builtin:{N_QUESTIONS}",
+    "width=3",
+    "max_iterations=4",
+    "max_steps=3",
+    "max_new_tokens_step=10",
+    "max_new_tokens_judge=8",
+    "questions_in_flight=2",
+    "seed=3",
+]
+PAIR_KEYS = {
+    "id", "question_id", "question", "prev_steps", "step", "chosen", "rejected", "chosen_score",
+    "rejected_score", "scores", "iteration", "attempt", "prompt", "initial_reason_steps",
+}
+
+
+def _recipe():
+    if "step_search_recipe" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("step_search_recipe", RECIPE)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["step_search_recipe"] = mod  # dataclasses look their module up here
+        spec.loader.exec_module(mod)
+    return sys.modules["step_search_recipe"]
+
+
+def run_inprocess(model_dir, out, extra=()):
+    from psr.config import load_config
+
+    mod = _recipe()
+    cfg = load_config(mod.StepSearchConfig, CONFIG, [*OVERRIDES, f"model_dir={model_dir}", f"output_dir={out}", *extra])
+    return mod.main(cfg)
+
+
+def env():
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return build_verdict_model_dir(tmp_path_factory.mktemp("verdict_model") / "model")
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref")
+    summary = run_inprocess(model_dir, out)
+    return out, summary
+
+
+def read(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_outputs_have_the_documented_schema_and_consistent_counts(reference):
+    out, summary = reference
+    pairs, trace = read(out / "pairs.jsonl"), read(out / "trace.jsonl")
+    assert [t["id"] for t in trace] == [f"builtin-{i}" for i in range(N_QUESTIONS)]
+    assert len(pairs) > 0, "the verdict model should give decisive rounds"
+    for p in pairs:
+        assert set(p) == PAIR_KEYS
+        assert p["chosen"].startswith(f"Step {p['step']}: ") and p["rejected"].startswith(f"Step {p['step']}: ")
+        assert p["chosen_score"] > p["rejected_score"] and len(p["scores"]) == 3
+        assert len(p["prev_steps"]) == p["step"] - 1
+        assert p["initial_reason_steps"] == "".join(f"Step {k + 1}: {s}\n" for k, s in enumerate(p["prev_steps"]))
+    assert len({p["id"] for p in pairs}) == len(pairs)
+    for t in trace:
+        assert t["status"] == "ok" and t["stop_reason"] in ("final_answer", "eos", "max_steps", "max_iterations")
+        assert t["stats"]["iterations"] == len(t["rounds"]) <= 4
+        assert t["stats"]["judge_calls"] <= 6 * len(t["rounds"])
+        assert t["n_pairs"] == sum(p["question_id"] == t["id"] for p in pairs)
+        for rd in t["rounds"]:
+            assert len(rd["candidates"]) == 3 and len(rd["comparisons"]) == 6
+            assert rd["action"] in ("keep", "rollback", "resample_step1")
+            assert (rd["action"] == "keep") == (max(rd["scores"]) > min(rd["scores"]))
+    assert summary["pairs"] == len(pairs) and summary["questions_written"] == N_QUESTIONS
+    assert summary["rollbacks"] == sum(t["stats"]["rollbacks"] for t in trace)
+    assert summary["tokens_generated"] == sum(t["stats"]["tokens_generated"] for t in trace) > 0
+    assert summary["backend"] == ["native"] and summary["backend_version"][0].startswith("psr-native")
+    assert json.loads((out / "summary.json").read_text())["pairs"] == len(pairs)
+    assert "| pairs |" in (out / "summary.md").read_text()
+
+
+def test_same_seed_gives_byte_identical_output_and_another_seed_does_not(reference, model_dir, tmp_path):
+    ref, _ = reference
+    run_inprocess(model_dir, tmp_path / "again")
+    for name in ("pairs.jsonl", "trace.jsonl"):
+        assert (tmp_path / "again" / name).read_bytes() == (ref / name).read_bytes()
+    run_inprocess(model_dir, tmp_path / "seed9", ["seed=9", "limit=2"])
+    assert read(tmp_path / "seed9" / "trace.jsonl")[0]["rounds"] != read(ref / "trace.jsonl")[0]["rounds"]
+
+
+def test_rerun_on_a_finished_output_dir_searches_nothing_and_keeps_the_output(reference, model_dir, tmp_path):
+    ref, _ = reference
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(ref, out)
+    summary = run_inprocess(model_dir, out)
+    assert summary["this_run"]["questions_searched"] == 0
+    assert (out / "pairs.jsonl").read_bytes() == (ref / "pairs.jsonl").read_bytes()
+
+
+def test_sigkill_mid_run_then_resume_equals_the_uninterrupted_run(reference, model_dir, tmp_path):
+    ref, _ = reference
+    out = tmp_path / "killed"
+    cmd = [sys.executable, str(RECIPE), "--config", str(CONFIG), *OVERRIDES, f"model_dir={model_dir}", f"output_dir={out}"]
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shard = out / "shards" / "rank0.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if shard.exists() and shard.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = shard.read_text().count("\n")
+    assert 1 <= written < N_QUESTIONS, f"the kill should land mid-run ({written} questions written)"
+    assert not (out / "pairs.jsonl").exists()
+    summary = run_inprocess(model_dir, out)
+    assert summary["this_run"]["questions_searched"] == N_QUESTIONS - written
+    for name in ("pairs.jsonl", "trace.jsonl"):
+        assert (out / name).read_bytes() == (ref / name).read_bytes()
+
+
+def test_two_torchrun_ranks_write_disjoint_shards_whose_union_is_every_question(reference, model_dir, tmp_path):
+    ref, _ = reference
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(RECIPE),
+           "--config", str(CONFIG), *OVERRIDES, f"model_dir={model_dir}", f"output_dir={out}"]
+    r = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s0 = {x["id"] for x in read(out / "shards" / "rank0.jsonl")}
+    s1 = {x["id"] for x in read(out / "shards" / "rank1.jsonl")}
+    assert s0 and s1 and not (s0 & s1)
+    assert s0 | s1 == {f"builtin-{i}" for i in range(N_QUESTIONS)}
+    trace, pairs = read(out / "trace.jsonl"), read(out / "pairs.jsonl")
+    assert [t["id"] for t in trace] == [f"builtin-{i}" for i in range(N_QUESTIONS)]
+    assert len({p["id"] for p in pairs}) == len(pairs)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["questions_written"] == N_QUESTIONS
+    # per-prompt seeds: each question's search is the same as in the 1-process run
+    assert trace == read(ref / "trace.jsonl")
+
+
+def test_bad_input_lines_are_skipped_and_reported(model_dir, tmp_path):
+    q = tmp_path / "q.jsonl"
+    q.write_text(
+        '{"id": "a", "problem": "What is 2 + 2?"}\n'
+        "{not json\n"
+        '{"id": "b"}\n'
+        '{"id": "a", "problem": "duplicate id"}\n'
+        '{"id": 7, "question": "What is 3 + 4?", "answer": "7"}\n'
+    )
+    summary = run_inprocess(model_dir, tmp_path / "o", [f"questions={q}"])
+    assert [t["id"] for t in read(tmp_path / "o" / "trace.jsonl")] == ["a", "7"]
+    assert [(s["where"].rsplit(":", 1)[1], s["reason"].split(" ")[0]) for s in summary["skipped_inputs"]] == [
+        ("2", "not"), ("3", "no"), ("4", "duplicate")]
+    assert read(tmp_path / "o" / "trace.jsonl")[1]["meta"] == {"answer": "7"}
+
+
+def test_config_errors_name_the_key(model_dir, tmp_path):
+    from psr.config import ConfigError
+
+    with pytest.raises(ConfigError, match="judge_orders"):
+        run_inprocess(model_dir, tmp_path / "x", ["judge_orders=3"])
+    with pytest.raises(ConfigError, match="model_dir"):
+        run_inprocess(tmp_path / "nope", tmp_path / "y")
+    r = subprocess.run([sys.executable, str(RECIPE), "--config", str(CONFIG), f"output_dir={tmp_path / 'z'}", "widht=3"],
+                       env=env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "widht" in r.stderr
+
+
+def test_tiny_config_runs_with_only_output_dir(tmp_path):
+    t0 = time.time()
+    r = subprocess.run([sys.executable, str(RECIPE), "--config", str(CONFIG), f"output_dir={tmp_path}"],
+                       env=env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert time.time() - t0 < 60
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["questions_written"] == 4 and summary["search"]["questions_failed"] == 0
+    assert (tmp_path / "tiny_model" / "config.json").exists() and (tmp_path / "pairs.jsonl").exists()
