@@ -1,0 +1,605 @@
+"""The native torch backend: any HF-dir causal LM, batched KV-cache decoding, no extra engine.
+
+How one ``generate`` call runs
+------------------------------
+* Every prompt ``i`` becomes ``params.n`` *sequences* ``(i, j)`` (one per prompt when
+  ``temperature == 0``: greedy samples are identical, so the result is copied ``n`` times).
+* Prompts with the same text are **prefilled once** (one row of a left-padded prefill batch);
+  the row's KV cache is then gathered into one row per sequence, so the ``n`` samples of a
+  prompt (and identical prompts) share that prefill.
+* Sequences run in one in-flight batch of at most ``max_batch_size`` rows (continuous
+  batching): new prompt groups are admitted into the running batch whenever enough rows are
+  free, by left-padding the shorter of the two KV caches and concatenating them on the batch
+  dimension. Finished rows are dropped from the batch (the cache, mask and state are
+  compacted), and columns that are padding for every remaining row are trimmed.
+* Left padding: each row has its own attention mask (0 on padding) and its own position ids
+  (counted from the row's first real token), so a padded row computes the same function as the
+  row alone.
+* Stop strings: a sequence stops when its decoded text contains one of ``params.stop +
+  stops[i]`` (the text is cut *before* the earliest occurrence) or when it emits an EOS token
+  (``generation_config.eos_token_id`` and the tokenizer's EOS); else after ``max_new_tokens``.
+  ``Completion.n_tokens`` counts generated tokens up to and including the stop / EOS token.
+  Texts are decoded with ``skip_special_tokens=True`` (vLLM's default).
+
+Randomness and reproducibility
+------------------------------
+Sampling is inverse-CDF sampling with one uniform number per sequence and step, drawn from a
+counter-based stream (splitmix64 of ``(seeds[i], sample index j, step t)``), never from a global
+RNG. So the samples of prompt ``i`` depend only on (prompt ``i``, ``params``, ``stops[i]``,
+``seeds[i]``) and the same seed gives the same text, whatever else shares the call.
+Caveat: the *logits* are computed in a batch whose size, padding and companions depend on the
+call, and float kernels may round differently for different batch shapes (rarely in fp32,
+more often in bf16). A sampled token can only change when its uniform lands within that
+rounding error of a CDF boundary (or two greedy logits tie within it), so runs are identical
+in practice for fp32 and almost always for bf16; the same call repeated on the same machine is
+bit-identical (deterministic kernels on CPU; on CUDA set ``torch.use_deterministic_algorithms``
+for the same guarantee). Without ``seeds``, seeds are drawn from torch's global RNG (so
+``torch.manual_seed`` makes a run reproducible).
+
+dtype
+-----
+``dtype="auto"`` is bf16 on CUDA. On CPU it is bf16 too, where the CPU supports fast bf16
+matmuls (DESIGN §6: ~4x fp32 for large matmuls) and the model is large enough to gain from it
+(``hidden_size >= cpu_bf16_min_hidden``, default 256); for the tiny test models (hidden 64)
+per-op overhead dominates and fp32 was measured as fast or faster, see
+``bench/generation_throughput.py``. Pass ``dtype="float32"`` / ``"bfloat16"`` to choose.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from psr.generation.base import Completion, SamplingParams
+
+_U64 = np.uint64
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on a uint64 array (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        x = x ^ (x >> _U64(30))
+        x = x * _U64(0xBF58476D1CE4E5B9)
+        x = x ^ (x >> _U64(27))
+        x = x * _U64(0x94D049BB133111EB)
+        return x ^ (x >> _U64(31))
+
+
+def sequence_keys(seeds: Sequence[int], sample_idx: Sequence[int]) -> np.ndarray:
+    """One 64-bit stream key per sequence from (seed, sample index)."""
+    s = np.array([int(x) & _MASK64 for x in seeds], dtype=_U64)
+    j = np.array([int(x) & _MASK64 for x in sample_idx], dtype=_U64)
+    with np.errstate(over="ignore"):
+        return _mix64(_mix64(s + _U64(0x9E3779B97F4A7C15)) ^ (j * _U64(0xD1B54A32D192ED03)))
+
+
+def stream_uniforms(keys: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Uniform floats in [0, 1) (53 bits), one per (key, step): a counter-based random stream."""
+    with np.errstate(over="ignore"):
+        x = _mix64(keys ^ _mix64(steps.astype(_U64) + _U64(0x632BE59BD9B4E019)))
+    return (x >> _U64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def sample_tokens(
+    logits: torch.Tensor, temperature: float, top_p: float, uniforms: Optional[torch.Tensor]
+) -> torch.Tensor:
+    """Next token per row of ``logits`` [B, V]: argmax when ``temperature == 0``, else
+    inverse-CDF sampling of softmax(logits / temperature) restricted to the top-p nucleus
+    (the smallest set of most likely tokens whose mass reaches ``top_p``), using ``uniforms``
+    [B] in [0, 1). Row-wise only, so a row's token does not depend on the other rows."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+        before = torch.cumsum(probs, dim=-1) - probs  # mass of strictly more likely tokens
+        probs = probs.masked_fill(before >= top_p, 0.0)
+        probs[:, 0] = torch.where(probs[:, 0] > 0, probs[:, 0], torch.ones_like(probs[:, 0]))
+    else:
+        order = None
+    cdf = torch.cumsum(probs, dim=-1)
+    total = cdf[:, -1:]
+    u = uniforms.to(device=cdf.device, dtype=torch.float64).unsqueeze(1)
+    x = (u * total.double()).float()
+    x = torch.minimum(x, torch.nextafter(total, torch.zeros_like(total)))
+    pick = torch.searchsorted(cdf, x, right=True).clamp_(max=cdf.shape[1] - 1)
+    if order is not None:
+        pick = order.gather(1, pick)
+    return pick.squeeze(1)
+
+
+ATTN_IMPL = "psr_sdpa_gqa"
+
+
+def _sdpa_gqa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
+                        is_causal=None, **kwargs):
+    """transformers' sdpa attention, but grouped-query attention is done inside the kernel
+    (``enable_gqa``) instead of repeating the KV cache per query head: transformers repeats it
+    whenever a padding mask is present, which copies the whole cache every layer and step
+    (measured 55 ms -> 3 ms per layer for 384 rows x 260 columns on CPU)."""
+    if kwargs.get("position_bias") is not None:  # models with additive biases: the stock path
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, is_causal=is_causal, **kwargs)
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    causal = bool(query.shape[2] > 1 and attention_mask is None and causal)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_mask, dropout_p=0.0, scale=scaling,
+        is_causal=causal, enable_gqa=query.shape[1] != key.shape[1],
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _register_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(ATTN_IMPL, _sdpa_gqa_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTN_IMPL, sdpa_mask)
+
+
+def _make_buffer_cache(num_layers: int, grow: int):
+    """A transformers ``DynamicCache`` whose layers keep K/V in preallocated buffers
+    [B, H, capacity, D] and write each new column in place (the stock layer concatenates,
+    i.e. copies the whole cache, at every decode step)."""
+    from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+
+    class BufferLayer(DynamicLayer):
+        def __init__(self):
+            super().__init__()
+            self.kbuf = self.vbuf = None
+            self.n = 0
+
+        def set(self, kbuf, vbuf, n):
+            self.kbuf, self.vbuf, self.n = kbuf, vbuf, n
+            self.keys, self.values = kbuf[:, :, :n], vbuf[:, :, :n]
+            self.dtype, self.device = kbuf.dtype, kbuf.device
+            self.is_initialized = True
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            q = key_states.shape[2]
+            if self.kbuf is None or self.n + q > self.kbuf.shape[2]:
+                cap = self.n + q + max(grow, (self.n + q) // 2)
+                B, H, _, D = key_states.shape
+                kb = key_states.new_empty((B, H, cap, D))
+                vb = value_states.new_empty((B, H, cap, value_states.shape[3]))
+                if self.n:
+                    kb[:, :, : self.n] = self.kbuf[:, :, : self.n]
+                    vb[:, :, : self.n] = self.vbuf[:, :, : self.n]
+                self.kbuf, self.vbuf = kb, vb
+            self.kbuf[:, :, self.n: self.n + q] = key_states
+            self.vbuf[:, :, self.n: self.n + q] = value_states
+            self.set(self.kbuf, self.vbuf, self.n + q)
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self.n
+
+    class BufferCache(DynamicCache):
+        def __init__(self):
+            Cache.__init__(self, layers=[BufferLayer() for _ in range(num_layers)])
+
+    return BufferCache()
+
+
+def _resolve_dtype(dtype: Any, device: torch.device, hidden_size: int, cpu_bf16_min_hidden: int):
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cpu":
+            return torch.bfloat16 if hidden_size >= cpu_bf16_min_hidden else torch.float32
+        return torch.float32
+    names = {
+        "float32": torch.float32, "fp32": torch.float32,
+        "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+        "float16": torch.float16, "fp16": torch.float16,
+    }
+    if dtype not in names:
+        raise ValueError(f"dtype must be 'auto' or one of {sorted(names)}, got {dtype!r}")
+    return names[dtype]
+
+
+@dataclass
+class _Seq:
+    """One sequence being generated: sample ``sample`` of prompt ``prompt``."""
+
+    prompt: int
+    sample: int
+    stops: tuple[str, ...]
+    key: np.uint64
+    ids: list[int] = field(default_factory=list)
+    done: Optional[Completion] = None
+
+
+@dataclass
+class _Group:
+    """The sequences that share one prefill (same prompt text)."""
+
+    ids: list[int]  # prompt token ids
+    seqs: list[_Seq]
+
+
+class NativeGenerator:
+    """Batched KV-cache generation with a transformers causal LM (see the module docstring).
+
+    Args:
+        model_dir: an HF model directory (config, safetensors, tokenizer files).
+        device: "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:1", ...
+        dtype: "auto" | "float32" | "bfloat16" | "float16" (see the module docstring).
+        max_batch_size: most sequences decoded together (rows of the in-flight batch).
+        max_batch_tokens: most (rows x KV columns) in flight and most padded tokens per
+            prefill forward; bounds KV-cache memory. ``None`` = only ``max_batch_size`` limits.
+        admit_fraction: admit new prompts into a running batch only when at least this share of
+            ``max_batch_size`` rows is free (each admission costs a prefill and a cache copy).
+        add_special_tokens: passed to the tokenizer when encoding prompts (vLLM's default: True).
+        cpu_bf16_min_hidden: with ``dtype="auto"`` on CPU, use bf16 from this hidden size up.
+        attn_implementation: "auto" = transformers' "sdpa" on CUDA and, on CPU, sdpa with
+            in-kernel grouped-query attention (no per-step copy of the KV cache); or any
+            transformers attention implementation name ("sdpa", "eager", ...).
+        kv_grow: columns of KV-cache room allocated ahead (the buffer grows by at least this).
+        return_token_ids: put the generated token ids (stop / EOS token included) into
+            ``Completion.extra["token_ids"]``.
+        model, tokenizer: an already loaded model and tokenizer instead of ``model_dir``.
+    """
+
+    name = "native"
+
+    def __init__(
+        self,
+        model_dir: Optional[str] = None,
+        device: str = "auto",
+        dtype: Any = "auto",
+        max_batch_size: int = 512,
+        max_batch_tokens: Optional[int] = None,
+        admit_fraction: float = 0.25,
+        add_special_tokens: bool = True,
+        cpu_bf16_min_hidden: int = 256,
+        attn_implementation: str = "auto",
+        kv_grow: int = 64,
+        return_token_ids: bool = False,
+        *,
+        model: Any = None,
+        tokenizer: Any = None,
+    ) -> None:
+        import transformers
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from psr.distributed import default_device
+
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if max_batch_tokens is not None and max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be >= 1 or None, got {max_batch_tokens}")
+        if not 0 <= admit_fraction <= 1:
+            raise ValueError(f"admit_fraction must be in [0, 1], got {admit_fraction}")
+        self.device = default_device(device)
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.admit_fraction = admit_fraction
+        self.add_special_tokens = add_special_tokens
+        self._grow = max(1, int(kv_grow))
+        self.return_token_ids = return_token_ids
+        if attn_implementation == "auto":
+            attn_implementation = "sdpa" if self.device.type == "cuda" else ATTN_IMPL
+        if attn_implementation == ATTN_IMPL:
+            _register_attention()
+        self.version = f"psr-native (transformers {transformers.__version__}, torch {torch.__version__})"
+
+        if model is None:
+            if model_dir is None:
+                raise ValueError("NativeGenerator needs model_dir (or model= and tokenizer=)")
+            config = transformers.AutoConfig.from_pretrained(model_dir)
+            hidden = getattr(config.get_text_config(decoder=True), "hidden_size", 0) or 0
+            self.dtype = _resolve_dtype(dtype, self.device, hidden, cpu_bf16_min_hidden)
+            model = AutoModelForCausalLM.from_pretrained(
+                model_dir, dtype=self.dtype, attn_implementation=attn_implementation)
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_dir)
+        else:
+            if tokenizer is None:
+                raise ValueError("NativeGenerator(model=...) needs tokenizer= too")
+            self.dtype = next(model.parameters()).dtype if dtype == "auto" else _resolve_dtype(
+                dtype, self.device, 0, cpu_bf16_min_hidden)
+            model = model.to(dtype=self.dtype)
+            model.set_attn_implementation(attn_implementation)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.model_dir = model_dir
+        self.attn_implementation = attn_implementation
+        text_cfg = self.model.config.get_text_config(decoder=True)
+        self._num_layers = text_cfg.num_hidden_layers
+        kinds = set(getattr(text_cfg, "layer_types", None) or ["full_attention"])
+        if kinds != {"full_attention"} and not (
+            kinds == {"sliding_attention", "full_attention"} and not getattr(text_cfg, "use_sliding_window", True)
+        ):
+            raise NotImplementedError(
+                f"the native backend supports full-attention models only; this one has layer types {sorted(kinds)}"
+            )
+
+        eos: set[int] = set()
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        for e in (gen_eos, getattr(self.model.config, "eos_token_id", None), tokenizer.eos_token_id):
+            if e is None:
+                continue
+            eos.update([e] if isinstance(e, int) else list(e))
+        self.eos_ids = sorted(eos)
+        self._eos = torch.tensor(self.eos_ids or [-1], device=self.device)
+        self._all_special = set(getattr(tokenizer, "all_special_ids", []) or [])
+        # Instrumentation (read by tests and benchmarks; reset freely).
+        self.stats: collections.Counter = collections.Counter()
+
+    # ------------------------------------------------------------------ public API
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        params: SamplingParams,
+        stops: Optional[Sequence[Sequence[str]]] = None,
+        seeds: Optional[Sequence[int]] = None,
+    ) -> list[list[Completion]]:
+        prompts = list(prompts)
+        if isinstance(prompts, str):  # pragma: no cover - guarded by list() above
+            raise TypeError("prompts must be a sequence of strings")
+        for k, p in enumerate(prompts):
+            if not isinstance(p, str):
+                raise TypeError(f"prompts[{k}] must be a str, got {type(p).__name__}")
+        if not isinstance(params, SamplingParams):
+            raise TypeError(f"params must be a SamplingParams, got {type(params).__name__}")
+        if stops is not None and len(stops) != len(prompts):
+            raise ValueError(f"stops has {len(stops)} entries for {len(prompts)} prompts")
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ValueError(f"seeds has {len(seeds)} entries for {len(prompts)} prompts")
+        if not prompts:
+            return []
+        if seeds is None:
+            seeds = torch.randint(0, 2**62, (len(prompts),)).tolist()
+        if isinstance(params.stop, str) or (stops is not None and any(isinstance(s, str) for s in stops)):
+            raise TypeError("stop strings must be given as a list of strings, not a bare str")
+
+        greedy = params.temperature == 0
+        n_seq = 1 if greedy else params.n
+        groups: dict[str, _Group] = {}
+        all_seqs: list[_Seq] = []
+        for i, p in enumerate(prompts):
+            st = tuple(s for s in (*params.stop, *(stops[i] if stops is not None else ())) if s)
+            g = groups.get(p)
+            if g is None:
+                ids = self.tokenizer(p, add_special_tokens=self.add_special_tokens)["input_ids"]
+                if len(ids) == 0:
+                    raise ValueError(f"prompts[{i}] encodes to no tokens; cannot generate from it")
+                g = groups[p] = _Group(ids=list(ids), seqs=[])
+            keys = sequence_keys([seeds[i]] * n_seq, range(n_seq))
+            for j in range(n_seq):
+                s = _Seq(prompt=i, sample=j, stops=st, key=keys[j])
+                g.seqs.append(s)
+                all_seqs.append(s)
+
+        with torch.inference_mode():
+            self._run(list(groups.values()), params)
+
+        out: list[list[Completion]] = [[] for _ in prompts]
+        for s in all_seqs:
+            out[s.prompt].append(s.done)
+        if greedy and params.n > 1:
+            out = [[Completion(c.text, c.n_tokens, c.finish_reason, dict(c.extra)) for _ in range(params.n)]
+                   for (c,) in out]
+        return out
+
+    def close(self) -> None:
+        """Drop the model (and its memory)."""
+        self.model = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ engine
+
+    def _forward(self, input_ids, attention_mask, position_ids, cache, last_only=True):
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1 if last_only else 0,
+        )
+        self.stats["forward_calls"] += 1
+        return out.logits[:, -1, :], out.past_key_values
+
+    def _prefill(self, groups: list[_Group]):
+        """Prefill each group's prompt once; returns (cache, mask, last logits, prompt lengths),
+        one row per group."""
+        lens = [len(g.ids) for g in groups]
+        L = max(lens)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(groups), L), pad, dtype=torch.long)
+        mask = torch.zeros((len(groups), L), dtype=torch.long)
+        for r, g in enumerate(groups):
+            ids[r, L - len(g.ids):] = torch.tensor(g.ids)
+            mask[r, L - len(g.ids):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        pos = (mask.cumsum(-1) - 1).clamp_(min=0)
+        cache = _make_buffer_cache(self._num_layers, self._grow)
+        logits, cache = self._forward(ids, mask, pos, cache)
+        self.stats["prefill_prompts"] += len(groups)
+        self.stats["prefill_tokens"] += sum(lens)
+        return cache, mask, logits, torch.tensor(lens, device=self.device)
+
+    def _select(self, cache, mask, rows: torch.Tensor, start: int = 0):
+        """Keep batch ``rows`` (may repeat) and columns ``start:`` of cache and mask (copies
+        into fresh buffers with room to grow)."""
+        for layer in cache.layers:
+            n = layer.n - start
+            out = []
+            for buf in (layer.kbuf, layer.vbuf):
+                nb = buf.new_empty((len(rows), buf.shape[1], n + self._grow, buf.shape[3]))
+                nb[:, :, :n] = buf[rows, :, start: layer.n]
+                out.append(nb)
+            layer.set(out[0], out[1], n)
+        return mask[rows, start:]
+
+    def _merge(self, cache_a, mask_a, cache_b, mask_b):
+        """Concatenate two batches on the batch dim, left-padding the shorter cache; into a."""
+        La, Lb = mask_a.shape[1], mask_b.shape[1]
+        L = max(La, Lb)
+        Ba, Bb = mask_a.shape[0], mask_b.shape[0]
+        for la, lb in zip(cache_a.layers, cache_b.layers):
+            out = []
+            for a, b in ((la.kbuf, lb.kbuf), (la.vbuf, lb.vbuf)):
+                m = a.new_empty((Ba + Bb, a.shape[1], L + self._grow, a.shape[3]))
+                m[:Ba, :, : L - La].zero_()
+                m[Ba:, :, : L - Lb].zero_()
+                m[:Ba, :, L - La: L] = a[:, :, :La]
+                m[Ba:, :, L - Lb: L] = b[:, :, :Lb]
+                out.append(m)
+            la.set(out[0], out[1], L)
+        mask = mask_a.new_zeros((Ba + Bb, L))
+        mask[:Ba, L - La:] = mask_a
+        mask[Ba:, L - Lb:] = mask_b
+        return cache_a, mask
+
+    def _run(self, groups: list[_Group], params: SamplingParams) -> None:
+        greedy = params.temperature == 0
+        pending = collections.deque(groups)
+        max_stop_chars = 0
+        for g in groups:
+            for s in g.seqs:
+                max_stop_chars = max(max_stop_chars, *(len(x) for x in s.stops), 0)
+        # Tokens to decode to see a stop string: each character may need up to 4 byte tokens,
+        # plus a few tokens of context so that the boundary of the window cannot hide a match.
+        self._stop_window = 4 * max_stop_chars + 4
+
+        active: list[_Seq] = []
+        cache = mask = None
+        nxt = pos = keys = None  # pending token [B], its position [B], stream keys [B]
+        B_max = self.max_batch_size
+        T_max = self.max_batch_tokens
+
+        while pending or active:
+            free = B_max - len(active)
+            if pending and (not active or free >= max(1, math.ceil(self.admit_fraction * B_max))):
+                # --- admit prompt groups that fit
+                take: list[_Group] = []
+                rows = 0
+                L_new = 0
+                L_run = mask.shape[1] if active else 0
+                while pending:
+                    g = pending[0]
+                    k = len(g.seqs)
+                    if k > B_max:  # a group larger than the batch: split it
+                        rest = _Group(g.ids, g.seqs[B_max:])
+                        g.seqs = g.seqs[:B_max]
+                        pending.insert(1, rest)
+                        k = B_max
+                    L = max(L_new, len(g.ids))
+                    fits_rows = len(active) + rows + k <= B_max
+                    fits_tok = T_max is None or (
+                        (len(take) + 1) * L <= T_max
+                        and (len(active) + rows + k) * max(L, L_run) <= T_max
+                    )
+                    if take and not (fits_rows and fits_tok):
+                        break
+                    if not take and active and not (fits_rows and fits_tok):
+                        break
+                    take.append(pending.popleft())
+                    rows += k
+                    L_new = L
+                if take:
+                    c_new, m_new, logits, lens = self._prefill(take)
+                    rep = torch.tensor([r for r, g in enumerate(take) for _ in g.seqs], device=self.device)
+                    m_new = self._select(c_new, m_new, rep)
+                    logits = logits[rep]
+                    new_seqs = [s for g in take for s in g.seqs]
+                    new_pos = lens[rep]
+                    new_keys = np.array([s.key for s in new_seqs], dtype=_U64)
+                    tok = self._sample(logits, params, greedy, new_keys, np.zeros(len(new_seqs), dtype=np.int64))
+                    if active:
+                        cache, mask = self._merge(cache, mask, c_new, m_new)
+                        nxt = torch.cat([nxt, tok])
+                        pos = torch.cat([pos, new_pos])
+                        keys = np.concatenate([keys, new_keys])
+                        active = active + new_seqs
+                    else:
+                        cache, mask, nxt, pos, keys, active = c_new, m_new, tok, new_pos, new_keys, new_seqs
+                    cache, mask, nxt, pos, keys, active = self._consume(
+                        cache, mask, nxt, pos, keys, active, params, new_from=len(active) - len(new_seqs))
+                    continue
+            # --- one decode step for every active row
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+            logits, cache = self._forward(nxt.unsqueeze(1), mask, pos.unsqueeze(1), cache)
+            self.stats["decode_steps"] += 1
+            self.stats["decode_rows"] += len(active)
+            pos = pos + 1
+            steps = np.array([len(s.ids) for s in active], dtype=np.int64)
+            nxt = self._sample(logits, params, greedy, keys, steps)
+            cache, mask, nxt, pos, keys, active = self._consume(cache, mask, nxt, pos, keys, active, params)
+
+    def _sample(self, logits, params, greedy, keys, steps):
+        if greedy:
+            return logits.argmax(dim=-1)
+        u = torch.from_numpy(stream_uniforms(keys, steps))
+        return sample_tokens(logits, params.temperature, params.top_p, u)
+
+    def _consume(self, cache, mask, nxt, pos, keys, active, params, new_from=0):
+        """Append the freshly sampled tokens of rows ``new_from:`` (after an admission only the
+        admitted rows are fresh; the others' pending tokens were consumed already), finish
+        sequences on EOS / stop string / length, and drop finished rows from the batch."""
+        toks = nxt[new_from:].tolist()
+        is_eos = torch.isin(nxt[new_from:], self._eos).tolist()
+        finished = []
+        check_rows = []
+        for r in range(new_from, len(active)):
+            s = active[r]
+            s.ids.append(toks[r - new_from])
+            if is_eos[r - new_from]:
+                s.done = self._completion(s, "eos")
+                finished.append(r)
+            elif s.stops:
+                check_rows.append(r)
+            elif len(s.ids) >= params.max_new_tokens:
+                s.done = self._completion(s, "length")
+                finished.append(r)
+        if check_rows:
+            w = self._stop_window
+            tails = self.tokenizer.batch_decode([active[r].ids[-w:] for r in check_rows], skip_special_tokens=True)
+            for r, tail in zip(check_rows, tails):
+                s = active[r]
+                if any(x in tail for x in s.stops):
+                    c = self._completion(s, "stop")
+                    if c is not None:
+                        s.done = c
+                        finished.append(r)
+                        continue
+                if len(s.ids) >= params.max_new_tokens:
+                    s.done = self._completion(s, "length")
+                    finished.append(r)
+        self.stats["generated_tokens"] += len(active) - new_from
+        if not finished:
+            return cache, mask, nxt, pos, keys, active
+        keep = sorted(set(range(len(active))) - set(finished))
+        if not keep:
+            return None, None, None, None, None, []
+        keep_t = torch.tensor(keep, device=self.device)
+        # drop columns that are padding for every remaining row
+        m = mask[keep_t]
+        first = int((m.cumsum(1) == 0).sum(1).min().item())
+        mask = self._select(cache, mask, keep_t, start=first)
+        return cache, mask, nxt[keep_t], pos[keep_t], keys[keep], [active[r] for r in keep]
+
+    def _completion(self, s: _Seq, reason: str) -> Optional[Completion]:
+        ids = s.ids[:-1] if reason == "eos" else s.ids
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        if reason == "stop":
+            cut = min((k for k in (text.find(x) for x in s.stops) if k >= 0), default=-1)
+            if cut < 0:  # the window saw a stop that the full decode does not contain
+                return None
+            text = text[:cut]
+        extra = {"token_ids": list(s.ids)} if self.return_token_ids else {}
+        return Completion(text=text, n_tokens=len(s.ids), finish_reason=reason, extra=extra)
