@@ -332,15 +332,15 @@ def check_teacher_output(
 
 
 def resolve_data_path(path: str, data_dir: Optional[str] = None) -> Path:
-    """An input file: absolute, or relative to the data dir (``PSR_DATA_DIR``, else ``data_dir``,
-    else ``../shared/data``; a relative data dir is taken from the repo root), or an existing
-    path relative to the current directory."""
+    """An input file: absolute, or an existing path relative to the current directory, or
+    relative to the data dir (``data_dir`` when given, else ``$PSR_DATA_DIR``, else
+    ``../shared/data``; a relative data dir is taken from the repository root)."""
     p = Path(path)
     if p.is_absolute():
         return p
     if p.exists():
         return p.resolve()
-    base = os.environ.get("PSR_DATA_DIR") or data_dir or "../shared/data"
+    base = data_dir or os.environ.get("PSR_DATA_DIR") or "../shared/data"
     b = Path(base)
     if not b.is_absolute():
         from psr.config import REPO_ROOT
@@ -389,9 +389,12 @@ class ScriptedSplitTeacher:
             m = _FIG3_SOL_RE.search(p)
             sol = m.group(1) if m else ""
             steps = rules_segment(sol)
+            if any(a in sol for a in self.alter):  # change the first digit of the solution
+                for k, s in enumerate(steps):
+                    if re.search(r"\d", s):
+                        steps[k] = re.sub(r"\d", lambda d: str((int(d.group()) + 1) % 10), s, count=1)
+                        break
             text = self.preamble + format_steps(steps)
-            if any(a in sol for a in self.alter):
-                text = re.sub(r"\d", lambda d: str((int(d.group()) + 1) % 10), text, count=1)
             out.append([Completion(text=text, n_tokens=len(text.split()), finish_reason="eos")] * params.n)
         return out
 
