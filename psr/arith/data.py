@@ -1,0 +1,120 @@
+r"""Initial data of the arith world in the project's schemas (see :mod:`psr.data.schemas`).
+
+* IFT: ``{id, question, steps}`` -- the reference steps (policy role, "Step n:" format).
+* EFT: ``{id, question, prev_steps, step_a, step_b, judgment, label}`` -- for a reference prefix
+  of ``l-1`` steps, a correct step ``l`` (randomly re-worded) against a plausible wrong one
+  (:mod:`psr.arith.candidates`); both A/B orders of every pair, each with its own templated
+  judgment (:mod:`psr.arith.teacher`) whose verdict is the label. Steps are shown as
+  ``"Step l: body"`` like eft_build writes them.
+* M0: ``{id, question, solution}`` -- free-form solutions (no "Step n:" headers) ending in
+  ``\boxed{}``, for the short from-scratch training of the base model M0.
+* problems: :meth:`Problem.to_dict` records (gold answers, reference steps) for evaluation.
+
+:func:`write_initial_data` writes all of them for one seed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from psr.arith.candidates import correct_step, random_wrong_step
+from psr.arith.problems import Problem, make_splits
+from psr.arith.teacher import judge_explanation
+from psr.data.jsonl import read_jsonl, write_jsonl
+from psr.steps import format_step
+
+
+def ift_records(problems: Iterable[Problem]) -> list[dict]:
+    return [{"id": p.id, "question": p.question, "steps": list(p.steps)} for p in problems]
+
+
+def m0_records(problems: Iterable[Problem]) -> list[dict]:
+    return [{"id": p.id, "question": p.question, "solution": p.solution} for p in problems]
+
+
+def eft_pair_records(problem: Problem, l: int, rng: random.Random, both_orders: bool = True) -> list[dict]:
+    """EFT records of one pair at step ``l`` (1-based): a correct and a wrong candidate after the
+    reference steps ``1..l-1``; both orders (ids ``.../ab`` with the correct step as A, ``.../ba``),
+    or one order picked by ``rng``."""
+    prev = list(problem.steps[: l - 1])
+    good = correct_step(problem, l, rng)
+    bad = random_wrong_step(problem, l, rng)
+    shown_good, shown_bad = format_step(l, good).strip(), format_step(l, bad.body).strip()
+    orders = ["ab", "ba"] if both_orders else [rng.choice(["ab", "ba"])]
+    out = []
+    for order in orders:
+        a, b = (shown_good, shown_bad) if order == "ab" else (shown_bad, shown_good)
+        verdict, text = judge_explanation(problem, prev, a, b, rng)
+        expected = "A" if order == "ab" else "B"
+        if verdict != expected:  # the checker must separate every generated pair
+            raise AssertionError(f"{problem.id} step {l}: checker verdict {verdict} for {order} ({bad.kind})")
+        out.append(
+            {
+                "id": f"{problem.id}/s{l}/{bad.kind}/{order}",
+                "question": problem.question,
+                "prev_steps": prev,
+                "step_a": a,
+                "step_b": b,
+                "judgment": text,
+                "label": verdict,
+            }
+        )
+    return out
+
+
+def eft_records(
+    problems: Iterable[Problem], seed: int, pairs_per_problem: int = 1, both_orders: bool = True
+) -> list[dict]:
+    """EFT records for ``pairs_per_problem`` distinct random step positions of each problem
+    (fewer for problems with fewer steps); deterministic from ``seed`` and the problem ids."""
+    out = []
+    for p in problems:
+        rng = random.Random(f"arith-eft:{seed}:{p.id}")
+        positions = rng.sample(range(1, p.n_ops + 1), min(pairs_per_problem, p.n_ops))
+        for l in sorted(positions):
+            out += eft_pair_records(p, l, rng, both_orders)
+    return out
+
+
+def write_initial_data(
+    out_dir: str | os.PathLike,
+    n_train: int = 2000,
+    n_test: int = 300,
+    seed: int = 0,
+    train_ops: Sequence[int] = (2, 4),
+    test_ops: Sequence[int] = (2, 6),
+    eft_pairs_per_problem: int = 1,
+    n_eft_train_problems: int | None = None,
+) -> dict[str, Path]:
+    """Write ``problems_{train,test}.jsonl``, ``ift_train.jsonl``, ``m0_train.jsonl``,
+    ``eft_train.jsonl`` and ``eft_test.jsonl`` (held out: from the test split) into ``out_dir``.
+    EFT train uses the first ``n_eft_train_problems`` training problems (all by default).
+    Returns the paths by name."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train, test = make_splits(n_train, n_test, seed, tuple(train_ops), tuple(test_ops))
+    eft_src = train if n_eft_train_problems is None else train[:n_eft_train_problems]
+    files = {
+        "problems_train": [p.to_dict() for p in train],
+        "problems_test": [p.to_dict() for p in test],
+        "ift_train": ift_records(train),
+        "m0_train": m0_records(train),
+        "eft_train": eft_records(eft_src, seed, eft_pairs_per_problem),
+        "eft_test": eft_records(test, seed + 1, eft_pairs_per_problem),
+    }
+    paths = {}
+    for name, recs in files.items():
+        paths[name] = out / f"{name}.jsonl"
+        write_jsonl(paths[name], recs)
+    return paths
+
+
+def load_problems(path: str | os.PathLike) -> list[Problem]:
+    """Problems written by :func:`write_initial_data`."""
+    return [Problem.from_dict(r) for r in read_jsonl(path, required=("id", "question", "operations"))]
+
+
+__all__ = ["ift_records", "m0_records", "eft_pair_records", "eft_records", "write_initial_data", "load_problems"]

@@ -1,0 +1,88 @@
+"""The arith model: config (a dataclass, also ``configs/arith/model.yaml``) and an HF model dir
+holding the arith tokenizer and a freshly initialised qwen2-style causal LM (trained from scratch
+by the pipeline)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+
+@dataclass
+class ArithModelConfig:
+    vocab_size: int = 2048  # BPE vocabulary of the arith tokenizer (incl. 3 special tokens)
+    tokenizer_seed: int = 12345  # seed of the tokenizer's training corpus
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 768
+    max_position_embeddings: int = 512
+    seed: int = 0  # weight initialisation
+
+    @classmethod
+    def from_mapping(cls, m: Mapping[str, Any], where: str = "model config") -> "ArithModelConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(m) - names)
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown} (known: {sorted(names)})")
+        return cls(**dict(m))
+
+
+def load_model_config(path: Optional[str | os.PathLike] = None, **overrides: Any) -> ArithModelConfig:
+    """The config of ``path`` (a yaml mapping; None: the defaults) with ``overrides`` applied;
+    an unknown key is an error naming the key and the file."""
+    data: dict = {}
+    if path is not None:
+        import yaml
+
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys")
+    data.update(overrides)
+    return ArithModelConfig.from_mapping(data, str(path) if path else "overrides")
+
+
+def n_params(cfg: ArithModelConfig) -> int:
+    """Parameter count of the model ``cfg`` describes (tied embeddings)."""
+    h, i, L = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
+    kv = h // cfg.num_heads * cfg.num_kv_heads
+    attn = h * h + h + 2 * (h * kv + kv) + h * h  # q (bias), k, v (bias), o
+    mlp = 3 * h * i
+    return cfg.vocab_size * h + L * (attn + mlp + 2 * h) + h
+
+
+def build_model_dir(path: str | os.PathLike, cfg: Optional[ArithModelConfig] = None, overwrite: bool = False) -> Path:
+    """Write the arith tokenizer and a randomly initialised model (fp32 safetensors) as an HF model
+    dir at ``path``; a complete existing dir is reused unless ``overwrite``. Returns the path."""
+    from transformers import GenerationConfig
+
+    from psr.arith.tokenizer import build_arith_tokenizer
+    from psr.models.tiny import build_tiny_model
+
+    cfg = cfg or ArithModelConfig()
+    path = Path(path)
+    if not overwrite and (path / "config.json").exists() and (path / "model.safetensors").exists():
+        return path
+    tok = build_arith_tokenizer(cfg.vocab_size, seed=cfg.tokenizer_seed)
+    model = build_tiny_model(
+        vocab_size=len(tok),
+        hidden_size=cfg.hidden_size,
+        num_layers=cfg.num_layers,
+        num_heads=cfg.num_heads,
+        num_kv_heads=cfg.num_kv_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_position_embeddings,
+        seed=cfg.seed,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, do_sample=False)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    (path / "arith_model_config.json").write_text(__import__("json").dumps(asdict(cfg), indent=1))
+    return path

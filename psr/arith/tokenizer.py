@@ -1,0 +1,79 @@
+r"""The arith world's tokenizer: a small BPE fit to the arith texts, digits split one by one.
+
+* Pre-tokenization splits every digit into its own piece (``Digits(individual_digits=True)``)
+  and otherwise does *not* split on whitespace (``ByteLevel(use_regex=False)``), so BPE merges
+  may cross word boundaries: the long fixed prompt texts (Figures 3-5 and the chat template) are
+  learned as a few long tokens, and the variable text as word-sized pieces. Numbers are always
+  one token per digit, so arithmetic is learnable by a tiny model.
+* A newline always ends a piece, so no token spans a line break: a policy prompt ending in
+  ``"...\n"`` (the previous steps) tokenizes exactly as the same text inside a training
+  sequence, and the next ``"Step l:"`` starts a fresh token at inference as in training.
+* Byte-level alphabet: any text round-trips (no unknown token).
+* Special tokens and chat template are those of :mod:`psr.models.tiny`: ``<|endoftext|>``
+  (pad), ``<|im_start|>``, ``<|im_end|>`` (EOS, the end of a chat turn).
+* Deterministic: trained on a corpus generated from a fixed seed (:func:`tokenizer_corpus`).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from psr.models.tiny import CHAT_TEMPLATE, SPECIAL_TOKENS
+
+
+def tokenizer_corpus(n_problems: int = 400, seed: int = 12345) -> list[str]:
+    """Texts as the models will see them (chat-wrapped prompts plus responses) for the three
+    roles (policy with steps, judge, free-form M0) and the Figure 3 prompt, from problems of a
+    split (``"tokenizer"``) that neither train nor test uses."""
+    from psr import prompts
+    from psr.arith.data import eft_records
+    from psr.arith.problems import generate_problems
+    from psr.steps import format_steps
+
+    def chat(text: str) -> str:
+        return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
+
+    problems = generate_problems(n_problems, seed, "tokenizer", 1, 6)
+    texts = []
+    for p in problems:
+        texts.append(chat(prompts.reasoning_prompt(p.question)) + format_steps(p.steps) + "<|im_end|>")
+        texts.append(chat(p.question) + p.solution + "<|im_end|>")
+    for r in eft_records(problems, seed):
+        texts.append(
+            chat(prompts.judge_prompt(r["question"], r["prev_steps"], r["step_a"], r["step_b"]))
+            + r["judgment"]
+            + "<|im_end|>"
+        )
+    for p in problems[:50]:
+        texts.append(chat(prompts.ift_split_prompt(p.question, p.solution)) + format_steps(p.steps))
+    return texts
+
+
+def build_arith_tokenizer(vocab_size: int = 2048, corpus: Optional[list[str]] = None, seed: int = 12345):
+    """The arith tokenizer as a ``PreTrainedTokenizerFast`` (EOS ``<|im_end|>``, pad
+    ``<|endoftext|>``, left padding, the tiny models' chat template)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split("\n", behavior="merged_with_previous"),
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus if corpus is not None else tokenizer_corpus(seed=seed), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None, unk_token=None
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.padding_side = "left"
+    return fast
