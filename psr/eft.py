@@ -15,8 +15,8 @@ further detail; this is the design used here.
 * One **iteration** per tree: *selection* from the root by UCT,
   ``Q(c) + exploration_constant * sqrt(ln N(parent) / N(c))`` with ``Q = W/N``, down to a node
   that is not expanded; *expansion* samples ``expand_width`` candidate next steps (``n`` samples
-  of one prompt, T=``temperature``, top_p), empty and duplicate (whitespace-folded) candidates
-  dropped; *simulation* from every new child that is not terminal: up to ``simulation_depth``
+  of one prompt, T=``temperature``, top_p), empty, duplicate (whitespace-folded) and malformed
+  candidates (a body holding another "Step n:" header) dropped; *simulation* from every new child that is not terminal: up to ``simulation_depth``
   further steps sampled one at a time (n=1), each scored by the PRM; the child's value is
   ``rollout_value`` (``min`` by default: a chain is as good as its weakest step; ``mean``,
   ``last``) over its own P("+") and the rollout's; *backup* adds each child's value to the child
@@ -71,7 +71,14 @@ from psr.generation.base import Completion, Generator, SamplingParams
 from psr.ift import stable_hash
 from psr.judge import parse_verdict
 from psr.prompts import chat, judge_prompt, reasoning_prompt
-from psr.steps import final_answer_reached, format_step, format_steps, next_step_body, next_step_stop
+from psr.steps import (
+    final_answer_reached,
+    format_step,
+    format_steps,
+    next_step_body,
+    next_step_stop,
+    parse_steps,
+)
 
 _SEED_MOD = 2**31 - 1
 
@@ -275,8 +282,8 @@ def search_trees(
             for c in comps:
                 body = next_step_body(c.text, leaf.depth + 1)
                 key = _fold(body)
-                if not key or key in seen:
-                    continue
+                if not key or key in seen or parse_steps(body):
+                    continue  # empty, duplicate, or malformed (holds another "Step n:" header)
                 seen.add(key)
                 new.append((t, t.add(leaf, body, c.finish_reason, cfg.max_depth)))
             if not leaf.children:  # nothing usable: a dead end
@@ -300,8 +307,8 @@ def search_trees(
             for (t, n, steps), comps in zip(active, outs):
                 c = comps[0]
                 body = next_step_body(c.text, len(steps) + 1)
-                if not _fold(body):
-                    continue  # the rollout produced nothing: it ends here
+                if not _fold(body) or parse_steps(body):
+                    continue  # the rollout produced nothing usable: it ends here
                 stepped.append((t, n, steps + (body,), c.finish_reason))
             scores = score_last(prm, [(t.question, s) for t, _, s, _ in stepped])
             active = []

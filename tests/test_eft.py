@@ -261,3 +261,11 @@ def test_mcts_config_rejects_bad_values():
         MCTSConfig(rollout_value="max")
     with pytest.raises(ValueError, match="simulation_depth"):
         MCTSConfig(simulation_depth=-1)
+
+
+def test_malformed_and_duplicate_candidates_are_dropped():
+    # a sample that runs into another "Step n:" header is malformed; "  short1 " folds to "short1"
+    pol = ScriptedPolicy(lambda l, prev: ["short1", "  short1 ", "oops Step 1: again", LONG.format(l=l)])
+    (t,) = search_trees(pol, LengthPRM(), [("q", "Q?")], MCTSConfig(num_iterations=1, simulation_depth=0,
+                                                                   expand_width=4))
+    assert [n.steps[-1] for n in t.nodes[1:]] == ["short1", LONG.format(l=1)]
