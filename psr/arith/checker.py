@@ -8,7 +8,9 @@ Definitions
 -----------
 *Numbers*: ``12``, ``1,200`` (comma thousands groups), ``12.5``, optionally written ``$12``.
 *Equation*: ``x1 op x2 [op x3 ...] = r`` with ``op`` one of ``+ - − * × x · / ÷`` (usual
-precedence, no parentheses); the text after ``r`` (units etc.) is ignored.
+precedence, at most 9 operands, no parentheses -- an expression the parser does not take whole,
+e.g. ``(3 + 4) * 2 = 14``, is not an equation at all, never a part of it); the text after ``r``
+(units etc.) is ignored.
 *Known numbers* before a step: the numbers stated in the question (``problem.givens``) plus the
 values *derived* by the previous steps that were themselves correct (a wrong previous step
 establishes nothing).
@@ -51,7 +53,7 @@ from psr.arith.problems import Problem
 _NUM = r"\$?(?:\d{1,3}(?:,\d{3}){1,10}|\d{1,30})(?:\.\d{1,30})?"
 _OP = r"(?:[-+*/×·÷−–]|(?<=[\d\s])[xX](?=[\s\d$]))"
 _EQ_RE = re.compile(
-    rf"(?<![\d.,$])(?P<lhs>{_NUM}(?:\s*{_OP}\s*{_NUM}){{1,8}})\s*=\s*(?P<rhs>[-−]?\s*{_NUM})"
+    rf"(?<![\d.,$])(?<![-+*/×·÷−–=])(?<![-+*/×·÷−–=]\s)(?P<lhs>{_NUM}(?:\s*{_OP}\s*{_NUM}){{1,8}})\s*=\s*(?P<rhs>[-−]?\s*{_NUM})"
 )
 _NUM_RE = re.compile(_NUM)
 _TOKEN_RE = re.compile(rf"\s*(?:(?P<num>{_NUM})|(?P<op>{_OP}))")

@@ -1,0 +1,68 @@
+import re
+
+import pytest
+
+from psr.arith.checker import find_equations
+from psr.arith.problems import Problem, generate_problems, make_splits
+from psr.steps import final_answer_reached, format_steps, parse_steps
+
+
+def test_same_seed_same_problems_other_seed_other_problems():
+    a = [p.to_dict() for p in generate_problems(50, seed=3)]
+    b = [p.to_dict() for p in generate_problems(50, seed=3)]
+    c = [p.to_dict() for p in generate_problems(50, seed=4)]
+    assert a == b
+    assert sum(x["question"] == y["question"] for x, y in zip(a, c)) < 3
+
+
+def test_splits_are_disjoint_and_test_has_longer_problems():
+    train, test = make_splits(1500, 400, seed=0)
+    assert len(train) >= 1490 and len(test) >= 390  # only duplicate questions are dropped
+    assert not {p.question for p in train} & {p.question for p in test}
+    assert len({p.question for p in train}) == len(train)
+    assert {p.n_ops for p in train} == {2, 3, 4}
+    assert {p.n_ops for p in test} == {2, 3, 4, 5, 6}
+    assert max(p.n_ops for p in test) > max(p.n_ops for p in train)
+    assert all(p.id.startswith("arith-train-0-") for p in train)
+    assert all(p.id.startswith("arith-test-0-") for p in test)
+
+
+def test_test_ops_must_exceed_train_ops():
+    with pytest.raises(ValueError, match="must reach beyond"):
+        make_splits(10, 10, train_ops=(2, 4), test_ops=(2, 4))
+
+
+def test_reference_solution_shape_one_operation_per_step():
+    for p in generate_problems(300, seed=1, min_ops=1, max_ops=6):
+        assert len(p.steps) == p.n_ops == len(p.operations)
+        text = format_steps(p.steps)
+        assert parse_steps(text) == p.steps
+        assert text.startswith("Step 1: ")
+        for k, (body, op) in enumerate(zip(p.steps, p.operations)):
+            eqs = find_equations(body)
+            assert len(eqs) == 1 and eqs[0].correct
+            assert eqs[0].text == f"{op.x} {op.op} {op.y} = {op.result}"
+            assert final_answer_reached(body) == (k == p.n_ops - 1)
+        assert p.steps[-1].endswith(f"\\boxed{{{p.answer}}}.")
+        assert p.answer == p.values[-1]
+        # values are distinct positive integers, distinct from the givens; givens appear in the question
+        assert len(set(p.values)) == len(p.values) and not set(p.values) & set(p.givens)
+        assert all(0 < v <= 999 for v in p.values)
+        assert [int(x) for x in re.findall(r"\d+", p.question)] == p.givens
+        # free-form solution: same arithmetic, no step headers, boxed answer
+        assert "Step" not in p.solution and p.solution.endswith(f"\\boxed{{{p.answer}}}.")
+        assert [e.text for e in find_equations(p.solution)] == [e.text for b in p.steps for e in find_equations(b)]
+
+
+def test_wording_is_varied():
+    ps = generate_problems(300, seed=2)
+    assert len({p.ctx["unit"] for p in ps}) >= 8
+    assert len({p.ctx["Name"] for p in ps}) >= 10
+    assert {o.op for p in ps for o in p.operations} == {"+", "-", "*", "/"}
+    first_words = {p.steps[1].split()[0] for p in ps}
+    assert len(first_words) >= 6
+
+
+def test_problem_dict_round_trip():
+    p = generate_problems(3, seed=5)[2]
+    assert Problem.from_dict(p.to_dict()) == p

@@ -1,0 +1,106 @@
+import random
+from collections import Counter
+
+from psr.arith.checker import ArithOracle
+from psr.arith.data import eft_records, ift_records, load_problems, m0_records, write_initial_data
+from psr.arith.problems import generate_problems
+from psr.arith.teacher import ArithTeacher, judge_explanation, parse_judge_prompt
+from psr.data.jsonl import read_jsonl
+from psr.data.schemas import validate_eft, validate_ift
+from psr.generation.base import SamplingParams
+from psr.judge import parse_verdict
+from psr.prompts import chat, judge_prompt
+from psr.steps import format_step
+
+
+def test_judge_explanation_names_the_correct_step(apples):
+    prev = ["3 * 12 = 36"]
+    good, bad = "Step 2: 36 + 5 = 41 apples.", "Step 2: 36 + 5 = 40 apples."
+    v, text = judge_explanation(apples, prev, good, bad, random.Random(0))
+    assert v == "A" and parse_verdict(text) == "A" and text.endswith("[[A]]")
+    assert "36 + 5 = 41" in text and "36 + 5 = 40" in text and "41" in text
+    v, text = judge_explanation(apples, prev, bad, good)
+    assert v == "B" and text.endswith("[[B]]")
+    assert judge_explanation(apples, prev, bad, good) == judge_explanation(apples, prev, bad, good)
+    v, text = judge_explanation(apples, prev, "36 + 5 = 41", "5 + 36 = 41")
+    assert v is None and parse_verdict(text) is None  # both correct: no verdict
+    v, text = judge_explanation(apples, prev, "36 - 5 = 31", "36 + 9 = 45")
+    assert v is None and parse_verdict(text) is None  # both wrong
+
+
+def test_eft_records_both_orders_consistent_labels_and_schema():
+    problems = generate_problems(200, seed=11)
+    recs = eft_records(problems, seed=0, pairs_per_problem=2)
+    assert len(recs) == 2 * 2 * 200  # every problem has >= 2 steps; two orders per pair
+    by_pair = {}
+    for r in recs:
+        validate_eft(r, "eft")
+        assert parse_verdict(r["judgment"]) == r["label"]
+        by_pair.setdefault(r["id"].rsplit("/", 1)[0], []).append(r)
+    assert Counter(r["label"] for r in recs) == {"A": 400, "B": 400}
+    for pid, (ab, ba) in by_pair.items():
+        assert (ab["id"].endswith("/ab"), ba["id"].endswith("/ba")) == (True, True)
+        assert (ab["step_a"], ab["step_b"]) == (ba["step_b"], ba["step_a"])
+        assert (ab["label"], ba["label"]) == ("A", "B")
+        l = len(ab["prev_steps"]) + 1
+        assert ab["step_a"].startswith(f"Step {l}: ") and ab["step_b"].startswith(f"Step {l}: ")
+    kinds = Counter(r["id"].split("/")[2] for r in recs)
+    assert len(kinds) == 5 and min(kinds.values()) > 50
+    assert eft_records(problems[:20], seed=0) == eft_records(problems[:20], seed=0)
+    assert eft_records(problems[:20], seed=0) != eft_records(problems[:20], seed=1)
+
+
+def test_ift_and_m0_records():
+    problems = generate_problems(30, seed=12)
+    for r, p in zip(ift_records(problems), problems):
+        assert validate_ift(r, "ift")["steps"] == p.steps
+    for r in m0_records(problems):
+        assert set(r) == {"id", "question", "solution"} and "Step 1:" not in r["solution"]
+
+
+def test_arith_teacher_answers_chat_wrapped_figure5_prompts(apples):
+    class Tok:  # a chat template like the arith tokenizer's
+        chat_template = "x"
+
+        def apply_chat_template(self, msgs, tokenize, add_generation_prompt):
+            return f"<|im_start|>user\n{msgs[0]['content']}<|im_end|>\n<|im_start|>assistant\n"
+
+    teacher = ArithTeacher([apples])
+    prev = ["3 * 12 = 36", "36 + 5 = 41"]
+    good, bad = format_step(3, "41 - 9 = 32"), format_step(3, "41 - 9 = 33")
+    p_ab = chat(Tok(), judge_prompt(apples.question, prev, good, bad))
+    p_ba = judge_prompt(apples.question, prev, bad, good)  # plain, no chat wrapper
+    assert parse_judge_prompt(p_ab) == (apples.question, prev, good.strip(), bad.strip())
+    outs = teacher.generate([p_ab, p_ba, "hello"], SamplingParams(n=2), seeds=[1, 2, 3])
+    assert [len(o) for o in outs] == [2, 2, 2]
+    assert [parse_verdict(o[0].text) for o in outs] == ["A", "B", None]
+    unknown = judge_prompt("What is 2 + 2?", [], "Step 1: 2 + 2 = 4", "Step 1: 2 + 2 = 5")
+    assert parse_verdict(teacher.generate([unknown], SamplingParams())[0][0].text) is None
+
+
+def test_checker_and_teacher_plug_into_eft_build_filters(apples):
+    from psr.eft import judge_pairs
+
+    pair = {"pair_id": "hand-1/p0", "step": 2, "prev_steps": ["3 * 12 = 36"], "best": "36 + 5 = 41",
+            "worst": "36 + 5 = 42"}
+    oracle = ArithOracle([apples])
+    assert oracle.score_steps(apples.question, pair["prev_steps"] + [pair["best"]])[-1] == 1.0
+    assert oracle.score_steps(apples.question, pair["prev_steps"] + [pair["worst"]])[-1] == 0.0
+    judged = judge_pairs(ArithTeacher([apples]), [{"id": apples.id, "question": apples.question, "pairs": [pair]}],
+                         SamplingParams())
+    assert judged[0]["pairs"][0]["status"] == "kept"
+
+
+def test_write_initial_data(tmp_path):
+    paths = write_initial_data(tmp_path, n_train=60, n_test=30, seed=3, eft_pairs_per_problem=1)
+    assert set(paths) == {"problems_train", "problems_test", "ift_train", "m0_train", "eft_train", "eft_test"}
+    train, test = load_problems(paths["problems_train"]), load_problems(paths["problems_test"])
+    assert len(train) == 60 and 28 <= len(test) <= 30
+    assert not {p.question for p in train} & {p.question for p in test}
+    eft_test = read_jsonl(paths["eft_test"])
+    assert len(eft_test) == 2 * len(test)
+    assert {r["question"] for r in eft_test} <= {p.question for p in test}  # held out from the test split
+    assert len(read_jsonl(paths["eft_train"])) == 120 and len(read_jsonl(paths["ift_train"])) == 60
+    again = write_initial_data(tmp_path / "again", n_train=60, n_test=30, seed=3)
+    for name in paths:
+        assert paths[name].read_bytes() == again[name].read_bytes()
