@@ -1,0 +1,374 @@
+"""Answer equivalence: fast string/number rules first, then math-verify's symbolic check.
+
+This module runs *unprotected*: call it only inside a grader worker process (``psr.grader.pool``)
+where a hard timeout bounds it. Public entry points with the timeout are in ``psr.grader``.
+
+Rules (Qwen2.5-Math toolkit semantics, written from scratch), in order:
+  1. equal after ``normalize`` (case-insensitive for plain words);
+  2. multiple choice: a gold option letter matches the prediction's option letter only;
+  3. numbers: ``rel_tol=1e-4``; when either side is written as a percent, also x100 / ÷100;
+  4. equations: ``x = 3`` matches ``3`` when the left side is a lone variable;
+  5. structures: intervals (bracket kinds must agree), tuples (ordered), sets and bare lists
+     (unordered), matrices (``pmatrix``/``bmatrix``, a one-row/column matrix equals a tuple),
+     element by element with these same rules;
+  6. symbolic: math-verify ``parse`` (LaTeX extraction only: no ``parse_expr``) + ``verify``.
+Nothing from the answer text reaches eval/exec/sympify/parse_expr: math-verify's expression
+extractor (which calls ``parse_expr``) is never enabled, and answers that look like Python
+(``__``, ``import``, ``lambda``, ...) skip the symbolic path altogether.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from functools import lru_cache
+
+from psr.grader.extract import choice_letter
+from psr.grader.normalize import normalize, numbers_close, parse_number
+
+__all__ = ["match_local", "answer_type_of", "symbolic_equal", "split_top_level"]
+
+MAX_ANSWER_CHARS = 2000  # longer extracted answers: string rules only, no symbolic path
+MAX_DEPTH = 3
+_PY_SMELL = re.compile(r"__|\bimport\b|\blambda\b|\beval\b|\bexec\b|\bos\.|\bsubprocess\b|\bgetattr\b|\bopen\(")
+_LONE_VAR = re.compile(r"^(?:[a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?'?|\\[a-zA-Z]+(?:_\{?[a-zA-Z0-9]+\}?)?)$")
+_CHOICE_GOLD = re.compile(r"^\(?([A-E])\)?$")
+
+_DEFAULT_TYPES = {
+    "gsm8k": "numeric", "aime24": "numeric", "aime25": "numeric", "amc23": "numeric",
+    "gaokao2023en": "choice_or_math",
+}
+
+
+@lru_cache(maxsize=64)
+def answer_type_of(benchmark: str | None) -> str:
+    """``numeric`` | ``choice_or_math`` | ``math`` for a benchmark name (eval/benchmarks.yaml)."""
+    if not benchmark:
+        return "math"
+    try:
+        from psr.data.benchmarks import benchmark_spec
+
+        return benchmark_spec(benchmark).get("answer_type", "math")
+    except Exception:
+        return _DEFAULT_TYPES.get(str(benchmark), "math")
+
+
+def split_top_level(s: str, sep: str = ",") -> list[str]:
+    """Split at ``sep`` outside (), [], {} (and ``\\{ \\}``)."""
+    out, depth, cur = [], 0, []
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        if c == sep and depth == 0:
+            out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    out.append("".join(cur))
+    return [p.strip() for p in out]
+
+
+def _balanced(s: str) -> bool:
+    depth = 0
+    for c in s:
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+            if depth < 0:
+                return False
+    return depth == 0
+
+
+def _structure(s: str):
+    """(kind, items) for a normalised answer: 'set' | 'interval' | 'tuple' | 'list' | 'matrix'."""
+    m = re.fullmatch(r"\\begin\{[pbBvV]?matrix\}(.*)\\end\{[pbBvV]?matrix\}", s)
+    if m:
+        rows = [r for r in m.group(1).split("\\\\") if r.strip()]
+        cells = [[c.strip() for c in r.split("&")] for r in rows]
+        return "matrix", cells
+    if s.startswith("\\{") and s.endswith("\\}") and _balanced(s[2:-2]):
+        return "set", split_top_level(s[2:-2])
+    if len(s) >= 2 and s[0] in "([" and s[-1] in ")]" and _balanced(s[1:-1]):
+        items = split_top_level(s[1:-1])
+        if len(items) >= 2:
+            return ("interval" if len(items) == 2 else "tuple"), (s[0] + s[-1], items)
+    if "\\cup" in s:
+        return "union", [p.strip() for p in s.split("\\cup")]
+    items = split_top_level(s)
+    if len(items) >= 2 and all(items):
+        return "list", items
+    items = split_top_level(s, ";")
+    if len(items) >= 2 and all(items):
+        return "list", items
+    return None, None
+
+
+def _unordered_equal(a: list[str], b: list[str], depth: int) -> bool:
+    if len(a) != len(b):
+        return False
+    used = [False] * len(b)
+    for x in a:
+        for j, y in enumerate(b):
+            if not used[j] and _match(x, y, depth + 1):
+                used[j] = True
+                break
+        else:
+            return False
+    return True
+
+
+def _struct_equal(p: str, g: str, depth: int) -> bool | None:
+    """True/False when both sides are structures the rules decide; None otherwise."""
+    pk, pv = _structure(p)
+    gk, gv = _structure(g)
+    if gk is None and pk is None:
+        return None
+    if gk == "matrix" or pk == "matrix":
+        def flat(k, v):
+            if k == "matrix":
+                if len(v) == 1 or all(len(r) == 1 for r in v):
+                    return [c for r in v for c in r], v
+                return None, v
+            if k in ("tuple", "interval"):
+                return v[1], None
+            return None, None
+
+        if gk == pk == "matrix":
+            if len(pv) != len(gv) or any(len(a) != len(b) for a, b in zip(pv, gv)):
+                return False
+            return all(_match(x, y, depth + 1) for a, b in zip(pv, gv) for x, y in zip(a, b))
+        pf, _ = flat(pk, pv)
+        gf, _ = flat(gk, gv)
+        if pf is None or gf is None or len(pf) != len(gf):
+            return None
+        return all(_match(x, y, depth + 1) for x, y in zip(pf, gf))
+    if gk in ("interval", "tuple") and pk in ("interval", "tuple"):
+        (pb, pitems), (gb, gitems) = pv, gv
+        if len(pitems) != len(gitems):
+            return False
+        if pb != gb:
+            return False
+        return all(_match(x, y, depth + 1) for x, y in zip(pitems, gitems))
+    if gk == pk == "union":
+        return len(pv) == len(gv) and all(_match(x, y, depth + 1) for x, y in zip(pv, gv))
+    if gk in ("set", "list") and pk in ("set", "list"):
+        return _unordered_equal(pv, gv, depth)
+    if gk in ("set", "list", "tuple", "interval", "union") or pk in ("set", "list", "tuple", "interval", "union"):
+        if gk and pk:
+            return False  # different kinds of structures: let nothing else decide
+        return None  # a structure against a non-structure: maybe "x \in (1,2)"; symbolic decides
+    return None
+
+
+def _numeric_equal(p: str, g: str) -> bool | None:
+    pn, gn = parse_number(p), parse_number(g)
+    if pn is None or gn is None:
+        return None
+    (pv, ppct), (gv, gpct) = pn, gn
+    if numbers_close(pv, gv):
+        return True
+    if ppct or gpct:
+        return any(numbers_close(pv, x) for x in (gv * 100, gv / 100))
+    return False
+
+
+def _strip_lhs(s: str) -> str:
+    """``x=3`` -> ``3`` when the left side is a lone variable (``x``, ``a_1``, ``\\theta``)."""
+    if s.count("=") == 1 and "\\leq" not in s and "\\geq" not in s:
+        lhs, rhs = s.split("=")
+        if _LONE_VAR.match(lhs.strip()) and rhs.strip():
+            return rhs.strip()
+    return s
+
+
+_INEQ_OPS = {"<": ("(", ")"), "\\lt": ("(", ")"), "\\leq": ("[", "]"), "\\le": ("[", "]"),
+             "\\leqslant": ("[", "]"), ">": ("(", ")"), "\\gt": ("(", ")"), "\\geq": ("[", "]"),
+             "\\ge": ("[", "]"), "\\geqslant": ("[", "]")}
+_INEQ_SPLIT = re.compile(r"(\\leqslant|\\geqslant|\\leq|\\geq|\\le|\\ge|\\lt|\\gt|<|>)")
+
+
+def _inequality_as_interval(s: str) -> str:
+    """``x<3`` -> ``(-\\infty,3)``, ``x\\geq2`` -> ``[2,\\infty)``, ``1<x\\leq2`` -> ``(1,2]``;
+    anything else unchanged. Only a lone variable with numeric-free bounds of one variable."""
+    if "=" in s.replace("\\leq", "").replace("\\geq", "") or "," in s:
+        return s
+    parts = _INEQ_SPLIT.split(s)
+    if len(parts) == 3:
+        a, op, b = (x.strip() for x in parts)
+        less = op in ("<", "\\lt", "\\leq", "\\le", "\\leqslant")
+        if _LONE_VAR.match(a) and b:
+            lo, hi = ("-\\infty", b) if less else (b, "\\infty")
+            br = _INEQ_OPS[op]
+            return ("(" if less else br[0]) + f"{lo},{hi}" + (br[1] if less else ")")
+        if _LONE_VAR.match(b) and a:
+            lo, hi = (a, "\\infty") if less else ("-\\infty", a)
+            br = _INEQ_OPS[op]
+            return (br[0] if less else "(") + f"{lo},{hi}" + (")" if less else br[1])
+    if len(parts) == 5:
+        a, op1, x, op2, b = (y.strip() for y in parts)
+        if _LONE_VAR.match(x) and op1 in _INEQ_OPS and op2 in _INEQ_OPS:
+            up = lambda op: op in ("<", "\\lt", "\\leq", "\\le", "\\leqslant")
+            if up(op1) and up(op2):
+                return _INEQ_OPS[op1][0] + f"{a},{b}" + _INEQ_OPS[op2][1]
+            if not up(op1) and not up(op2):
+                return _INEQ_OPS[op2][0] + f"{b},{a}" + _INEQ_OPS[op1][1]
+    return s
+
+
+def match_local(pred: str | None, gold: str | None, symbolic: bool = True) -> bool:
+    """Unprotected equivalence of two answers (call inside a worker; see module docstring)."""
+    if pred is None or gold is None:
+        return False
+    pred, gold = str(pred), str(gold)
+    if not pred.strip() or not gold.strip():
+        return False
+    return _match(pred, gold, 0, symbolic)
+
+
+def _match(pred: str, gold: str, depth: int, symbolic: bool = True) -> bool:
+    if pred.strip() == gold.strip():
+        return True
+    p, g = normalize(pred), normalize(gold)
+    if not p or not g:
+        return False
+    if p == g or (p.lower() == g.lower() and re.fullmatch(r"[A-Za-z ]+", g) and len(g) > 1):
+        return True
+    # multiple choice: the gold is an option letter
+    gm = _CHOICE_GOLD.match(g)
+    if gm:
+        letter = choice_letter(pred) or choice_letter(p)
+        return letter == gm.group(1)
+    num = _numeric_equal(p, g)
+    if num is not None:
+        return num
+    # equations with a lone variable on the left
+    p2, g2 = _strip_lhs(p), _strip_lhs(g)
+    if (p2, g2) != (p, g):
+        if p2 == g2:
+            return True
+        num = _numeric_equal(p2, g2)
+        if num is not None:
+            return num
+    if ("<" in p2 or "\\l" in p2 or ">" in p2 or "\\g" in p2) and not ("<" in g2 or ">" in g2 or "\\le" in g2 or "\\ge" in g2):
+        p2 = _inequality_as_interval(p2)
+    elif ("<" in g2 or "\\l" in g2 or ">" in g2 or "\\g" in g2) and not ("<" in p2 or ">" in p2 or "\\le" in p2 or "\\ge" in p2):
+        g2 = _inequality_as_interval(g2)
+    if depth < MAX_DEPTH:
+        st = _struct_equal(p2, g2, depth)
+        if st is not None:
+            return st
+    if not symbolic or depth > MAX_DEPTH:
+        return False
+    if len(pred) > MAX_ANSWER_CHARS or len(gold) > MAX_ANSWER_CHARS:
+        return False
+    if _PY_SMELL.search(pred) or _PY_SMELL.search(gold):
+        return False
+    return symbolic_equal(p2, g2) or ((p2, g2) != (pred, gold) and symbolic_equal(pred, gold))
+
+
+# ---------------------------------------------------------------- symbolic (math-verify)
+
+@lru_cache(maxsize=4096)
+def _mv_parse(latex: str):
+    from math_verify import LatexExtractionConfig, parse
+
+    # Wrapped in \boxed{} so the whole answer is one extraction target; parsing_timeout=None
+    # because the worker's hard timeout (a kill) bounds us, and signal alarms would race it.
+    return parse("\\boxed{" + latex + "}", extraction_config=[LatexExtractionConfig()],
+                 fallback_mode="no_fallback", parsing_timeout=None)
+
+
+def symbolic_equal(pred: str, gold: str) -> bool:
+    """math-verify ``verify`` on LaTeX-parsed answers (gold first: it is asymmetric)."""
+    import logging
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    try:
+        g = _mv_parse(gold)
+        if not g:
+            return False
+        p = _mv_parse(pred)
+        if not p:
+            return False
+        from math_verify import verify
+
+        if verify(g, p, timeout_seconds=None):
+            return True
+        return _numerically_equal(p[0], g[0], pred, gold)
+    except Exception:
+        return False
+
+
+def _numerically_equal(pe, ge, pred: str, gold: str) -> bool:
+    """Qwen-style: a closed-form answer against a decimal gold (or the reverse) with rel_tol 1e-4."""
+    pn, gn = parse_number(normalize(pred)), parse_number(normalize(gold))
+    if (pn is None) == (gn is None):
+        return False  # both decimals were decided by the number rule; both symbolic by verify
+    expr = pe if pn is None else ge
+    num = (gn or pn)[0]
+    if not getattr(expr, "is_number", False) or getattr(expr, "free_symbols", True):
+        return False
+    val = complex(expr.evalf(30))
+    if abs(val.imag) > 1e-12 * max(1.0, abs(val.real)):
+        return False
+    return numbers_close(val.real, num)
+
+
+def _has_marker(text: str) -> bool:
+    from psr.grader.extract import _ANSWER_IS_RE, last_boxed
+
+    return last_boxed(text) is not None or "####" in text or _ANSWER_IS_RE.search(text) is not None
+
+
+def gold_answer(gold: str) -> str:
+    """The answer inside a gold string: the gold itself, or the final answer of a gold that is a
+    whole reference solution (has a \\boxed{} / "final answer is")."""
+    from psr.grader.extract import _is_bare, extract_answer
+
+    g = gold.strip()
+    if len(g) > 80 or "\\boxed" in g or "\\fbox" in g:
+        if _has_marker(g) or not _is_bare(g):
+            ext = extract_answer(g)
+            if ext:
+                return ext
+    return gold
+
+
+def grade_local(response: str | None, gold: str | None, benchmark: str | None = None) -> bool:
+    """Unprotected grade (call inside a worker): extract, match, and for solutions without a
+    \\boxed{} a second opinion from math-verify's LaTeX extraction over the whole response."""
+    from psr.grader.extract import extract_answer
+
+    if not isinstance(response, str) or gold is None or not str(gold).strip():
+        return False
+    gold = gold_answer(str(gold))
+    ans = extract_answer(response, benchmark)
+    if match_local(ans, gold):
+        return True
+    if answer_type_of(benchmark) == "numeric" or _CHOICE_GOLD.match(normalize(gold)):
+        return False
+    if ("\\boxed" in response or "\\fbox" in response) and ans is not None:
+        return False  # the boxed answer is the final answer; nothing else in the text counts
+    if len(response) <= 20000 and not _PY_SMELL.search(response) \
+            and ("$" in response or "\\(" in response or "\\[" in response):
+        return _mv_text_equal(response, gold)
+    return False
+
+
+def _mv_text_equal(response: str, gold: str) -> bool:
+    try:
+        from math_verify import LatexExtractionConfig, parse, verify
+
+        g = _mv_parse(normalize(gold)) or _mv_parse(gold)
+        if not g:
+            return False
+        p = parse(response, extraction_config=[LatexExtractionConfig()], parsing_timeout=None)
+        return bool(p) and bool(verify(g, p, timeout_seconds=None))
+    except Exception:
+        return False

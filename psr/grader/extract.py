@@ -1,0 +1,161 @@
+"""Final-answer extraction from a model response (pure string work, linear time, no evaluation).
+
+Order (the first that applies wins):
+  1. the last ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces handled; ``\\boxed 5`` too);
+  2. GSM8k ``#### x``;
+  3. the last "final answer is ..." / "the answer is ..." / "answer: ...";
+  4. a short bare answer (no sentence around it): the text itself;
+  5. the last number in the text.
+Multiple-choice benchmarks then reduce the answer to its option letter where one is visible.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["extract_answer", "last_boxed", "choice_letter"]
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox|framebox)\b")
+_HASH_RE = re.compile(r"####\s*([^\n]*)")
+_ANSWER_IS_RE = re.compile(
+    r"(?:final\s+answer\s*(?:is|:)|the\s+answer\s+is|answer\s*:|answer\s*(?=\$|\\\(|\\\[)|答案是)\s*:?\s*",
+    re.IGNORECASE,
+)
+# numbers: optional sign, digits with optional thousands commas, decimals, a/b fractions
+_NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+(?:\.\d+)?)?|-?\.\d+")
+_CHOICE_RE = re.compile(
+    r"^\(?\s*([A-E])\s*\)?(?:[.:)\s]|$)|^\\text\{\s*\(?([A-E])\)?\s*\}|^\\textbf\{\s*\(?([A-E])\)?\s*\}"
+)
+_CHOICE_IN_TEXT_RE = re.compile(r"(?:\(([A-E])\)|\b(?:option|choice|answer)\s*(?:is\s*)?:?\s*\(?([A-E])\b\)?)")
+_SENTENCE_WORD_RE = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
+
+
+def _braced(text: str, start: int) -> tuple[str, int] | None:
+    """The content of the ``{...}`` group that opens at ``text[start]`` and the index after it."""
+    depth = 0
+    for i in range(start, len(text)):
+        c = text[i]
+        if c == "\\":
+            continue
+        if c == "{" and (i == 0 or text[i - 1] != "\\"):
+            depth += 1
+        elif c == "}" and (i == 0 or text[i - 1] != "\\"):
+            depth -= 1
+            if depth == 0:
+                return text[start + 1 : i], i + 1
+    return None
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}``/``\\fbox{...}`` (or ``\\boxed x``) in ``text``; None if none."""
+    matches = list(_BOX_RE.finditer(text))
+    for m in reversed(matches):
+        j = m.end()
+        while j < len(text) and text[j] == " ":
+            j += 1
+        if j < len(text) and text[j] == "{":
+            got = _braced(text, j)
+            if got is not None:
+                return got[0].strip()
+            continue  # unbalanced: try an earlier box
+        if j > m.end():  # "\boxed 5": up to whitespace or $
+            k = j
+            while k < len(text) and text[k] not in " \n$":
+                k += 1
+            if k > j:
+                return text[j:k].strip()
+    return None
+
+
+def _clean_tail(ans: str) -> str:
+    """Cut a line-level answer to the answer itself ("$5$. I hope it is correct." -> "5")."""
+    ans = ans.strip()
+    ans = re.split(r"\.\s+I hope it is correct|\n", ans, maxsplit=1)[0].strip()
+    ans = ans.strip()
+    if ans.startswith("$") and ans.count("$") >= 2:
+        end = ans.index("$", 1)
+        ans = ans[1:end]
+    elif ans.startswith("\\(") and "\\)" in ans:
+        ans = ans[2 : ans.index("\\)")]
+    elif ans.startswith("\\[") and "\\]" in ans:
+        ans = ans[2 : ans.index("\\]")]
+    ans = ans.strip().rstrip(".").strip()
+    return ans.strip("$ ").strip()
+
+
+def _is_bare(text: str) -> bool:
+    """True for a short answer with no sentence around it ("3/4", "x = 3", "(A)", "\\frac{1}{2}")."""
+    t = text.strip()
+    if not t or len(t) > 80 or "\n" in t:
+        return False
+    t = re.sub(r"\\text\{[^{}]*\}|\\mathrm\{[^{}]*\}|\\mbox\{[^{}]*\}|\\(?:begin|end)\{[^{}]*\}", " ", t)
+    from psr.grader.normalize import WORD_NUMBERS
+
+    words = [w for w in _SENTENCE_WORD_RE.findall(t) if w.lower() not in WORD_NUMBERS]
+    return len(words) <= 1
+
+
+def choice_letter(ans: str | None) -> str | None:
+    """The option letter of an answer such as "C", "(C)", "C.", "\\text{(C)}", "C: 12"; else None."""
+    if ans is None:
+        return None
+    a = ans.strip().strip("$").strip()
+    m = _CHOICE_RE.match(a)
+    if m:
+        return next(g for g in m.groups() if g)
+    if len(a) == 1 and a.upper() in "ABCDE" and a.isalpha():
+        return a.upper()
+    return None
+
+
+def extract_answer(text: str | None, benchmark: str | None = None) -> str | None:
+    """The final answer in ``text`` (see the module docstring), or None when there is none.
+
+    ``benchmark`` is a benchmark name (see eval/benchmarks.yaml): its ``answer_type`` selects
+    number-only extraction (``numeric``: gsm8k, aime, amc) or option-letter extraction
+    (``choice_or_math``: a letter if the answer is one, else the math answer).
+    """
+    if not isinstance(text, str):
+        return None
+    from psr.grader.equiv import answer_type_of
+
+    atype = answer_type_of(benchmark)
+    ans = _extract_generic(text)
+    if atype == "numeric" and ans is not None:
+        if not _NUMBER_RE.fullmatch(ans.replace(" ", "")) and "\\" not in ans and "/" not in ans:
+            nums = _NUMBER_RE.findall(ans)
+            if nums:
+                ans = nums[-1]
+    if atype == "choice_or_math":
+        letter = choice_letter(ans)
+        if letter is not None:
+            return letter
+    return ans
+
+
+def _extract_generic(text: str) -> str | None:
+    if "\\boxed" in text or "\\fbox" in text or "\\framebox" in text:
+        boxed = last_boxed(text)
+        if boxed is not None:
+            return boxed
+    if "####" in text:
+        hashes = _HASH_RE.findall(text)
+        if hashes and hashes[-1].strip():
+            return _clean_tail(hashes[-1]).replace(",", "") or None
+    tail = None
+    for m in _ANSWER_IS_RE.finditer(text):
+        tail = m
+    if tail is not None:
+        ans = _clean_tail(text[tail.end() :])
+        if ans:
+            return ans
+    if _is_bare(text):
+        t = text.strip()
+        if t.startswith("$") and t.endswith("$"):
+            t = t.strip("$")
+        elif t.startswith("\\(") and t.endswith("\\)") or t.startswith("\\[") and t.endswith("\\]"):
+            t = t[2:-2]
+        t = t.strip().rstrip(".").strip()
+        return t or None
+    nums = _NUMBER_RE.findall(text[-20000:])
+    return nums[-1].replace(",", "") if nums else None

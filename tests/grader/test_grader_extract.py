@@ -1,0 +1,85 @@
+"""Final-answer extraction: boxed (nested braces), GSM8k ####, "the answer is", bare answers,
+last number, and the benchmark-aware variants (numeric, multiple choice)."""
+
+import pytest
+
+from psr.grader import choice_letter, extract_answer, last_boxed
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("so $x = \\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
+    ("first \\boxed{1} then \\boxed{\\sqrt{\\frac{a}{b}}}", "\\sqrt{\\frac{a}{b}}"),  # the last box
+    ("\\boxed{\\{1, 2\\}}", "\\{1, 2\\}"),  # escaped braces do not close the box
+    ("\\fbox{42}", "42"),
+    ("$\\framebox{204}$ minutes", "204"),
+    ("hence \\boxed 7 is it", "7"),
+    ("\\boxed{\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}}", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}"),
+])
+def test_last_boxed_content_with_nested_braces(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_unbalanced_last_box_falls_back_to_an_earlier_complete_box():
+    assert last_boxed("\\boxed{3} and then \\boxed{4") == "3"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Natalia sold 48/2 = 24 clips.\n#### 72", "72"),
+    ("so she pays 1,234 dollars\n#### 1,234", "1234"),
+    ("Thus the answer is 42.", "42"),
+    ("The answer is $\\frac{3}{4}$. Done", "\\frac{3}{4}"),
+    ("Final Answer: The final answer is $28 \\%$. I hope it is correct.", "28 \\%"),
+    ("blah\nThe final answer is (B)", "(B)"),
+    ("Answer: 17", "17"),
+])
+def test_marker_phrases(text, expected):
+    assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("3/4", "3/4"), ("$\\frac{1}{2}$", "\\frac{1}{2}"), ("x = 3", "x = 3"), ("(A)", "(A)"), ("  -7. ", "-7"),
+])
+def test_short_bare_answer_is_the_text_itself(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_long_unmarked_text_gives_its_last_number():
+    text = "We add the apples and the pears together, which gives 12 fruits; then we remove 5 and get 7 left"
+    assert extract_answer(text) == "7"
+    assert extract_answer("Costs went up by 1,500 dollars over the year in total sum") == "1500"
+
+
+def test_no_answer_at_all_is_none():
+    assert extract_answer("I do not know how to solve this problem at all sorry") is None
+    assert extract_answer(None) is None
+    assert extract_answer("") is None
+
+
+def test_numeric_benchmark_reduces_a_worded_answer_to_its_number():
+    assert extract_answer("The answer is 18 dollars per day.", "gsm8k") == "18"
+    assert extract_answer("The answer is 18 dollars per day.") == "18 dollars per day"
+
+
+def test_choice_benchmark_gives_the_option_letter():
+    assert extract_answer("so \\boxed{(C)}", "gaokao2023en") == "C"
+    assert extract_answer("The answer is B: 12", "gaokao2023en") == "B"
+    assert extract_answer("\\boxed{\\text{D}}", "gaokao2023en") == "D"
+    # not a letter: the math answer is kept
+    assert extract_answer("\\boxed{\\frac{3}{10}}", "gaokao2023en") == "\\frac{3}{10}"
+
+
+@pytest.mark.parametrize("ans,letter", [
+    ("C", "C"), ("(C)", "C"), ("C.", "C"), ("C: 12", "C"), ("\\text{(B)}", "B"), ("c", "C"),
+    ("Cat", None), ("12", None), (None, None),
+])
+def test_choice_letter(ans, letter):
+    assert choice_letter(ans) == letter
+
+
+def test_extraction_is_linear_on_a_megabyte_of_braces():
+    import time
+
+    t0 = time.perf_counter()
+    assert extract_answer("\\boxed{" + "{" * 500_000) is None  # never closed, no number
+    assert extract_answer("\\boxed{" + "{" * 200_000 + "7" + "}" * 200_000 + "}") == "{" * 200_000 + "7" + "}" * 200_000
+    assert time.perf_counter() - t0 < 10
