@@ -177,3 +177,15 @@ def test_scripted_split_teacher_faithful_and_altered():
     altered = ScriptedSplitTeacher(alter=["Natalia"]).generate([prompt], SamplingParams())[0][0].text
     assert parse_steps(altered)[0] == "Natalia sold 58/2 = 24 clips in May."
     assert check_teacher_output(altered, sol, "72").reason == "text_mismatch"
+
+
+def test_rules_mode_math_fallback_on_first_50_math500_items(data_dir):
+    items = [json.loads(l) for l in (data_dir / "math500" / "test.jsonl").read_text().splitlines()[:50]]
+    n_steps = []
+    for it in items:
+        steps = rules_segment(it["solution"])
+        chk = check_split(steps, it["solution"], it["answer"])
+        assert chk.ok and not chk.answer_appended, (it["id"], chk)
+        assert last_boxed(chk.steps[-1]) == it["answer"], it["id"]
+        n_steps.append(len(steps))
+    assert min(n_steps) >= 1 and sum(n_steps) / len(n_steps) > 2

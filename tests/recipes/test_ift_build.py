@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from psr.config import load_config
+from psr.data.schemas import load_ift
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "ift_build.py"
@@ -47,6 +48,7 @@ def test_tiny_config_rules_mode_on_gsm8k(tmp_path, data_dir):
         assert set(r) == {"id", "question", "steps", "answer", "answer_appended"}
         assert r["steps"][-1].endswith(f"The answer is $\\boxed{{{g}}}$.")
         assert all(s.strip() and "<<" not in s for s in r["steps"])
+    assert load_ift(tmp_path / "ift.jsonl")[0]["steps"] == recs[0]["steps"]  # the trainer's schema accepts them
     assert (tmp_path / "rejects.jsonl").read_text() == ""
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     assert list((tmp_path / "work").iterdir()) == []
@@ -147,3 +149,60 @@ def test_torchrun_two_ranks_match_one_process(tmp_path, data_dir):
     )
     assert p.returncode == 0, p.stderr[-3000:]
     assert (two / "ift.jsonl").read_text() == (one / "ift.jsonl").read_text()
+
+
+def test_teacher_mode_through_an_openai_compatible_http_endpoint(tmp_path):
+    """A stub chat/completions server on 127.0.0.1 plays the teacher: it answers Figure 3 with a
+    faithful split, except for one solution where it drops a sentence."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from psr.generation.base import SamplingParams
+    from psr.ift import ScriptedSplitTeacher
+
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            prompt = body["messages"][0]["content"]
+            seen.append(body)
+            text = ScriptedSplitTeacher().generate([prompt], SamplingParams())[0][0].text
+            if "Apples 2?" in prompt:
+                text = text.split("\n")[0]
+            out = json.dumps({"choices": [{"index": 0, "finish_reason": "stop",
+                                           "message": {"role": "assistant", "content": text}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        _toy_input(tmp_path / "in.jsonl", 4)
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+        teacher = f"teacher={{_component_: psr.generation.http.HttpGenerator, base_url: '{url}', model: stub, api_key_env: null}}"
+        summary = _run(tmp_path / "out", "mode=teacher", f"input={tmp_path / 'in.jsonl'}", teacher)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert summary["n_accepted"] == 3 and summary["rejected_by_reason"] == {"text_mismatch": 1}
+    assert _lines(tmp_path / "out" / "rejects.jsonl")[0]["id"] == "t2"
+    assert len(seen) == 4 and all(b["model"] == "stub" and b["temperature"] == 0.0 for b in seen)
+    # the Figure 3 prompt, with the annotation-free solution, as the user message
+    assert seen[0]["messages"][0]["content"].startswith("There is a math problem and its corresponding solution.")
+    assert "<<" not in seen[0]["messages"][0]["content"]
+
+
+@pytest.mark.parametrize("family", ["tiny", "smollm2_135m", "qwen2_5_math_7b", "qwen2_5_math_72b"])
+def test_family_configs_load(family, tmp_path):
+    over = [f"output_dir={tmp_path}"]
+    if family.startswith("qwen"):
+        over += ["teacher.base_url=http://127.0.0.1:8000/v1", "teacher.model=m"]
+    cfg = load_config(ift_build.IftBuildConfig, f"{family}/ift_build", over)
+    ift_build.validate(cfg)
+    assert cfg.mode == ("teacher" if family.startswith("qwen") else "rules")
