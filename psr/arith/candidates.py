@@ -27,7 +27,15 @@ from typing import Optional
 
 from psr.arith.problems import OPS, Operation, Problem, apply_op, eq_text, render_step
 
-WRONG_KINDS = ("wrong_operation", "off_by_one", "off_by_ten", "wrong_quantity", "copied_number")
+WRONG_KINDS = (
+    "wrong_operation",
+    "off_by_one",
+    "off_by_ten",
+    "wrong_quantity",
+    "copied_number",
+    "early_answer",
+    "repeated_step",
+)
 
 
 @dataclass(frozen=True)
@@ -97,9 +105,18 @@ def wrong_step(problem: Problem, l: int, kind: str, rng: random.Random) -> Optio
         d = 1 if kind == "off_by_one" else 10
         options = [o.result + d] + ([o.result - d] if o.result - d > 0 else [])
         claimed, shown = rng.choice(options), o
-    else:  # copied_number
+    elif kind == "copied_number":
         options = sorted({o.x, o.y, *problem.givens} - {o.result})
         claimed, shown = rng.choice(options), o
+    elif kind == "early_answer":
+        if _final(problem, l):
+            return None
+        eq = eq_text(o.x, o.op, o.y, o.result)
+        return render_step(problem.ctx, o, rng.randrange(3), eq, str(o.result))
+    else:  # repeated_step
+        if l == 1:
+            return None
+        return correct_step(problem, l - 1, rng)
     eq = eq_text(shown.x, shown.op, shown.y, claimed)
     return render_step(problem.ctx, shown, rng.randrange(3), eq, str(claimed) if _final(problem, l) else None)
 
@@ -115,8 +132,8 @@ def wrong_steps(problem: Problem, l: int, rng: random.Random, kinds=WRONG_KINDS)
 
 
 def random_wrong_step(problem: Problem, l: int, rng: random.Random) -> Candidate:
-    """A wrong candidate of a random kind (kinds without an instance are skipped;
-    ``off_by_one`` always has one)."""
+    """A wrong candidate of a random kind, each kind equally likely among those with an instance
+    here (``off_by_one`` always has one)."""
     kinds = list(WRONG_KINDS)
     rng.shuffle(kinds)
     for kind in kinds:

@@ -43,10 +43,11 @@ first wrong step, 0.0 from there on).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 from psr.arith.problems import Problem
 
@@ -275,10 +276,17 @@ class ArithOracle:
     """The checker addressed by question text, for recipes that only see questions: exposes the
     PRM interface ``score_steps(question, steps) -> list[float]`` used by eft_build."""
 
-    def __init__(self, problems: Iterable[Problem]):
+    name = "arith-checker"
+
+    def __init__(self, problems: Optional[Iterable[Problem]] = None, problems_file: Any = None):
+        """From ``problems``, and/or from ``problems_file`` (a path or a list of paths of
+        ``problems_*.jsonl`` written by :func:`psr.arith.data.write_initial_data`) -- the form a
+        config's ``_component_: psr.arith.ArithOracle`` block uses."""
         self.by_question: dict[str, Problem] = {}
-        for p in problems:
+        for p in _gather(problems, problems_file):
             self.by_question.setdefault(_qkey(p.question), p)
+        if not self.by_question:
+            raise ValueError("ArithOracle needs problems (problems=... or problems_file=...)")
 
     def problem(self, question: str) -> Problem:
         try:
@@ -306,3 +314,17 @@ class ArithOracle:
 
     def check_solution(self, question: str, solution: str | Sequence[str]) -> bool:
         return check_solution(self.problem(question), solution)
+
+    def close(self) -> None:
+        pass
+
+
+def _gather(problems: Optional[Iterable[Problem]], problems_file: Any) -> list[Problem]:
+    out = list(problems or [])
+    if problems_file:
+        from psr.arith.data import load_problems
+
+        files = [problems_file] if isinstance(problems_file, (str, os.PathLike)) else list(problems_file)
+        for f in files:
+            out += load_problems(f)
+    return out

@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 import re
 import zlib
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 from psr.arith.checker import ArithOracle, StepCheck, check_step_detail, strip_header
 from psr.arith.problems import Problem
@@ -114,8 +114,9 @@ class ArithTeacher:
     version = "checker-templates-1"
     tokenizer = None
 
-    def __init__(self, problems: Iterable[Problem]):
-        self.oracle = ArithOracle(problems)
+    def __init__(self, problems: Optional[Iterable[Problem]] = None, problems_file: Any = None):
+        """Problems as for :class:`ArithOracle` (objects and/or ``problems_*.jsonl`` paths)."""
+        self.oracle = ArithOracle(problems, problems_file)
         self.n_prompts = 0
 
     def judge(self, prompt: str, seed: Optional[int] = None) -> str:

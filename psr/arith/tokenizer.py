@@ -77,3 +77,37 @@ def build_arith_tokenizer(vocab_size: int = 2048, corpus: Optional[list[str]] = 
     fast.chat_template = CHAT_TEMPLATE
     fast.padding_side = "left"
     return fast
+
+
+def token_lengths(tok, n_problems: int = 300, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Token counts (prompt + response + EOS, as the SFT recipes see them) of the records the
+    pipeline trains on: ``ift`` (train split), ``ift_test`` (test split, longer problems), ``eft``
+    (train split, both orders), ``m0`` (question → free-form solution). Each: mean, median, max."""
+    import statistics
+
+    from psr import prompts
+    from psr.arith.data import eft_records
+    from psr.arith.problems import make_splits
+    from psr.steps import format_steps
+
+    train, test = make_splits(n_problems, n_problems, seed)
+
+    def n(text: str) -> int:
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+
+    def ift(p) -> int:
+        return n(prompts.chat(tok, prompts.reasoning_prompt(p.question)) + format_steps(p.steps) + tok.eos_token)
+
+    lengths = {
+        "ift": [ift(p) for p in train],
+        "ift_test": [ift(p) for p in test],
+        "eft": [
+            n(prompts.chat(tok, prompts.judge_prompt(r["question"], r["prev_steps"], r["step_a"], r["step_b"]))
+              + r["judgment"] + tok.eos_token)
+            for r in eft_records(train, seed)
+        ],
+        "m0": [n(prompts.chat(tok, p.question) + p.solution + tok.eos_token) for p in train],
+    }
+    return {
+        k: {"mean": statistics.mean(v), "median": statistics.median(v), "max": max(v)} for k, v in lengths.items()
+    }

@@ -14,6 +14,8 @@ EXPECTED_REASON = {
     "off_by_one": "arithmetic",
     "off_by_ten": "arithmetic",
     "copied_number": "arithmetic",
+    "early_answer": "wrong_answer",
+    "repeated_step": "no_progress",
 }
 
 
@@ -44,7 +46,8 @@ def test_wrong_steps_look_like_steps():
         for cand in wrong_steps(p, l, rng):
             eqs = find_equations(cand.body)
             assert len(eqs) == 1  # one operation, like the reference
-            assert ("\\boxed{" in cand.body) == (l == 3)
+            assert ("\\boxed{" in cand.body) == ((l == 3 and cand.kind != "repeated_step") or cand.kind == "early_answer")
+    assert wrong_step(p, 3, "early_answer", rng) is None and wrong_step(p, 1, "repeated_step", rng) is None
     final = wrong_step(p, 3, "off_by_one", rng)
     claimed = find_equations(final)[0].claimed
     assert final.endswith(f"\\boxed{{{claimed}}}.")  # a wrong final step boxes its own result
