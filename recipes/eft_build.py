@@ -39,12 +39,14 @@ With torchrun each rank searches and judges the questions whose id hashes to it.
 
 from __future__ import annotations
 
+import gc
 import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 from omegaconf import MISSING, OmegaConf
 from tqdm import tqdm
 
@@ -173,9 +175,17 @@ def _mine(qid: str, rank: int, world: int) -> bool:
     return stable_hash("shard", qid) % world == rank
 
 
-def _close(obj: Any) -> None:
-    if obj is not None and hasattr(obj, "close"):
-        obj.close()
+def _close(*objs: Any) -> None:
+    for obj in objs:
+        if obj is not None and hasattr(obj, "close"):
+            obj.close()
+
+
+def _release_memory() -> None:
+    """After a stage's components went out of scope: free their memory before the next loads."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def search_stage(cfg, questions: list[tuple[str, str]], work: Path) -> None:
@@ -197,8 +207,7 @@ def search_stage(cfg, questions: list[tuple[str, str]], work: Path) -> None:
                 w.write(tree_record(tree, pairs, counts, cfg.save_trees))
             bar.update(len(chunk))
     bar.close()
-    _close(policy)
-    _close(prm)
+    _close(policy, prm)
 
 
 def judge_stage(cfg, questions: list[tuple[str, str]], work: Path) -> None:
@@ -297,8 +306,10 @@ def main(cfg) -> dict:
     questions = load_questions(cfg)
     D.barrier()
     search_stage(cfg, questions, work)
+    _release_memory()
     D.barrier()
     judge_stage(cfg, questions, work)
+    _release_memory()
     D.barrier()
     summary: dict = {}
     if D.is_rank0():
