@@ -3,7 +3,8 @@ checked exactly, so the self-rewarding loop can be measured on 2 CPU cores.
 
 Public API (see each module's docstring for the precise definitions):
 
-* problems: :class:`Problem`, :func:`generate_problems`, :func:`make_splits`
+* problems: :class:`Problem`, :func:`generate_problems`, :func:`make_splits`,
+  :class:`NumberRanges` (how large the numbers get)
 * checker:  :func:`check_step`, :func:`check_step_detail`, :func:`check_steps`,
   :func:`score_steps`, :func:`check_solution`, :func:`final_answer`, :class:`ArithOracle`
   (PRM interface ``score_steps(question, steps)``)
@@ -32,7 +33,7 @@ from psr.arith.checker import (
 )
 from psr.arith.data import eft_records, ift_records, load_problems, m0_records, write_initial_data
 from psr.arith.model import ArithModelConfig, build_model_dir, load_model_config, n_params
-from psr.arith.problems import Problem, generate_problems, make_splits
+from psr.arith.problems import NumberRanges, Problem, generate_problems, make_splits
 from psr.arith.teacher import ArithTeacher, judge_explanation
 from psr.arith.tokenizer import build_arith_tokenizer
 
@@ -41,6 +42,6 @@ __all__ = [
     "ArithOracle", "StepCheck", "check_solution", "check_step", "check_step_detail", "check_steps",
     "final_answer", "score_steps", "eft_records", "ift_records", "load_problems", "m0_records",
     "write_initial_data", "ArithModelConfig", "build_model_dir", "load_model_config", "n_params",
-    "Problem", "generate_problems", "make_splits", "ArithTeacher", "judge_explanation",
+    "NumberRanges", "Problem", "generate_problems", "make_splits", "ArithTeacher", "judge_explanation",
     "build_arith_tokenizer",
 ]

@@ -18,10 +18,10 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from psr.arith.candidates import correct_step, random_wrong_step
-from psr.arith.problems import Problem, make_splits
+from psr.arith.problems import DEFAULT_RANGES, NumberRanges, Problem, make_splits
 from psr.arith.teacher import judge_explanation
 from psr.data.jsonl import read_jsonl, write_jsonl
 from psr.steps import format_step
@@ -88,14 +88,20 @@ def write_initial_data(
     test_ops: Sequence[int] = (2, 6),
     eft_pairs_per_problem: int = 1,
     n_eft_train_problems: int | None = None,
+    ranges: NumberRanges | Mapping | None = None,
 ) -> dict[str, Path]:
     """Write ``problems_{train,test}.jsonl``, ``ift_train.jsonl``, ``m0_train.jsonl``,
     ``eft_train.jsonl`` and ``eft_test.jsonl`` (held out: from the test split) into ``out_dir``.
     EFT train uses the first ``n_eft_train_problems`` training problems (all by default).
+    ``ranges``: a :class:`NumberRanges` or a mapping of its fields (None: the defaults).
     Returns the paths by name."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    train, test = make_splits(n_train, n_test, seed, tuple(train_ops), tuple(test_ops))
+    if ranges is None:
+        ranges = DEFAULT_RANGES
+    elif not isinstance(ranges, NumberRanges):
+        ranges = NumberRanges.from_mapping(ranges)
+    train, test = make_splits(n_train, n_test, seed, tuple(train_ops), tuple(test_ops), ranges)
     eft_src = train if n_eft_train_problems is None else train[:n_eft_train_problems]
     files = {
         "problems_train": [p.to_dict() for p in train],

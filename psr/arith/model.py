@@ -55,9 +55,13 @@ def n_params(cfg: ArithModelConfig) -> int:
     return cfg.vocab_size * h + L * (attn + mlp + 2 * h) + h
 
 
-def build_model_dir(path: str | os.PathLike, cfg: Optional[ArithModelConfig] = None, overwrite: bool = False) -> Path:
+def build_model_dir(
+    path: str | os.PathLike, cfg: Optional[ArithModelConfig] = None, overwrite: bool = False, tokenizer: Any = None
+) -> Path:
     """Write the arith tokenizer and a randomly initialised model (fp32 safetensors) as an HF model
-    dir at ``path``; a complete existing dir is reused unless ``overwrite``. Returns the path."""
+    dir at ``path``; a complete existing dir is reused unless ``overwrite``. ``tokenizer``: an
+    already built :func:`build_arith_tokenizer` (its size must be ``cfg.vocab_size``). Returns the
+    path."""
     from transformers import GenerationConfig
 
     from psr.arith.tokenizer import build_arith_tokenizer
@@ -67,7 +71,9 @@ def build_model_dir(path: str | os.PathLike, cfg: Optional[ArithModelConfig] = N
     path = Path(path)
     if not overwrite and (path / "config.json").exists() and (path / "model.safetensors").exists():
         return path
-    tok = build_arith_tokenizer(cfg.vocab_size, seed=cfg.tokenizer_seed)
+    tok = tokenizer if tokenizer is not None else build_arith_tokenizer(cfg.vocab_size, seed=cfg.tokenizer_seed)
+    if len(tok) != cfg.vocab_size:
+        raise ValueError(f"tokenizer has {len(tok)} tokens, the model config says vocab_size={cfg.vocab_size}")
     model = build_tiny_model(
         vocab_size=len(tok),
         hidden_size=cfg.hidden_size,

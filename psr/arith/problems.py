@@ -10,7 +10,8 @@ A problem is a chain of ``n_ops`` integer operations on one running quantity ("w
 
 Reference step ``k`` performs operation ``k`` and states its result as one equation
 ``"x op y = r"`` (ASCII operators ``+ - * /``); the last step ends with ``The answer is
-\boxed{answer}.``. All intermediate values are positive integers below 1000, distinct from each
+\boxed{answer}.``. All intermediate values are positive integers up to ``NumberRanges.max_value`` (999 by
+default), distinct from each
 other and from the given numbers, so that every intermediate value identifies one step (see
 :mod:`psr.arith.checker`).
 
@@ -27,6 +28,32 @@ from typing import Optional
 
 OPS = ("+", "-", "*", "/")
 MAX_VALUE = 999
+
+
+@dataclass(frozen=True)
+class NumberRanges:
+    """How large the numbers of a problem get (inclusive ranges): the difficulty knob besides
+    the number of operations. The defaults keep every value below 1000."""
+
+    start: tuple[int, int] = (5, 60)  # a plain starting amount
+    groups: tuple[int, int] = (2, 9)  # number of containers in a "groups" start
+    per_group: tuple[int, int] = (3, 15)  # items per container
+    add: tuple[int, int] = (2, 40)  # amount added / removed
+    mul: tuple[int, int] = (2, 4)  # multiplier
+    div: tuple[int, int] = (2, 6)  # divisor (exact division only)
+    max_value: int = MAX_VALUE  # no intermediate value exceeds this
+    p_groups: float = 0.5  # probability of a "groups" start
+
+    @classmethod
+    def from_mapping(cls, m) -> "NumberRanges":
+        names = set(cls.__dataclass_fields__)
+        unknown = sorted(set(m) - names)
+        if unknown:
+            raise ValueError(f"unknown number range key(s) {unknown} (known: {sorted(names)})")
+        return cls(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in dict(m).items()})
+
+
+DEFAULT_RANGES = NumberRanges()
 
 # (name, subject pronoun, possessive, reflexive, object pronoun)
 NAMES = [
@@ -181,36 +208,42 @@ def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
 
 
-def _draw_chain(rng: random.Random, n_ops: int) -> Optional[tuple[list[Operation], list[int]]]:
+def _draw_chain(rng: random.Random, n_ops: int, R: NumberRanges) -> Optional[tuple[list[Operation], list[int]]]:
     """One chain of operations satisfying the module's constraints, or None (caller retries)."""
     ops: list[Operation] = []
     givens: list[int] = []
-    if rng.random() < 0.5:
-        a, b = rng.randint(2, 9), rng.randint(3, 15)
+    top = R.max_value
+    if rng.random() < R.p_groups:
+        a, b = rng.randint(*R.groups), rng.randint(*R.per_group)
+        if a * b > top:
+            return None
         ops.append(Operation("g", a, "*", b, a * b))
         givens += [a, b]
         v = a * b
     else:
-        v = rng.randint(5, 60)
+        v = rng.randint(*R.start)
         givens.append(v)
     while len(ops) < n_ops:
         choices = []
-        if v + 2 <= MAX_VALUE:
+        lo_add, hi_add = R.add
+        if v + lo_add <= top:
             choices.append("+")
-        if v >= 5:
+        if v - lo_add >= 2:
             choices.append("-")
-        if 2 * v <= MAX_VALUE:
+        if v * R.mul[0] <= top:
             choices.append("*")
-        divisors = [d for d in range(2, 7) if v % d == 0 and v // d >= 2]
+        divisors = [d for d in range(R.div[0], R.div[1] + 1) if d > 1 and v % d == 0 and v // d >= 2]
         if divisors:
             choices.append("/")
+        if not choices:
+            return None
         op = rng.choice(choices)
         if op == "+":
-            n = rng.randint(2, min(40, MAX_VALUE - v))
+            n = rng.randint(lo_add, min(hi_add, top - v))
         elif op == "-":
-            n = rng.randint(2, min(40, v - 2))
+            n = rng.randint(lo_add, min(hi_add, v - 2))
         elif op == "*":
-            n = rng.randint(2, min(4, MAX_VALUE // v))
+            n = rng.randint(R.mul[0], min(R.mul[1], top // v))
         else:
             n = rng.choice(divisors)
         r = apply_op(v, op, n)
@@ -226,16 +259,16 @@ def _draw_chain(rng: random.Random, n_ops: int) -> Optional[tuple[list[Operation
     return ops, givens
 
 
-def generate_problem(rng: random.Random, n_ops: int, pid: str) -> Problem:
+def generate_problem(rng: random.Random, n_ops: int, pid: str, ranges: NumberRanges = DEFAULT_RANGES) -> Problem:
     """One problem with exactly ``n_ops`` operations drawn from ``rng``."""
     if n_ops < 1:
         raise ValueError(f"n_ops must be >= 1, got {n_ops}")
     for _ in range(1000):
-        drawn = _draw_chain(rng, n_ops)
+        drawn = _draw_chain(rng, n_ops, ranges)
         if drawn is not None:
             break
     else:  # pragma: no cover - the constraints are loose enough
-        raise RuntimeError(f"could not draw a chain of {n_ops} operations")
+        raise ValueError(f"could not draw a chain of {n_ops} operations within {ranges}")
     ops, givens = drawn
     name, pron, poss, refl, obj = rng.choice(NAMES)
     dom = rng.choice(DOMAINS)
@@ -275,7 +308,8 @@ def generate_problem(rng: random.Random, n_ops: int, pid: str) -> Problem:
 
 
 def generate_problems(
-    n: int, seed: int, split: str = "train", min_ops: int = 2, max_ops: int = 4
+    n: int, seed: int, split: str = "train", min_ops: int = 2, max_ops: int = 4,
+    ranges: NumberRanges = DEFAULT_RANGES,
 ) -> list[Problem]:
     """``n`` problems of ``split`` from ``seed``; problem ``i`` has ``min_ops + i % (max_ops -
     min_ops + 1)`` operations (an even spread of difficulties) and id ``arith-{split}-{seed}-{i}``.
@@ -286,7 +320,7 @@ def generate_problems(
     span = max_ops - min_ops + 1
     for i in range(n):
         rng = random.Random(f"arith:{split}:{seed}:{i}")
-        out.append(generate_problem(rng, min_ops + i % span, f"arith-{split}-{seed}-{i}"))
+        out.append(generate_problem(rng, min_ops + i % span, f"arith-{split}-{seed}-{i}", ranges))
     return out
 
 
@@ -296,17 +330,19 @@ def make_splits(
     seed: int = 0,
     train_ops: tuple[int, int] = (2, 4),
     test_ops: tuple[int, int] = (2, 6),
+    ranges: NumberRanges = DEFAULT_RANGES,
 ) -> tuple[list[Problem], list[Problem]]:
     """Train and test problems from disjoint random streams (split names differ), with duplicate
     questions dropped inside each split and every test question that also occurs in train dropped
     (so the test split has no question in common with train; its size can fall short of
     ``n_test`` by those drops, which the caller sees in ``len``). ``test_ops[1]`` must exceed
-    ``train_ops[1]``: the test split has longer problems than any training problem."""
+    ``train_ops[1]``: the test split has longer problems than any training problem. ``ranges``
+(the same for both splits) sets how large the numbers get."""
     if test_ops[1] <= train_ops[1]:
         raise ValueError(f"test_ops {test_ops} must reach beyond train_ops {train_ops}")
-    train = _dedup(generate_problems(n_train, seed, "train", *train_ops), set())
+    train = _dedup(generate_problems(n_train, seed, "train", *train_ops, ranges=ranges), set())
     seen = {p.question for p in train}
-    test = _dedup(generate_problems(n_test, seed, "test", *test_ops), seen)
+    test = _dedup(generate_problems(n_test, seed, "test", *test_ops, ranges=ranges), seen)
     assert not seen & {p.question for p in test}
     return train, test
 

@@ -20,7 +20,7 @@ EXPECTED_REASON = {
 
 
 def test_checker_rejects_every_generated_wrong_step_and_accepts_every_correct_one():
-    problems = generate_problems(600, seed=7, min_ops=1, max_ops=6)
+    problems = generate_problems(400, seed=7, min_ops=1, max_ops=6)
     rng = random.Random(0)
     counts, n_correct = Counter(), 0
     for p in problems:
@@ -34,9 +34,9 @@ def test_checker_rejects_every_generated_wrong_step_and_accepts_every_correct_on
                 assert not verdict.correct, (p.id, l, cand)
                 assert verdict.reason == EXPECTED_REASON[cand.kind], (p.id, l, cand, verdict)
                 counts[cand.kind] += 1
-    assert sum(counts.values()) > 8000 and n_correct > 4000
+    assert sum(counts.values()) > 5000 and n_correct > 2500
     assert set(counts) == set(WRONG_KINDS)
-    assert min(counts.values()) > 1000
+    assert min(counts.values()) > 500
 
 
 def test_wrong_steps_look_like_steps():

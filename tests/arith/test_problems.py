@@ -66,3 +66,19 @@ def test_wording_is_varied():
 def test_problem_dict_round_trip():
     p = generate_problems(3, seed=5)[2]
     assert Problem.from_dict(p.to_dict()) == p
+
+
+def test_number_ranges_set_the_size_of_the_numbers():
+    from psr.arith.problems import NumberRanges
+
+    small = NumberRanges(start=(5, 9), groups=(2, 3), per_group=(3, 4), add=(2, 5), mul=(2, 2), div=(2, 2), max_value=60)
+    ps = generate_problems(200, seed=1, ranges=small)
+    assert max(v for p in ps for v in p.values) <= 60
+    assert max(p.givens[0] for p in ps) <= 9
+    big = generate_problems(200, seed=1, ranges=NumberRanges(max_value=9999, mul=(5, 9), start=(100, 500)))
+    assert max(v for p in big for v in p.values) > 999
+    for p in big:
+        assert len(set(p.values)) == len(p.values) and max(p.values) <= 9999
+    assert NumberRanges.from_mapping({"add": [1, 3]}).add == (1, 3)
+    with pytest.raises(ValueError, match=r"unknown number range key\(s\) \['ad'\]"):
+        NumberRanges.from_mapping({"ad": [1, 3]})

@@ -81,14 +81,14 @@ def test_sequences_are_short(tok, splits):
     assert max(eft_lens) <= 220
 
 
-def test_model_dir_loads_with_transformers(tmp_path):
+def test_model_dir_loads_with_transformers(tmp_path, tok):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cfg = load_model_config("configs/arith/model.yaml")
     assert cfg == ArithModelConfig()
     assert 1_000_000 <= n_params(cfg) <= 10_000_000
-    path = build_model_dir(tmp_path / "m", cfg)
+    path = build_model_dir(tmp_path / "m", cfg, tokenizer=tok)
     model = AutoModelForCausalLM.from_pretrained(path)
     tok = AutoTokenizer.from_pretrained(path)
     assert sum(x.numel() for x in model.parameters()) == n_params(cfg)
@@ -99,6 +99,8 @@ def test_model_dir_loads_with_transformers(tmp_path):
         logits = model(**enc).logits
     assert logits.shape == (1, enc["input_ids"].shape[1], 2048)
     assert build_model_dir(tmp_path / "m", cfg) == path  # reused, not rebuilt
+    with pytest.raises(ValueError, match="vocab_size=1000"):
+        build_model_dir(tmp_path / "m2", ArithModelConfig(vocab_size=1000), tokenizer=tok)
 
 
 def test_model_config_rejects_unknown_keys(tmp_path):
