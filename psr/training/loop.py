@@ -5,7 +5,7 @@ API (stable):
     @dataclass class TrainConfig          # the common config keys; a recipe's schema subclasses it
     setup = setup_from_config(cfg)        # psr.training.fsdp.setup_model with the cfg keys
     result = train(cfg, setup, examples, lengths, collate, loss_fn, epoch_indices=None)
-        -> TrainResult(losses, steps, final_dir, metrics_path)
+        -> TrainResult(losses, steps, final_dir, metrics_path, setup)
 
 * ``examples``: any sequence; ``lengths[i]`` is example i's token count (batch planning, see
   psr.training.batching). ``epoch_indices(epoch) -> list[int]``: the examples of an epoch (e.g. a
@@ -112,6 +112,7 @@ class TrainResult:
     steps: int
     final_dir: Optional[Path]
     metrics_path: Path
+    setup: Optional[ModelSetup] = None  # the trained model (still sharded under torchrun)
 
 
 def setup_from_config(cfg: Any) -> ModelSetup:
@@ -246,4 +247,4 @@ def train(
     bar.close()
     logger.close()
     final = ckpt.link_final(last_saved) if last_saved else None
-    return TrainResult(losses=losses, steps=step, final_dir=final, metrics_path=logger.path)
+    return TrainResult(losses=losses, steps=step, final_dir=final, metrics_path=logger.path, setup=setup)
