@@ -16,7 +16,10 @@ Two ways to divide a solution, both checked by the same validator (:func:`check_
   - ``auto``: ``math`` when the solution contains ``\boxed``, otherwise ``gsm8k``.
 * **teacher**: the Figure 3 prompt sent to a Generator (a local model, or an OpenAI-compatible
   endpoint, see :mod:`psr.generation.http`); its output is parsed with
-  :func:`psr.steps.parse_steps` and validated.
+  :func:`psr.steps.parse_steps` and validated. The teacher is shown the reference solution
+  (:func:`reference_solution`: calculator annotations removed when configured, a ``#### x`` line
+  removed — its ``x`` becomes the gold answer). Text before the first "Step 1:" header is not a
+  step and is ignored (every character of the solution must be inside the steps anyway).
 
 Validation (:func:`check_split`), whitespace aside (all whitespace is removed before comparing):
 
