@@ -8,7 +8,8 @@ r"""Initial data of the arith world in the project's schemas (see :mod:`psr.data
   ``"Step l: body"`` like eft_build writes them.
 * M0: ``{id, question, solution}`` -- free-form solutions (no "Step n:" headers) ending in
   ``\boxed{}``, for the short from-scratch training of the base model M0.
-* problems: :meth:`Problem.to_dict` records (gold answers, reference steps) for evaluation.
+* problems: :meth:`Problem.to_dict` records (gold answers, reference steps) for evaluation, and
+  the test split in the benchmarks' schema ``{id, problem, answer, solution, meta}``.
 
 :func:`write_initial_data` writes all of them for one seed.
 """
@@ -24,7 +25,7 @@ from psr.arith.candidates import correct_step, random_wrong_step
 from psr.arith.problems import DEFAULT_RANGES, NumberRanges, Problem, make_splits
 from psr.arith.teacher import judge_explanation
 from psr.data.jsonl import read_jsonl, write_jsonl
-from psr.steps import format_step
+from psr.steps import format_step, format_steps
 
 
 def ift_records(problems: Iterable[Problem]) -> list[dict]:
@@ -33,6 +34,16 @@ def ift_records(problems: Iterable[Problem]) -> list[dict]:
 
 def m0_records(problems: Iterable[Problem]) -> list[dict]:
     return [{"id": p.id, "question": p.question, "solution": p.solution} for p in problems]
+
+
+def benchmark_records(problems: Iterable[Problem]) -> list[dict]:
+    """The held-out problems in the benchmarks' normalised schema (``eval/benchmarks.yaml``):
+    ``{id, problem, answer (str), solution, meta: {n_ops}}``."""
+    return [
+        {"id": p.id, "problem": p.question, "answer": str(p.answer), "solution": format_steps(p.steps).rstrip("\n"),
+         "meta": {"n_ops": p.n_ops}}
+        for p in problems
+    ]
 
 
 def eft_pair_records(problem: Problem, l: int, rng: random.Random, both_orders: bool = True) -> list[dict]:
@@ -91,7 +102,8 @@ def write_initial_data(
     ranges: NumberRanges | Mapping | None = None,
 ) -> dict[str, Path]:
     """Write ``problems_{train,test}.jsonl``, ``ift_train.jsonl``, ``m0_train.jsonl``,
-    ``eft_train.jsonl`` and ``eft_test.jsonl`` (held out: from the test split) into ``out_dir``.
+    ``eft_train.jsonl``, ``eft_test.jsonl`` (held out: from the test split) and
+    ``benchmark_test.jsonl`` (the test split in the benchmark schema) into ``out_dir``.
     EFT train uses the first ``n_eft_train_problems`` training problems (all by default).
     ``ranges``: a :class:`NumberRanges` or a mapping of its fields (None: the defaults).
     Returns the paths by name."""
@@ -110,6 +122,7 @@ def write_initial_data(
         "m0_train": m0_records(train),
         "eft_train": eft_records(eft_src, seed, eft_pairs_per_problem),
         "eft_test": eft_records(test, seed + 1, eft_pairs_per_problem),
+        "benchmark_test": benchmark_records(test),
     }
     paths = {}
     for name, recs in files.items():
@@ -123,4 +136,4 @@ def load_problems(path: str | os.PathLike) -> list[Problem]:
     return [Problem.from_dict(r) for r in read_jsonl(path, required=("id", "question", "operations"))]
 
 
-__all__ = ["ift_records", "m0_records", "eft_pair_records", "eft_records", "write_initial_data", "load_problems"]
+__all__ = ["benchmark_records", "ift_records", "m0_records", "eft_pair_records", "eft_records", "write_initial_data", "load_problems"]

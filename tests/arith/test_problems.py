@@ -82,3 +82,21 @@ def test_number_ranges_set_the_size_of_the_numbers():
     assert NumberRanges.from_mapping({"add": [1, 3]}).add == (1, 3)
     with pytest.raises(ValueError, match=r"unknown number range key\(s\) \['ad'\]"):
         NumberRanges.from_mapping({"ad": [1, 3]})
+
+
+def test_data_does_not_depend_on_the_hash_seed(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, sys; from psr.arith.data import write_initial_data; "
+        "p = write_initial_data(sys.argv[1], 40, 20, 0); "
+        "print(hashlib.sha256(b''.join(p[k].read_bytes() for k in sorted(p))).hexdigest())"
+    )
+    digests = set()
+    for h in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=h)
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / h)], env=env, capture_output=True, text=True, check=True)
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1

@@ -93,7 +93,7 @@ def test_checker_and_teacher_plug_into_eft_build_filters(apples):
 
 def test_write_initial_data(tmp_path):
     paths = write_initial_data(tmp_path, n_train=60, n_test=30, seed=3, eft_pairs_per_problem=1)
-    assert set(paths) == {"problems_train", "problems_test", "ift_train", "m0_train", "eft_train", "eft_test"}
+    assert set(paths) == {"problems_train", "problems_test", "ift_train", "m0_train", "eft_train", "eft_test", "benchmark_test"}
     train, test = load_problems(paths["problems_train"]), load_problems(paths["problems_test"])
     assert len(train) == 60 and 28 <= len(test) <= 30
     assert not {p.question for p in train} & {p.question for p in test}
@@ -101,6 +101,8 @@ def test_write_initial_data(tmp_path):
     assert len(eft_test) == 2 * len(test)
     assert {r["question"] for r in eft_test} <= {p.question for p in test}  # held out from the test split
     assert len(read_jsonl(paths["eft_train"])) == 120 and len(read_jsonl(paths["ift_train"])) == 60
+    bench = read_jsonl(paths["benchmark_test"])
+    assert [(b["id"], b["problem"], b["answer"]) for b in bench] == [(p.id, p.question, str(p.answer)) for p in test]
     again = write_initial_data(tmp_path / "again", n_train=60, n_test=30, seed=3)
     for name in paths:
         assert paths[name].read_bytes() == again[name].read_bytes()
