@@ -6,7 +6,8 @@ where a hard timeout bounds it. Public entry points with the timeout are in ``ps
 Rules (Qwen2.5-Math toolkit semantics, written from scratch), in order:
   1. equal after ``normalize`` (case-insensitive for plain words);
   2. multiple choice: a gold option letter matches the prediction's option letter only;
-  3. numbers: ``rel_tol=1e-4``; when either side is written as a percent, also x100 / ÷100;
+  3. numbers: two integers exactly (AIME's "025" is 25, 13999 is not 14000); otherwise
+     ``rel_tol=1e-4``; when either side is written as a percent, also x100 / ÷100;
   4. equations: ``x = 3`` matches ``3`` when the left side is a lone variable;
   5. structures: intervals (bracket kinds must agree), tuples (ordered), sets and bare lists
      (unordered), matrices (``pmatrix``/``bmatrix``, a one-row/column matrix equals a tuple),
@@ -32,6 +33,7 @@ MAX_ANSWER_CHARS = 2000  # longer extracted answers: string rules only, no symbo
 MAX_DEPTH = 3
 _PY_SMELL = re.compile(r"__|\bimport\b|\blambda\b|\beval\b|\bexec\b|\bos\.|\bsubprocess\b|\bgetattr\b|\bopen\(")
 _LONE_VAR = re.compile(r"^(?:[a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?'?|\\[a-zA-Z]+(?:_\{?[a-zA-Z0-9]+\}?)?)$")
+_INT = re.compile(r"^[+-]?\d{1,60}$")
 _CHOICE_GOLD = re.compile(r"^\(?([A-E])\)?$")
 
 _DEFAULT_TYPES = {
@@ -171,6 +173,8 @@ def _numeric_equal(p: str, g: str) -> bool | None:
     if pn is None or gn is None:
         return None
     (pv, ppct), (gv, gpct) = pn, gn
+    if _INT.match(p) and _INT.match(g):
+        return int(p) == int(g)  # integers are exact: 13999 is not 14000 (rel_tol is for decimals)
     if numbers_close(pv, gv):
         return True
     if ppct or gpct:
@@ -255,10 +259,12 @@ def _match(pred: str, gold: str, depth: int, symbolic: bool = True) -> bool:
         num = _numeric_equal(p2, g2)
         if num is not None:
             return num
+    p_raw = _raw_side(pred, p, p2)
+    g_raw = _raw_side(gold, g, g2)
     if ("<" in p2 or "\\l" in p2 or ">" in p2 or "\\g" in p2) and not ("<" in g2 or ">" in g2 or "\\le" in g2 or "\\ge" in g2):
-        p2 = _inequality_as_interval(p2)
+        p_raw = p2 = _inequality_as_interval(p2)
     elif ("<" in g2 or "\\l" in g2 or ">" in g2 or "\\g" in g2) and not ("<" in p2 or ">" in p2 or "\\le" in p2 or "\\ge" in p2):
-        g2 = _inequality_as_interval(g2)
+        g_raw = g2 = _inequality_as_interval(g2)
     if depth < MAX_DEPTH:
         st = _struct_equal(p2, g2, depth)
         if st is not None:
@@ -269,7 +275,16 @@ def _match(pred: str, gold: str, depth: int, symbolic: bool = True) -> bool:
         return False
     if _PY_SMELL.search(pred) or _PY_SMELL.search(gold):
         return False
-    return symbolic_equal(p2, g2) or ((p2, g2) != (pred, gold) and symbolic_equal(pred, gold))
+    return symbolic_equal(p_raw, g_raw, p2, g2)
+
+
+def _raw_side(raw: str, norm: str, norm2: str) -> str:
+    """The answer as written (math-verify normalises LaTeX itself, and better than a string
+    squeeze: ``\\omega i`` must not become ``\\omegai``), minus a lone-variable left side."""
+    raw = raw.strip().strip("$").strip()
+    if norm2 != norm:
+        return raw.split("=", 1)[1].strip() if raw.count("=") == 1 else norm2
+    return raw
 
 
 # ---------------------------------------------------------------- symbolic (math-verify)
@@ -284,20 +299,23 @@ def _mv_parse(latex: str):
                  fallback_mode="no_fallback", parsing_timeout=None)
 
 
-def symbolic_equal(pred: str, gold: str) -> bool:
-    """math-verify ``verify`` on LaTeX-parsed answers (gold first: it is asymmetric)."""
+def symbolic_equal(pred: str, gold: str, pred_alt: str | None = None, gold_alt: str | None = None) -> bool:
+    """math-verify ``verify`` on LaTeX-parsed answers (gold first: it is asymmetric). A side that
+    does not parse is retried in its ``*_alt`` (normalised) spelling."""
     import logging
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     try:
-        g = _mv_parse(gold)
+        g = _mv_parse(gold) or (gold_alt is not None and gold_alt != gold and _mv_parse(gold_alt))
         if not g:
             return False
-        p = _mv_parse(pred)
+        p = _mv_parse(pred) or (pred_alt is not None and pred_alt != pred and _mv_parse(pred_alt))
         if not p:
             return False
         from math_verify import verify
 
+        if _clearly_different(g[0], p[0]):
+            return False
         if verify(g, p, timeout_seconds=None):
             return True
         return _numerically_equal(p[0], g[0], pred, gold)
@@ -372,3 +390,70 @@ def _mv_text_equal(response: str, gold: str) -> bool:
         return bool(p) and bool(verify(g, p, timeout_seconds=None))
     except Exception:
         return False
+
+
+_SCREEN_POINTS = ((0.7314, 1.2718, 0.9123, 1.5371, 0.6211, 1.1173, 1.3391, 0.8467),
+                  (1.4127, 0.8843, 1.1931, 0.7719, 1.3267, 0.9581, 0.6733, 1.2209))
+
+
+def _eval_at(expr, symbols, point) -> complex | None:
+    try:
+        v = complex(expr.subs(dict(zip(symbols, point))).evalf(20))
+    except Exception:
+        return None
+    if v != v or abs(v) == float("inf"):
+        return None
+    return v
+
+
+def _clearly_different(ge, pe) -> bool:
+    """A cheap screen before ``verify``: two expressions (or two equations, compared as
+    ``lhs - rhs`` up to a constant factor) whose values differ by more than 1e-4 (relative) at two
+    fixed generic points are different; anything the screen cannot evaluate goes to ``verify``."""
+    import sympy
+
+    try:
+        if isinstance(ge, sympy.Equality) and isinstance(pe, sympy.Equality):
+            a, b = ge.lhs - ge.rhs, pe.lhs - pe.rhs
+            syms = sorted(a.free_symbols | b.free_symbols, key=str)
+            if not syms or len(syms) > len(_SCREEN_POINTS[0]):
+                return False
+            ratios = []
+            for pt in _SCREEN_POINTS:
+                va, vb = _eval_at(a, syms, pt), _eval_at(b, syms, pt)
+                if va is None or vb is None or abs(vb) < 1e-9:
+                    return False
+                ratios.append(va / vb)
+            return abs(ratios[0] - ratios[1]) > 1e-4 * max(1.0, abs(ratios[0]))
+        if not (isinstance(ge, sympy.Expr) and isinstance(pe, sympy.Expr)):
+            return False
+        syms = sorted(ge.free_symbols | pe.free_symbols, key=str)
+        if not syms or len(syms) > len(_SCREEN_POINTS[0]):
+            return False  # constants: verify (and the numeric rule) decide
+        for pt in _SCREEN_POINTS:
+            va, vb = _eval_at(ge, syms, pt), _eval_at(pe, syms, pt)
+            if va is None or vb is None:
+                return False
+            if abs(va - vb) <= 1e-4 * max(1.0, abs(va), abs(vb)):
+                return False
+        return True
+    except Exception:
+        return False
+
+
+_WARM_UP = (
+    "\\frac{1}{2}", "-\\frac{\\sqrt{3}}{2}", "2\\sqrt{2}+\\pi", "x^{2}+2x+1", "(1,2]", "\\{1,2\\}",
+    "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", "y=2x+3", "\\sin(\\theta_{1})e^{-t}", "10^{5}",
+    "(-\\infty,3)\\cup(5,\\infty)", "\\log_{2} 8", "\\frac{a}{b} c_{0}", "45^{\\circ}", "3.5\\%", "\\text{cm}",
+)
+
+
+def warm_up() -> None:
+    """Parse a few typical answers so ANTLR's prediction cache is warm; forked workers inherit it
+    (a cold parser spends up to a second on its first expressions of each shape)."""
+    for s in _WARM_UP:
+        try:
+            _mv_parse(s)
+        except Exception:
+            pass
+    _mv_parse.cache_clear()

@@ -28,6 +28,7 @@ WORKER_MEMORY_BYTES = 2 << 30  # address space a worker may add on top of its st
 STARTUP_TIMEOUT_S = 60.0
 MAX_STARTUP_FAILURES = 3
 _READY = "__ready__"
+_WARMED: list = []  # the parent's parser has been warmed once (forked workers inherit it)
 
 
 def _limit_memory(extra: int) -> None:
@@ -110,7 +111,11 @@ class GraderPool:
             import math_verify  # noqa: F401
             import latex2sympy2_extended  # noqa: F401
 
-            from psr.grader import equiv  # noqa: F401
+            from psr.grader import equiv
+
+            if not _WARMED:
+                equiv.warm_up()
+                _WARMED.append(True)
         self.memory_bytes = memory_bytes
         self.workers: list[_Worker] = []
         self.n_timeouts = 0
