@@ -13,7 +13,7 @@ API (stable; used by every training recipe):
         and the tokenizer files so that ``AutoModelForCausalLM.from_pretrained`` and vLLM load the
         dir directly. ``state_dict`` is the *full* state dict (psr.training.fsdp.full_state_dict
         gathers it from an FSDP2 model); only rank 0 calls this. ``dtype`` casts floating tensors
-        and sets ``config.torch_dtype``. Writes into a temp dir and renames it into place, so a
+        and sets the config's dtype. Writes into a temp dir and renames it into place, so a
         killed save never leaves a half-written model dir under the final name.
     build_tiny_llama_dir(path, seed=0) -> Path
         A random Llama-family (LlamaForCausalLM) model dir with the tiny tokenizer, for tests.
@@ -21,6 +21,7 @@ API (stable; used by every training recipe):
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -104,16 +105,25 @@ def save_model_dir(
     else:
         dt = next(iter(v for v in sd.values() if v.is_floating_point())).dtype
     config = model.config
-    old_dtype = getattr(config, "torch_dtype", None)
-    config.torch_dtype = dt
+    attr = "dtype" if "dtype" in config.to_dict() or not hasattr(config, "torch_dtype") else "torch_dtype"
+    old_dtype = getattr(config, attr, None)
+    setattr(config, attr, dt)
     use_cache = getattr(config, "use_cache", None)
     config.use_cache = True  # inference default for the saved dir
     try:
         model.save_pretrained(str(tmp), state_dict=sd, max_shard_size=max_shard_size)
     finally:
-        config.torch_dtype = old_dtype
+        setattr(config, attr, old_dtype)
         if use_cache is not None:
             config.use_cache = use_cache
+    # save_pretrained records the module's parameter dtype; record the dtype actually written
+    cfg_path = tmp / "config.json"
+    cfg_json = json.loads(cfg_path.read_text())
+    name = str(dt).replace("torch.", "")
+    cfg_json["dtype"] = name
+    if "torch_dtype" in cfg_json:
+        cfg_json["torch_dtype"] = name
+    cfg_path.write_text(json.dumps(cfg_json, indent=2, sort_keys=True) + "\n")
     if tokenizer is not None:
         tokenizer.save_pretrained(str(tmp))
     if not (tmp / "generation_config.json").exists():

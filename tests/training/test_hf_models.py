@@ -1,0 +1,52 @@
+"""Loading HF model dirs for training (Qwen2 and Llama-family) and saving dirs transformers reloads."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from psr.models.hf import build_tiny_llama_dir, load_model_for_training, save_model_dir
+from psr.models.tiny import build_tiny_model_dir
+from psr.training.forward import labeled_logits
+from psr.training.loop import TrainConfig, setup_from_config, train
+from psr.training.losses import sft_loss
+from psr.training.sft_data import collate_sft, encode_example
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_train_save_reload_same_logits(tmp_path, family):
+    from transformers import AutoModelForCausalLM
+
+    src = (build_tiny_llama_dir if family == "llama" else build_tiny_model_dir)(tmp_path / "src", seed=2)
+    cfg = OmegaConf.structured(TrainConfig)
+    cfg.merge_with({"output_dir": str(tmp_path / "out"), "model_dir": str(src), "device": "cpu", "batch_size": 2,
+                    "micro_batch_size": 1, "lr": 1e-2, "epochs": 1, "warmup_steps": 0, "progress_bar": False})
+    setup = setup_from_config(cfg)
+    assert type(setup.model).__name__ == ("LlamaForCausalLM" if family == "llama" else "Qwen2ForCausalLM")
+    tok = setup.tokenizer
+    examples = [encode_example(tok, f"q{i}\n", f"Step 1: answer {i}", 64)[0] for i in range(4)]
+
+    def loss_fn(model, b):
+        logits, targets = labeled_logits(model, b["input_ids"], b["attention_mask"], b["labels"])
+        return sft_loss(logits, targets)[0], {}
+
+    res = train(cfg, setup, examples, [len(e) for e in examples], lambda ex: collate_sft(ex, tok.pad_token_id), loss_fn)
+    assert res.steps == 2 and res.final_dir.resolve().name == "epoch_1"
+    reloaded = AutoModelForCausalLM.from_pretrained(str(res.final_dir)).eval()
+    x = torch.tensor([[3, 9, 27, 81, 243]])
+    with torch.no_grad():
+        torch.testing.assert_close(setup.model.eval()(input_ids=x).logits, reloaded(input_ids=x).logits, rtol=0, atol=1e-5)
+        before = load_model_for_training(src).eval()(input_ids=x).logits
+    assert (before - reloaded(input_ids=x).logits).abs().max() > 1e-3
+
+
+def test_save_dtype_bf16_and_tokenizer_files(tmp_path):
+    from transformers import AutoConfig, AutoTokenizer
+
+    src = build_tiny_model_dir(tmp_path / "src")
+    model = load_model_for_training(src)
+    tok = AutoTokenizer.from_pretrained(str(src))
+    out = save_model_dir(model, tok, tmp_path / "bf16", dtype="bfloat16")
+    assert AutoConfig.from_pretrained(str(out)).dtype == torch.bfloat16
+    assert (out / "tokenizer.json").exists() and (out / "generation_config.json").exists()
+    assert not (tmp_path / "bf16.tmp").exists()
+    assert AutoTokenizer.from_pretrained(str(out)).eos_token == "<|im_end|>"
