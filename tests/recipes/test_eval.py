@@ -22,6 +22,7 @@ def _load_eval_module():
 
     spec = importlib.util.spec_from_file_location("psr_eval_recipe", RECIPE)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses resolve annotations through sys.modules
     spec.loader.exec_module(mod)
     return mod
 
