@@ -20,6 +20,7 @@ extractor (which calls ``parse_expr``) is never enabled, and answers that look l
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from functools import lru_cache
@@ -252,7 +253,9 @@ def _match(pred: str, gold: str, depth: int, symbolic: bool = True) -> bool:
     if num is not None:
         return num
     # equations with a lone variable on the left
-    p2, g2 = _strip_lhs(p), _strip_lhs(g)
+    # "x = 3" vs "3"; two equations are compared whole (2x+4y-3=0 vs y=-x/2+3/4)
+    p2 = _strip_lhs(p) if "=" not in g else p
+    g2 = _strip_lhs(g) if "=" not in p else g
     if (p2, g2) != (p, g):
         if p2 == g2:
             return True
@@ -326,8 +329,18 @@ def symbolic_equal(pred: str, gold: str, pred_alt: str | None = None, gold_alt: 
 def _numerically_equal(pe, ge, pred: str, gold: str) -> bool:
     """Qwen-style: a closed-form answer against a decimal gold (or the reverse) with rel_tol 1e-4."""
     pn, gn = parse_number(normalize(pred)), parse_number(normalize(gold))
-    if (pn is None) == (gn is None):
-        return False  # both decimals were decided by the number rule; both symbolic by verify
+    if pn is None and gn is None:
+        # two closed forms (10\\sqrt{10.5} vs 5\\sqrt{42}): equal values up to float noise
+        if not (getattr(pe, "is_number", False) and getattr(ge, "is_number", False)):
+            return False
+        if pe.free_symbols or ge.free_symbols:
+            return False
+        a, b = complex(pe.evalf(30)), complex(ge.evalf(30))
+        if not all(math.isfinite(x) for x in (a.real, a.imag, b.real, b.imag)):
+            return False
+        return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+    if pn is not None and gn is not None:
+        return False  # two decimals were decided by the number rule
     expr = pe if pn is None else ge
     num = (gn or pn)[0]
     if not getattr(expr, "is_number", False) or getattr(expr, "free_symbols", True):

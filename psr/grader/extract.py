@@ -122,10 +122,15 @@ def extract_answer(text: str | None, benchmark: str | None = None) -> str | None
     atype = answer_type_of(benchmark)
     ans = _extract_generic(text)
     if atype == "numeric" and ans is not None:
-        if not _NUMBER_RE.fullmatch(ans.replace(" ", "")) and "\\" not in ans and "/" not in ans:
-            nums = _NUMBER_RE.findall(ans)
+        from psr.grader.normalize import normalize, parse_number
+
+        norm = normalize(ans)
+        if parse_number(norm) is not None:
+            ans = norm  # "18 \\text{ dollars}" -> "18", "1,234" -> "1234"
+        elif not re.search(r"\\(?:frac|sqrt|cdot|times|pi|binom)|\^|[+*/=]|\d\s*-", norm):
+            nums = _NUMBER_RE.findall(ans)  # "18 apples per day" -> "18"; "2^{10}" stays symbolic
             if nums:
-                ans = nums[-1]
+                ans = nums[-1].replace(",", "")
     if atype == "choice_or_math":
         letter = choice_letter(ans)
         if letter is not None:
@@ -147,6 +152,14 @@ def _extract_generic(text: str) -> str | None:
         tail = m
     if tail is not None:
         ans = _clean_tail(text[tail.end() :])
+        if ans and not _is_bare(ans):
+            # "Final Answer: The volume of $ABCD$ is 120." -> the last math span, else last number
+            spans = re.findall(r"\$([^$]+)\$", ans)
+            nums = _NUMBER_RE.findall(ans)
+            if nums and (not spans or ans.rstrip(". ").endswith(nums[-1])):
+                ans = nums[-1].replace(",", "")
+            elif spans:
+                ans = spans[-1].strip()
         if ans:
             return ans
     if _is_bare(text):

@@ -17,7 +17,7 @@ __all__ = ["normalize", "parse_number", "strip_text_macros", "WORD_NUMBERS"]
 _SPACING = re.compile(r"(?<!\\)\\[,;:! ]|\\quad|\\qquad|~|\\displaystyle|\\limits")
 _LEFT_RIGHT = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)(?=[()\[\]|.\\{}]|\b)")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree|\^\{\\circ\}|\\circ")
-_TEXT_MACRO = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|rm|operatorname)\s*\{([^{}]*)\}")
+_TEXT_MACRO = re.compile(r"\\(?:text|textbf|textit|textnormal|textrm|mathrm|mathbf|mathit|mbox|rm|operatorname)\s*\{([^{}]*)\}")
 _FRAC_SHORT = re.compile(r"\\frac\s*(\d)\s*(\d)")
 _FRAC_SHORT2 = re.compile(r"\\frac\s*(\d)\s*(\{)")
 _FRAC_SHORT3 = re.compile(r"\\frac\s*(\{[^{}]*\})\s*(\d)")
@@ -31,7 +31,7 @@ _UNIT_WORDS = (
     r"mins?|seconds?|secs?|s|days?|weeks?|months?|years?|degrees?|radians?|people|persons?|students?|"
     r"apples?|eggs?|cookies?|books?|marbles?|pages?|points?|ways?|times|sides?|cups?|gallons?|liters?|"
     r"litres?|ml|L|dozens?|boxes|bags?|pieces?|pairs?|items?|tickets?|trees?|cars?|coins?|"
-    r"sheep|goats?|cows?|dogs?|cats?|birds?|chickens?|bottles?|percent)"
+    r"sheep|goats?|cows?|dogs?|cats?|birds?|chickens?|bottles?)"
 )
 _TRAILING_UNIT = re.compile(r"^(.*?\d)\s*(?:\\\s)?" + _UNIT_WORDS + r"(?:\^?\{?[23]\}?)?\s*\.?$", re.IGNORECASE)
 
@@ -148,10 +148,10 @@ def parse_number(s: str) -> tuple[float, bool] | None:
     if not s or len(s) > 2 * MAX_NUMBER_CHARS:
         return None
     pct = False
-    if s.endswith("%"):
-        s, pct = s[:-1].strip(), True
-    elif s.lower().endswith("percent"):
-        s, pct = s[: -len("percent")].strip(), True
+    for suffix in ("%", "percentage", "percent", "pct"):
+        if s.lower().endswith(suffix) and len(s) > len(suffix):
+            s, pct = s[: -len(suffix)].strip(), True
+            break
     if s.startswith("+"):
         s = s[1:]
     v = _plain(s)

@@ -56,8 +56,14 @@ def test_no_answer_at_all_is_none():
 
 
 def test_numeric_benchmark_reduces_a_worded_answer_to_its_number():
-    assert extract_answer("The answer is 18 dollars per day.", "gsm8k") == "18"
-    assert extract_answer("The answer is 18 dollars per day.") == "18 dollars per day"
+    assert extract_answer("so \\boxed{18 \\text{ dollars}}", "gsm8k") == "18"
+    assert extract_answer("so \\boxed{18 \\text{ dollars}}") == "18 \\text{ dollars}"
+    assert extract_answer("\\boxed{2^{10}}", "aime24") == "2^{10}"
+    assert extract_answer("\\boxed{18 apples each day}", "gsm8k") == "18"
+    # a sentence after "the answer is" is reduced to its number (any benchmark)
+    assert extract_answer("The answer is 18 dollars per day.") == "18"
+    assert extract_answer("Final Answer: The volume of $ABCD$ is 120. I hope it is correct.") == "120"
+    assert extract_answer("The final answer is that $x$ equals $\\frac{1}{2}$ here") == "\\frac{1}{2}"
 
 
 def test_choice_benchmark_gives_the_option_letter():

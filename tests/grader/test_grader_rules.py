@@ -19,7 +19,7 @@ RULES = {
     ],
     "leading_zeros": [("25", "025", T), ("025", "25", T), ("250", "025", F)],
     "percent_x100": [
-        ("30\\%", "0.3", T), ("0.3", "30\\%", T), ("28 percent", "28\\%", T), ("28", "28\\%", T),
+        ("30\\%", "0.3", T), ("0.3", "30\\%", T), ("28 percent", "28\\%", T), ("28 pct", "28\\%", T), ("28", "28\\%", T),
         ("30", "0.3", F), ("28", "0.28", F),
     ],
     "multiple_choice": [
@@ -61,11 +61,17 @@ RULES = {
     "equations": [
         ("x=3", "3", T), ("3", "x = 3", T), ("k=\\frac{1}{2}", "0.5", T), ("y = -x + 3", "-x+3", T),
         ("x=4", "3", F), ("y=2x+1", "y=2x+1", T),
+        # two equations are compared whole: same line, different spelling
+        ("y=-\\frac{1}{2}x+\\frac{3}{4}", "2x+4y-3=0", T), ("x + y - z + 2 = 0", "5x - 7y + 11z + 4 = 0", F),
+        ("x = z", "x = y", F), ("x^2+y^2=1", "x^2+y^2=4", F),
     ],
     "symbolic": [
         ("\\sqrt{8}", "2\\sqrt{2}", T), ("x^2+2x+1", "(x+1)^2", T), ("\\frac{\\sqrt{3}}{2}", "\\frac{1}{2}\\sqrt{3}", T),
         ("\\pi/2", "\\frac{\\pi}{2}", T), ("2x+1", "2x+2", F), ("\\sin(\\pi/6)", "\\frac12", T), ("a^2-b^2", "(a-b)(a+b)", T),
         ("2\\sqrt{3}", "\\sqrt{13}", F),
+        ("\\frac{10\\sqrt{10.5}}{27}", "\\frac{5\\sqrt{42}}{27}", T),  # equal closed forms sympy cannot simplify
+        ("-\\infty", "\\infty", F), ("\\infty", "\\infty", T),
+        ("\\frac{x}{7}+\\frac{2}{7}", "\\frac{x+2}{7}", T), ("x+1", "x+2n+1", F),
     ],
 }
 
