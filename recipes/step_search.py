@@ -111,6 +111,9 @@ class StepSearchConfig:
     trace_judge_text: bool = False  # keep every raw judge output in the trace (else unparseable ones only)
     # Retry questions recorded as errors by an earlier run.
     retry_failed: bool = False
+    # torch CPU threads per process (None: torch's default). 1 is fastest for tiny models and on a
+    # shared machine, where extra threads only contend.
+    cpu_threads: Optional[int] = None
     # Seconds rank 0 waits for the other ranks to finish before merging (None = forever).
     merge_timeout_s: Optional[float] = None
 
@@ -266,6 +269,10 @@ def main(cfg) -> dict | None:
     scfg = search_config(cfg)
     if cfg.backend not in ("native", "vllm", "auto"):
         raise ConfigError(f"backend must be native, vllm or auto, got {cfg.backend!r}")
+    if cfg.cpu_threads:
+        import torch
+
+        torch.set_num_threads(int(cfg.cpu_threads))
     device = psr_dist.default_device(cfg.device)
     psr_dist.init_distributed(device)
     rank, world = psr_dist.get_rank(), psr_dist.get_world_size()
