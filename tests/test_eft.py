@@ -269,3 +269,16 @@ def test_malformed_and_duplicate_candidates_are_dropped():
     (t,) = search_trees(pol, LengthPRM(), [("q", "Q?")], MCTSConfig(num_iterations=1, simulation_depth=0,
                                                                    expand_width=4))
     assert [n.steps[-1] for n in t.nodes[1:]] == ["short1", LONG.format(l=1)]
+
+
+def test_search_scores_with_a_real_prm_scorer_through_score_batch(tiny_model_dir):
+    prm_mod = pytest.importorskip("psr.training.prm")
+    prm = prm_mod.PRMScorer(tiny_model_dir, step_tag="\n")  # random tiny model: "\n" is one token there
+    pol = ScriptedPolicy(two_candidates)
+    (t,) = search_trees(pol, prm, [("q", "What is 1 + 1?")], MCTSConfig(num_iterations=2, simulation_depth=1,
+                                                                       expand_width=4))
+    # per iteration: one batch for the new children, one for the rollout steps
+    assert prm.calls == 4 and len(t.nodes) == 5
+    for n in t.nodes[1:]:
+        assert 0.0 < n.prm < 1.0
+        assert n.prm == pytest.approx(prm.score_steps("What is 1 + 1?", list(n.steps))[-1], abs=1e-5)

@@ -155,3 +155,23 @@ def test_torchrun_two_ranks_match_one_process(tiny_run, tmp_path, data_dir, tiny
     assert p.returncode == 0, p.stderr[-3000:]
     for name in ("eft_train.jsonl", "eft_test.jsonl"):
         assert (tmp_path / name).read_text() == (full / name).read_text()
+
+
+@pytest.mark.parametrize("family", ["tiny", "smollm2_135m", "qwen2_5_math_7b", "qwen2_5_math_72b"])
+def test_family_configs_load_and_name_real_components(family, tmp_path):
+    from psr.config import _locate
+
+    over = [f"output_dir={tmp_path}"]
+    if family != "tiny":
+        over += ["policy.model_dir=/m/policy", "prm.model_dir=/m/prm"]
+    if family.startswith("qwen"):
+        over += ["teacher.base_url=http://127.0.0.1:8000/v1", "teacher.model=m"]
+    cfg = load_config(eft_build.EftBuildConfig, f"{family}/eft_build", over)
+    eft_build.validate(cfg)
+    for key in ("policy", "prm", "teacher"):
+        assert callable(_locate(cfg[key]["_component_"]))
+    if family.startswith("qwen"):  # the paper's search settings
+        assert (cfg.simulation_depth, cfg.num_iterations, cfg.temperature, cfg.top_p) == (3, 100, 0.7, 0.95)
+        assert cfg.test_size == 500 and cfg.emit_both_orders
+    if family == "smollm2_135m":
+        assert cfg.teacher.model_dir == "/m/policy"  # the policy model judges in the smoke run
