@@ -211,3 +211,21 @@ def test_tiny_config_runs_with_only_output_dir(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["questions_written"] == 4 and summary["search"]["questions_failed"] == 0
     assert (tmp_path / "tiny_model" / "config.json").exists() and (tmp_path / "pairs.jsonl").exists()
+
+
+def test_hub_dataset_with_field_mapping(model_dir, tmp_path, monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, config=None, split=None):
+        calls.append((name, config, split))
+        return [{"uid": "u1", "query": "What is 5 + 5?"}, {"query": "What is 1 + 1?"}, {"uid": "u3", "query": ""}]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    summary = run_inprocess(model_dir, tmp_path / "hub", ["hub_dataset=org/math", "hub_split=test",
+                                                            "id_field=uid", "question_field=query"])
+    assert calls == [("org/math", None, "test")]
+    trace = read(tmp_path / "hub" / "trace.jsonl")
+    assert [(t["id"], t["question"]) for t in trace] == [("u1", "What is 5 + 5?"), ("org/math-test-1", "What is 1 + 1?")]
+    assert [s["where"] for s in summary["skipped_inputs"]] == ["org/math[test]#2"]
