@@ -1,7 +1,7 @@
 """Step-search throughput: the native backend against a naive transformers baseline.
 
     python bench/search_throughput.py                       # ~4M-param qwen2 built here, CPU
-    python bench/search_throughput.py --device cuda --questions 32
+    python bench/search_throughput.py --device cuda --questions 16
     python bench/search_throughput.py --model_dir /tmp/smollm2-135m-instruct --questions 8
 
 The same search (``psr.search.run_search``: w=6 candidates per step, both judge orders = 30 judge
@@ -162,9 +162,9 @@ def main() -> None:
     ap.add_argument("--model_dir", default=None, help="HF model dir (default: build a ~4M qwen2 in a temp dir)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="auto")
-    ap.add_argument("--questions", type=int, default=8, help="questions, all in flight together")
+    ap.add_argument("--questions", type=int, default=4, help="questions, all in flight together")
     ap.add_argument("--width", type=int, default=6)
-    ap.add_argument("--iterations", type=int, default=2, help="sample-and-judge rounds per question")
+    ap.add_argument("--iterations", type=int, default=1, help="sample-and-judge rounds per question")
     ap.add_argument("--step_tokens", type=int, default=32)
     ap.add_argument("--judge_tokens", type=int, default=16)
     ap.add_argument("--only", choices=["native", "naive"], default=None, help=argparse.SUPPRESS)

@@ -229,3 +229,13 @@ def test_hub_dataset_with_field_mapping(model_dir, tmp_path, monkeypatch):
     trace = read(tmp_path / "hub" / "trace.jsonl")
     assert [(t["id"], t["question"]) for t in trace] == [("u1", "What is 5 + 5?"), ("org/math-test-1", "What is 1 + 1?")]
     assert [s["where"] for s in summary["skipped_inputs"]] == ["org/math[test]#2"]
+
+
+def test_tts_mode_writes_the_chain_of_best_steps_without_rollbacks(model_dir, tmp_path):
+    summary = run_inprocess(model_dir, tmp_path / "tts", ["mode=tts", "limit=2"])
+    trace = read(tmp_path / "tts" / "trace.jsonl")
+    assert summary["rollbacks"] == 0 and len(trace) == 2
+    for t in trace:
+        assert {rd["action"] for rd in t["rounds"]} <= {"keep", "keep_tie"}
+        assert len(t["steps"]) == len(t["rounds"]) == 3  # max_steps = max_iterations = 3, no rollbacks
+        assert t["solution"] == "".join(f"Step {k + 1}: {s}\n" for k, s in enumerate(t["steps"]))
