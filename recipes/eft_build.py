@@ -120,6 +120,9 @@ class EftBuildConfig:
     train_size: Optional[int] = None
     # Keep every node of each tree in work/trees.*.jsonl (for inspection).
     save_trees: bool = False
+    # torch CPU threads for this run (null = torch's default); 1 is fastest for tiny models on a
+    # small shared CPU. Restored when the recipe returns.
+    cpu_threads: Optional[int] = None
     seed: int = 0
 
 
@@ -299,6 +302,16 @@ def finalize(cfg, questions: list[tuple[str, str]], out: Path, work: Path) -> di
 
 def main(cfg) -> dict:
     validate(cfg)
+    threads = torch.get_num_threads()
+    if cfg.cpu_threads:
+        torch.set_num_threads(int(cfg.cpu_threads))
+    try:
+        return _main(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _main(cfg) -> dict:
     D.init_distributed()
     out = Path(cfg.output_dir)
     work = out / "work"
