@@ -7,7 +7,6 @@ import pytest
 from psr.eft import (
     LengthPRM,
     MCTSConfig,
-    Node,
     ScriptedTeacher,
     Tree,
     classify_pair,
