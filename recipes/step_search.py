@@ -337,7 +337,8 @@ def main(cfg) -> dict | None:
             f"step_search: wrote {summary['pairs']} pairs for {summary['search']['questions_ok']} questions to "
             f"{out / 'pairs.jsonl'} ({summary['search']['questions_failed']} failed)"
         )
-    psr_dist.barrier()
+    # No collective here: ranks finish their shards at different times (hours apart on uneven
+    # data), and a barrier would time out; rank 0 waited on the done-markers instead.
     psr_dist.destroy()
     return summary
 
