@@ -65,7 +65,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Protocol, Sequence
+from typing import Any, Optional, Protocol, Sequence
 
 from psr.generation.base import Completion, Generator, SamplingParams
 from psr.ift import stable_hash
@@ -590,8 +590,3 @@ def tiny_generator(model_dir: str, backend: str = "native", seed: int = 0, **kwa
 
     build_tiny_model_dir(model_dir, seed=seed)
     return make_generator(backend, str(model_dir), **kwargs)
-
-
-def iter_chunks(items: Sequence[Any], size: int) -> Iterable[list]:
-    for i in range(0, len(items), max(1, size)):
-        yield list(items[i : i + size])
