@@ -141,28 +141,56 @@ def extract_answer(text: str | None, benchmark: str | None = None) -> str | None
     return ans
 
 
+def _boxed_run(text: str) -> str | None:
+    """The last boxed answer; several boxes in a row (``\\boxed{1}, \\boxed{2}``) are one answer
+    list ``1, 2``."""
+    spans = []
+    for m in _BOX_RE.finditer(text):
+        j = m.end()
+        while j < len(text) and text[j] == " ":
+            j += 1
+        if j < len(text) and text[j] == "{":
+            got = _braced(text, j)
+            if got is not None:
+                spans.append((m.start(), got[1], got[0].strip()))
+    if not spans:
+        return last_boxed(text)
+    run = [spans[-1]]
+    for prev in reversed(spans[:-1]):
+        gap = text[prev[1] : run[0][0]]
+        if len(gap) <= 12 and re.fullmatch(r"[\s$,;]*(?:and|or|,)?[\s$,;]*", gap):
+            run.insert(0, prev)
+        else:
+            break
+    return ", ".join(s for _, _, s in run) if len(run) > 1 else run[0][2]
+
+
 def _extract_generic(text: str) -> str | None:
+    last_marker = None
+    for last_marker in _ANSWER_IS_RE.finditer(text):
+        pass
     if "\\boxed" in text or "\\fbox" in text or "\\framebox" in text:
-        boxed = last_boxed(text)
-        if boxed is not None:
-            return boxed
+        box_at = max(text.rfind("\\boxed"), text.rfind("\\fbox"), text.rfind("\\framebox"))
+        # a "final answer is ..." written after the last box is the final word
+        if last_marker is None or last_marker.start() < box_at:
+            boxed = _boxed_run(text)
+            if boxed is not None:
+                return boxed
     if "####" in text:
         hashes = _HASH_RE.findall(text)
         if hashes and hashes[-1].strip():
             return _clean_tail(hashes[-1]).replace(",", "") or None
-    tail = None
-    for m in _ANSWER_IS_RE.finditer(text):
-        tail = m
+    tail = last_marker
     if tail is not None:
         ans = _clean_tail(text[tail.end() :])
         if ans and not _is_bare(ans):
             # "Final Answer: The volume of $ABCD$ is 120." -> the last math span, else last number
-            spans = re.findall(r"\$([^$]+)\$", ans)
-            nums = _NUMBER_RE.findall(ans)
-            if nums and (not spans or ans.rstrip(". ").endswith(nums[-1])):
-                ans = nums[-1].replace(",", "")
+            spans = list(re.finditer(r"\$([^$]+)\$", ans))
+            nums = list(_NUMBER_RE.finditer(ans))
+            if nums and (not spans or nums[-1].start() > spans[-1].end()):
+                ans = nums[-1].group(0).replace(",", "")
             elif spans:
-                ans = spans[-1].strip()
+                ans = spans[-1].group(1).strip()
         if ans:
             return ans
     if _is_bare(text):

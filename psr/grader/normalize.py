@@ -22,6 +22,8 @@ _FRAC_SHORT = re.compile(r"\\frac\s*(\d)\s*(\d)")
 _FRAC_SHORT2 = re.compile(r"\\frac\s*(\d)\s*(\{)")
 _FRAC_SHORT3 = re.compile(r"\\frac\s*(\{[^{}]*\})\s*(\d)")
 _SQRT_SHORT = re.compile(r"\\sqrt\s*(\w)")
+_THOUSANDS_BANG = re.compile(r"(\d),\\!\s*(?=\d{3}(?!\d))()")
+_IN_PREFIX = re.compile(r"^(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?\s*\\in\s*")
 _THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _THOUSANDS_SPACE = re.compile(r"^[+-]?\d{1,3}(?:(?:\\,|\s|\{,\})\d{3})+(?:\.\d+)?$")
 # Units and filler words that may follow a number ("5 cm", "12 dollars", "3 units^2")
@@ -64,6 +66,7 @@ def normalize(s: str) -> str:
     if s.startswith("\\(") and s.endswith("\\)") or s.startswith("\\[") and s.endswith("\\]"):
         s = s[2:-2]
     s = s.replace("$", "")
+    s = _THOUSANDS_BANG.sub(r"\1\2", s)  # "11,\\! 111" is one number; "32, 349" is a list
     s = s.replace("\n", " ").replace("\\!", "")
     s = _SPACING.sub(" ", s)
     s = _LEFT_RIGHT.sub("", s)
@@ -78,7 +81,8 @@ def normalize(s: str) -> str:
     s = strip_text_macros(s)
     s = re.sub(r"\s+(?:and|or)\s+", ",", s)
     s = s.strip()
-    m = _TRAILING_UNIT.match(s)
+    s = _IN_PREFIX.sub("", s)  # "x \\in [-2, 7]" -> "[-2, 7]"
+    m = _TRAILING_UNIT.match(s) if len(s) <= 500 else None
     if m and not re.search(r"[a-zA-Z]", m.group(1).replace("\\frac", "").replace("\\sqrt", "").replace("\\pi", "")):
         s = m.group(1)
     s = s.strip().rstrip(".").strip()

@@ -89,3 +89,19 @@ def test_extraction_is_linear_on_a_megabyte_of_braces():
     assert extract_answer("\\boxed{" + "{" * 500_000) is None  # never closed, no number
     assert extract_answer("\\boxed{" + "{" * 200_000 + "7" + "}" * 200_000 + "}") == "{" * 200_000 + "7" + "}" * 200_000
     assert time.perf_counter() - t0 < 10
+
+
+def test_adjacent_boxes_form_one_answer_list():
+    assert extract_answer("the roots are $\\boxed{3}$ and $\\boxed{-4}$") == "3, -4"
+    assert extract_answer("first \\boxed{1}. Much later, after more work, we get \\boxed{7}") == "7"
+
+
+def test_a_final_answer_line_after_the_last_box_wins():
+    text = "Step one gives \\boxed{120}. Then more. Final Answer: The final answer is $9,240$. I hope it is correct."
+    assert extract_answer(text) == "9,240"
+    assert extract_answer("The answer is \\boxed{5}.") == "5"
+
+
+def test_set_membership_prefix_and_sentence_answers():
+    assert extract_answer("Final Answer: We need 7 more marbles for the jar, 12 in all.") == "12"
+    assert extract_answer("Final Answer: The smallest $k$ is 12.") == "12"
