@@ -2,6 +2,7 @@
 
     python bench/search_throughput.py                       # ~4M-param qwen2 built here, CPU
     python bench/search_throughput.py --device cuda --questions 16
+    python bench/search_throughput.py --device cuda --shape smollm2 --questions 8
     python bench/search_throughput.py --model_dir /tmp/smollm2-135m-instruct --questions 8
 
 The same search (``psr.search.run_search``: w=6 candidates per step, both judge orders = 30 judge
@@ -91,12 +92,20 @@ class NaiveHFGenerator:
         pass
 
 
-def build_bench_model(path: Path) -> Path:
-    """A ~4M-parameter qwen2 (hidden 256, 4 layers, MLP 1024) with the tiny BPE tokenizer."""
+SHAPES = {
+    # ~4.1M parameters with the 512-token tiny vocabulary
+    "4m": dict(hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=1024),
+    # SmolLM2-135M's transformer shape (hidden 576, 30 layers, 9/3 heads, MLP 1536), random weights,
+    # tiny vocabulary: ~106M parameters; a throughput stand-in when the real weights are not at hand
+    "smollm2": dict(hidden_size=576, num_layers=30, num_heads=9, num_kv_heads=3, intermediate_size=1536),
+}
+
+
+def build_bench_model(path: Path, shape: str = "4m") -> Path:
+    """A random qwen2 of the given shape with the tiny BPE tokenizer."""
     from psr.models.tiny import build_tiny_model_dir
 
-    return build_tiny_model_dir(path, seed=0, hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2,
-                                intermediate_size=1024)
+    return build_tiny_model_dir(path, seed=0, **SHAPES[shape])
 
 
 def load_questions(n: int) -> list[dict]:
@@ -160,6 +169,7 @@ def run_one(args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model_dir", default=None, help="HF model dir (default: build a ~4M qwen2 in a temp dir)")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="4m", help="shape of the model built when no --model_dir")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--questions", type=int, default=4, help="questions, all in flight together")
@@ -175,7 +185,7 @@ def main() -> None:
     tmp = None
     if args.model_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="psr_bench_")
-        args.model_dir = str(build_bench_model(Path(tmp.name) / "model"))
+        args.model_dir = str(build_bench_model(Path(tmp.name) / "model", args.shape))
     res = {}
     for which in ("native", "naive"):
         cmd = [sys.executable, __file__, "--only", which, "--model_dir", args.model_dir, "--device", args.device,
