@@ -58,7 +58,8 @@ Statistics (per question in ``QuestionResult.stats``, summed by :func:`summarize
 ``pairs``, ``rollbacks``, ``resamples_step1``, ``pairs_dropped``, ``candidates``,
 ``empty_candidates``, ``duplicate_candidates``, ``identical_comparisons``, ``empty_comparisons``,
 ``judge_calls``, ``unparseable_verdicts``, ``tokens_policy``, ``tokens_judge``,
-``tokens_generated``.
+``tokens_generated`` (policy + judge); per question also ``solution_tokens`` (the accepted
+steps' own tokens: the length of the tts answer).
 
 Entry points: :func:`run_search` (pairs and traces, used by ``recipes/step_search.py``),
 :func:`tts_solve` (answers, used by the eval recipe), :func:`pair_records` / :func:`trace_record`
