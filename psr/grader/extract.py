@@ -22,6 +22,8 @@ _ANSWER_IS_RE = re.compile(
     re.IGNORECASE,
 )
 # numbers: optional sign, digits with optional thousands commas, decimals, a/b fractions
+# what may separate boxes of one answer list: spaces, $, commas, \quad, "and"/"or" (plain or \text)
+_BOX_GAP = r"(?:\s|\$|,|;|\\quad|\\qquad|\\,|\\ |\\\[|\\\]|\\\(|\\\)|\band\b|\bor\b|\\text\{\s*(?:and|or)\s*\})*"
 _NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+(?:\.\d+)?)?|-?\.\d+")
 _CHOICE_RE = re.compile(
     r"^\(?\s*([A-E])\s*\)?(?:[.:)\s]|$)|^\\text\{\s*\(?([A-E])\)?\s*\}|^\\textbf\{\s*\(?([A-E])\)?\s*\}"
@@ -79,7 +81,7 @@ def _clean_tail(ans: str) -> str:
         ans = ans[2 : ans.index("\\)")]
     elif ans.startswith("\\[") and "\\]" in ans:
         ans = ans[2 : ans.index("\\]")]
-    ans = ans.strip().rstrip(".").strip()
+    ans = re.sub(r"(?<![.\\])\s*[.,;]$", "", ans.strip()).strip()
     return ans.strip("$ ").strip()
 
 
@@ -158,7 +160,7 @@ def _boxed_run(text: str) -> str | None:
     run = [spans[-1]]
     for prev in reversed(spans[:-1]):
         gap = text[prev[1] : run[0][0]]
-        if len(gap) <= 12 and re.fullmatch(r"[\s$,;]*(?:and|or|,)?[\s$,;]*", gap):
+        if len(gap) <= 40 and re.fullmatch(_BOX_GAP, gap):
             run.insert(0, prev)
         else:
             break
@@ -199,7 +201,7 @@ def _extract_generic(text: str) -> str | None:
             t = t.strip("$")
         elif t.startswith("\\(") and t.endswith("\\)") or t.startswith("\\[") and t.endswith("\\]"):
             t = t[2:-2]
-        t = t.strip().rstrip(".").strip()
+        t = re.sub(r"(?<![.\\])\s*[.,;]$", "", t.strip()).strip()
         return t or None
     nums = _NUMBER_RE.findall(text[-20000:])
     return nums[-1].replace(",", "") if nums else None

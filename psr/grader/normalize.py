@@ -23,6 +23,7 @@ _FRAC_SHORT2 = re.compile(r"\\frac\s*(\d)\s*(\{)")
 _FRAC_SHORT3 = re.compile(r"\\frac\s*(\{[^{}]*\})\s*(\d)")
 _SQRT_SHORT = re.compile(r"\\sqrt\s*(\w)")
 _THOUSANDS_BANG = re.compile(r"(\d),\\!\s*(?=\d{3}(?!\d))()")
+_TRAILING_PUNCT = re.compile(r"(?<![.\\])\s*[.,;]$")
 _IN_PREFIX = re.compile(r"^(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?\s*\\in\s*")
 _THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _THOUSANDS_SPACE = re.compile(r"^[+-]?\d{1,3}(?:(?:\\,|\s|\{,\})\d{3})+(?:\.\d+)?$")
@@ -85,7 +86,7 @@ def normalize(s: str) -> str:
     m = _TRAILING_UNIT.match(s) if len(s) <= 500 else None
     if m and not re.search(r"[a-zA-Z]", m.group(1).replace("\\frac", "").replace("\\sqrt", "").replace("\\pi", "")):
         s = m.group(1)
-    s = s.strip().rstrip(".").strip()
+    s = _TRAILING_PUNCT.sub("", s.strip()).strip()  # sentence punctuation, not an ellipsis
     if _THOUSANDS.match(s):
         s = s.replace(",", "")
     elif _THOUSANDS_SPACE.match(s):

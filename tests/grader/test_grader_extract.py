@@ -105,3 +105,15 @@ def test_a_final_answer_line_after_the_last_box_wins():
 def test_set_membership_prefix_and_sentence_answers():
     assert extract_answer("Final Answer: We need 7 more marbles for the jar, 12 in all.") == "12"
     assert extract_answer("Final Answer: The smallest $k$ is 12.") == "12"
+
+
+def test_boxes_joined_by_quad_and_text_and_are_one_list():
+    assert extract_answer("so \\[ \\boxed{-5} \\quad \\text{and} \\quad \\boxed{2}. \\]") == "-5, 2"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("$\\frac{2}{5}.$", "\\frac{2}{5}"), ("$\\frac{2}{5},$", "\\frac{2}{5}"), ("$(3,4).$", "(3,4)"),
+    ("$7, 8, 9, ...$", "7, 8, 9, ..."),  # an ellipsis is kept
+])
+def test_sentence_punctuation_inside_math_is_dropped(text, expected):
+    assert extract_answer(text) == expected
