@@ -1,0 +1,190 @@
+r"""prm_train: train a process reward model that predicts "+"/"-" after each step (paper §3.2, the
+PRM used to build EFT data; the paper trains Qwen2.5-72B on PRM800K).
+
+Launch (from the repository root):
+
+    psr run prm_train --config tiny/prm_train output_dir=/tmp/prm           # tiny model + data it builds itself, < 1 min on CPU
+    psr run --nproc_per_node 2 prm_train --config tiny/prm_train output_dir=/tmp/prm
+    python recipes/prm_train.py --config configs/tiny/prm_train.yaml output_dir=/tmp/prm
+    tune run recipes/prm_train.py --config configs/tiny/prm_train.yaml output_dir=/tmp/prm
+    torchrun --nproc_per_node 8 recipes/prm_train.py --config configs/qwen2_5_math_72b/prm_train.yaml \
+        model_dir=/ckpt/Qwen2.5-72B data=prm800k/phase2_train.jsonl output_dir=/ckpt/prm
+    ... resume_from_checkpoint=true      # continue a killed run exactly where its last save left it
+
+Data (``data``: one path or a list; ``data_format``: trl | prm800k | auto): TRL stepwise records
+(``prompt``, ``completions`` [step strings], ``labels`` [bools]) or PRM800K raw phase1/phase2
+jsonl (ratings −1/0/+1; ``neutral`` decides what a 0 means: positive (default) | negative | drop;
+see psr/data/prm800k.py). Every record is validated before training (bad line → error naming
+file:line). A relative path is looked up as given, then under ``data_dir`` / ``$PSR_DATA_DIR``.
+
+Model input: chat(tok, Figure 4 question) + "Step 1: …\n" <tag> "Step 2: …\n" <tag> …; the loss
+is the 2-way cross-entropy over ("+", "-") at the tag positions only (psr/training/prm.py).
+``step_tag``, ``good_token`` and ``bad_token`` must be single tokens (checked before training).
+
+Outputs (in output_dir): epoch_<e>/ (and step_<n>/) HF model dirs with ``prm_config.json``
+(tag/label tokens, read by ``psr.training.prm.PRMScorer``), final -> the last one, resume_state/,
+metrics.jsonl (loss, lr, grad_norm, tokens_per_second, accuracy, p_good_mean per step),
+train_summary.json (data counts, truncated/dropped, first/final loss).
+
+Use for EFT construction: ``PRMScorer("<output_dir>/final").score_steps(question, steps)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from psr import distributed as D
+from psr.config import ConfigError, recipe_main
+from psr.data.jsonl import write_jsonl
+from psr.data.prm800k import NEUTRAL_MODES, PRMStats, load_prm_data, tiny_prm_records
+from psr.models.hf import load_tokenizer
+from psr.training.loop import TrainConfig, check_batch_config, setup_from_config, train
+from psr.training.prm import (
+    DEFAULT_STEP_TAG,
+    PRM_CONFIG,
+    collate_prm,
+    encode_steps,
+    prm_loss,
+    prm_token_ids,
+    prob_good,
+    tag_pair_logits,
+)
+
+
+@dataclass
+class PrmTrainConfig(TrainConfig):
+    # PRM training data: a jsonl path or a list of paths.
+    data: Any = None
+    # trl (prompt/completions/labels) | prm800k (raw phase1/phase2) | auto (by the first record).
+    data_format: str = "auto"
+    # PRM800K rating 0: positive | negative | drop (cut the example before the neutral step).
+    neutral: str = "positive"
+    # Where relative data paths are resolved when not found as given.
+    data_dir: str = "../shared/data"
+    # Build a random tiny model and 48 arithmetic examples under output_dir when model_dir /
+    # data are unset (configs/tiny only).
+    tiny: bool = False
+    # The step tag inserted after every step (a single token; Math-Shepherd's " ки" by default).
+    step_tag: str = DEFAULT_STEP_TAG
+    # The label tokens predicted at a tag (single tokens).
+    good_token: str = "+"
+    bad_token: str = "-"
+    # Longest example in tokens.
+    max_seq_len: int = 2048
+    # Over-long examples: truncate (keep the leading steps that fit) or drop; both counted.
+    overlong: str = "truncate"
+
+
+def _paths(v: Any, data_dir: str) -> list[str]:
+    if v is None:
+        return []
+    items = [v] if isinstance(v, str) else [str(x) for x in v]
+    out = []
+    for p in items:
+        q = Path(p)
+        if not q.exists() and not q.is_absolute():
+            alt = Path(os.environ.get("PSR_DATA_DIR") or data_dir) / q
+            q = alt if alt.exists() else q
+        out.append(str(q))
+    return out
+
+
+def _validate(cfg: Any) -> None:
+    if cfg.overlong not in ("truncate", "drop"):
+        raise ConfigError(f"overlong: must be 'truncate' or 'drop', got {cfg.overlong!r}")
+    if cfg.neutral not in NEUTRAL_MODES:
+        raise ConfigError(f"neutral: must be one of {NEUTRAL_MODES}, got {cfg.neutral!r}")
+    if cfg.data_format not in ("auto", "trl", "prm800k"):
+        raise ConfigError(f"data_format: must be auto, trl or prm800k, got {cfg.data_format!r}")
+    check_batch_config(cfg)
+    if not cfg.tiny:
+        if not cfg.model_dir:
+            raise ConfigError("model_dir: required (or tiny=true to build a random tiny model)")
+        if not cfg.data:
+            raise ConfigError("data: required (TRL stepwise or PRM800K jsonl; or tiny=true)")
+
+
+def _prepare_tiny(cfg: Any) -> None:
+    out = Path(cfg.output_dir)
+    if not cfg.model_dir:
+        cfg.model_dir = str(out / "tiny_model")
+    if not cfg.data:
+        cfg.data = str(out / "tiny_data" / "prm.jsonl")
+    if D.is_rank0():
+        from psr.models.tiny import build_tiny_model_dir
+
+        build_tiny_model_dir(cfg.model_dir, seed=cfg.seed)
+        if not Path(cfg.data).exists():
+            write_jsonl(cfg.data, tiny_prm_records(48, seed=cfg.seed))
+    D.barrier()
+
+
+def make_loss_fn(ids):
+    def loss_fn(model: Any, batch: dict) -> tuple[torch.Tensor, dict]:
+        logits, good = tag_pair_logits(model, batch, ids)
+        loss = prm_loss(logits, good)
+        with torch.no_grad():
+            p = prob_good(logits)
+            correct = ((p > 0.5) == good).float().sum()
+        return loss, {"accuracy": correct, "p_good_mean": p.sum()}
+
+    return loss_fn
+
+
+def main(cfg: Any):
+    _validate(cfg)
+    torch.manual_seed(cfg.seed)
+    D.init_distributed(D.default_device(cfg.device))
+    if cfg.tiny:
+        _prepare_tiny(cfg)
+    tok = load_tokenizer(cfg.model_dir)
+    try:
+        ids = prm_token_ids(tok, cfg.step_tag, cfg.good_token, cfg.bad_token)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    stats = PRMStats()
+    data = [ex for p in _paths(cfg.data, cfg.data_dir) for ex in load_prm_data(p, cfg.data_format, cfg.neutral, stats)]
+    examples, truncated, dropped = [], 0, 0
+    for ex in data:
+        enc = encode_steps(tok, ids, ex.question, ex.steps, ex.labels, cfg.max_seq_len, cfg.overlong)
+        if enc is None:
+            dropped += 1
+            continue
+        truncated += int(enc.truncated)
+        examples.append(enc)
+    D.print0(f"prm_train: {stats.records} records -> {len(examples)} examples, {sum(len(e.labels) for e in examples)} "
+             f"labelled steps ({stats.positive} +, {stats.negative} - before truncation; {stats.neutral} neutral "
+             f"ratings as {cfg.neutral}); over max_seq_len={cfg.max_seq_len}: {truncated} truncated, {dropped} dropped")
+    if len(examples) < cfg.batch_size:
+        raise ConfigError(f"batch_size={cfg.batch_size}: only {len(examples)} usable examples")
+    setup = setup_from_config(cfg)
+    pad_id = setup.tokenizer.pad_token_id
+    result = train(cfg, setup, examples, [len(e) for e in examples], lambda items: collate_prm(items, pad_id),
+                   make_loss_fn(ids))
+    prm_conf = {"step_tag": cfg.step_tag, "good_token": cfg.good_token, "bad_token": cfg.bad_token,
+                "format": "chat(Figure 4 question) + ('Step k: body\\n' + tag)*; P(+) = softmax over (+,-) at tags"}
+    summary = {"records": stats.records, "examples": len(examples), "skipped_empty": stats.skipped_empty,
+               "positive": stats.positive, "negative": stats.negative, "neutral": stats.neutral,
+               "neutral_as": cfg.neutral, "truncated": truncated, "dropped": dropped, "steps": result.steps,
+               "first_loss": result.losses[0] if result.losses else None,
+               "final_loss": result.losses[-1] if result.losses else None,
+               "final_dir": str(result.final_dir) if result.final_dir else None, "world_size": D.get_world_size()}
+    if D.is_rank0():
+        out = Path(cfg.output_dir)
+        for d in [p for p in out.iterdir() if p.is_dir() and (p / "config.json").exists() and not p.is_symlink()]:
+            (d / PRM_CONFIG).write_text(json.dumps(prm_conf, indent=2))
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    D.barrier()
+    result.summary = summary  # type: ignore[attr-defined]
+    result.model = setup.model  # type: ignore[attr-defined]
+    return result
+
+
+if __name__ == "__main__":
+    recipe_main(PrmTrainConfig, main)
