@@ -24,6 +24,7 @@ _FRAC_SHORT3 = re.compile(r"\\frac\s*(\{[^{}]*\})\s*(\d)")
 _SQRT_SHORT = re.compile(r"\\sqrt\s*(\w)")
 _THOUSANDS_BANG = re.compile(r"(\d),\\!\s*(?=\d{3}(?!\d))()")
 _TRAILING_PUNCT = re.compile(r"(?<![.\\])\s*[.,;]$")
+_MIXED_SPACED = re.compile(r"^([+-]?\d+)\s+(\d+)\s*/\s*(\d+)$")
 _IN_PREFIX = re.compile(r"^(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?\s*\\in\s*")
 _THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _THOUSANDS_SPACE = re.compile(r"^[+-]?\d{1,3}(?:(?:\\,|\s|\{,\})\d{3})+(?:\.\d+)?$")
@@ -80,7 +81,9 @@ def normalize(s: str) -> str:
     s = re.sub(r"\\text\{\s*\}", "", s)
     s = s.replace("\\text{ and }", ",").replace("\\text{and}", ",").replace("\\text{ or }", ",")
     s = strip_text_macros(s)
+    s = re.sub(r",\s*(?:and|or)\s+", ",", s)  # "19, 46, and 82"
     s = re.sub(r"\s+(?:and|or)\s+", ",", s)
+    s = _MIXED_SPACED.sub(r"\1\\frac{\2}{\3}", s)  # "4 4/9" is 40/9, not 44/9
     s = s.strip()
     s = _IN_PREFIX.sub("", s)  # "x \\in [-2, 7]" -> "[-2, 7]"
     m = _TRAILING_UNIT.match(s) if len(s) <= 500 else None
