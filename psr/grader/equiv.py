@@ -169,7 +169,15 @@ def _struct_equal(p: str, g: str, depth: int) -> bool | None:
     return None
 
 
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$")
+
+
 def _numeric_equal(p: str, g: str) -> bool | None:
+    # a decimal comma ("1000,99", "0,111") against a decimal point on the other side
+    if "." in g and "." not in p and _DECIMAL_COMMA.match(p):
+        p = p.replace(",", ".")
+    elif "." in p and "." not in g and _DECIMAL_COMMA.match(g):
+        g = g.replace(",", ".")
     pn, gn = parse_number(p), parse_number(g)
     if pn is None or gn is None:
         return None

@@ -26,7 +26,7 @@ _THOUSANDS_BANG = re.compile(r"(\d),\\!\s*(?=\d{3}(?!\d))()")
 _TRAILING_PUNCT = re.compile(r"(?<![.\\])\s*[.,;]$")
 _MIXED_SPACED = re.compile(r"^([+-]?\d+)\s+(\d+)\s*/\s*(\d+)$")
 _IN_PREFIX = re.compile(r"^(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?\s*\\in\s*")
-_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_THOUSANDS = re.compile(r"^[+-]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?$")
 _THOUSANDS_SPACE = re.compile(r"^[+-]?\d{1,3}(?:(?:\\,|\s|\{,\})\d{3})+(?:\.\d+)?$")
 # Units and filler words that may follow a number ("5 cm", "12 dollars", "3 units^2")
 _UNIT_WORDS = (
