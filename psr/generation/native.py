@@ -228,6 +228,24 @@ class _Group:
     seqs: list[_Seq]
 
 
+class _Batch:
+    """The in-flight batch: KV cache, attention mask [B, L], the pending (sampled, not yet
+    cached) token and its position per row, the rows' random-stream keys and sequences."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.cache = self.mask = self.nxt = self.pos = None
+        self.keys = np.zeros(0, dtype=_U64)
+        self.seqs: list[_Seq] = []
+
+    @property
+    def live(self) -> int:
+        """Rows whose sequence is still running."""
+        return sum(s.done is None for s in self.seqs)
+
+
 class NativeGenerator:
     """Batched KV-cache generation with a transformers causal LM (see the module docstring).
 
@@ -248,6 +266,11 @@ class NativeGenerator:
         kv_grow: columns of KV-cache room allocated ahead (the buffer grows by at least this).
         return_token_ids: put the generated token ids (stop / EOS token included) into
             ``Completion.extra["token_ids"]``.
+        compact_fraction: drop finished rows from the batch once they are this share of it
+            (0 = at every step). Each compaction copies the KV cache; until then a finished
+            row is still computed (its tokens are discarded).
+        share_prefix_min_tokens: prompts sharing a token prefix at least this long (e.g. the
+            judge prompts of one step) compute it once; 0 disables prefix sharing.
         model, tokenizer: an already loaded model and tokenizer instead of ``model_dir``.
     """
 
@@ -266,6 +289,8 @@ class NativeGenerator:
         attn_implementation: str = "auto",
         kv_grow: int = 64,
         return_token_ids: bool = False,
+        compact_fraction: float = 0.125,
+        share_prefix_min_tokens: int = 16,
         *,
         model: Any = None,
         tokenizer: Any = None,
@@ -288,6 +313,10 @@ class NativeGenerator:
         self.add_special_tokens = add_special_tokens
         self._grow = max(1, int(kv_grow))
         self.return_token_ids = return_token_ids
+        if not 0 <= compact_fraction < 1:
+            raise ValueError(f"compact_fraction must be in [0, 1), got {compact_fraction}")
+        self.compact_fraction = compact_fraction
+        self.share_prefix_min_tokens = int(share_prefix_min_tokens or 0)
         if attn_implementation == "auto":
             attn_implementation = "sdpa" if self.device.type == "cuda" else ATTN_IMPL
         if attn_implementation == ATTN_IMPL:
@@ -413,40 +442,129 @@ class NativeGenerator:
         self.stats["forward_calls"] += 1
         return out.logits[:, -1, :], out.past_key_values
 
-    def _prefill(self, groups: list[_Group]):
-        """Prefill each group's prompt once; returns (cache, mask, last logits, prompt lengths),
-        one row per group."""
-        lens = [len(g.ids) for g in groups]
-        L = max(lens)
+    # -- prefill ---------------------------------------------------------------------
+
+    def _share_clusters(self, ids_list: list[list[int]]) -> list[tuple[int, list[int]]]:
+        """Split prompts into clusters that share a token prefix: [(prefix_len, members)].
+
+        Prompts are sorted; a range of sorted prompts shares the minimum of its adjacent
+        common-prefix lengths (capped so that every member keeps >= 1 own token). A range is
+        split at its weakest link when the parts together save more prefill tokens
+        ((members - 1) x prefix) than the whole; prefixes shorter than
+        ``share_prefix_min_tokens`` are not shared (prefix_len 0)."""
+        N = len(ids_list)
+        min_len = self.share_prefix_min_tokens
+        if not min_len or N < 2:
+            return [(0, list(range(N)))]
+        order = sorted(range(N), key=lambda i: ids_list[i])
+        arrs = [np.asarray(ids_list[i], dtype=np.int64) for i in order]
+        adj = []
+        for a, b in zip(arrs, arrs[1:]):
+            m = min(len(a), len(b))
+            neq = np.flatnonzero(a[:m] != b[:m])
+            adj.append(int(neq[0]) if len(neq) else m)
+        lens = [len(a) for a in arrs]
+
+        def share(lo: int, hi: int) -> int:
+            return min(min(adj[lo:hi - 1]), min(lens[lo:hi]) - 1)
+
+        out: list[tuple[int, list[int]]] = []
+        stack = [(0, N)]
+        while stack:
+            lo, hi = stack.pop()
+            if hi - lo == 1:
+                out.append((0, [order[lo]]))
+                continue
+            m = share(lo, hi)
+            k = lo + int(np.argmin(adj[lo:hi - 1])) + 1  # split point: [lo, k) and [k, hi)
+
+            def best(a: int, b: int) -> int:  # savings of the best clustering of [a, b), one level
+                if b - a < 2:
+                    return 0
+                s = share(a, b)
+                return (b - a - 1) * s if s >= min_len else 0
+
+            whole = (hi - lo - 1) * m if m >= min_len else 0
+            if whole > 0 and whole >= best(lo, k) + best(k, hi):
+                out.append((m, [order[i] for i in range(lo, hi)]))
+            else:
+                stack.append((k, hi))
+                stack.append((lo, k))
+        return out
+
+    def _left_padded(self, rows: list[list[int]]):
+        L = max(map(len, rows))
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(groups), L), pad, dtype=torch.long)
-        mask = torch.zeros((len(groups), L), dtype=torch.long)
-        for r, g in enumerate(groups):
-            ids[r, L - len(g.ids):] = torch.tensor(g.ids)
-            mask[r, L - len(g.ids):] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        pos = (mask.cumsum(-1) - 1).clamp_(min=0)
-        cache = _make_buffer_cache(self._num_layers, self._grow)
+        ids = torch.full((len(rows), L), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), L), dtype=torch.long)
+        for r, x in enumerate(rows):
+            if x:
+                ids[r, L - len(x):] = torch.tensor(x)
+                mask[r, L - len(x):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _prefill(self, groups: list[_Group]):
+        """Prefill each group's prompt; returns (cache, mask, last logits, prompt lengths) with
+        one row per group. Prompts that share a long token prefix (judge prompts) compute it
+        once: a first forward over the shared prefixes, then one over the rest of every prompt
+        on top of its cluster's prefix cache (padding in the middle is masked like left padding)."""
+        ids_list = [g.ids for g in groups]
+        lens = torch.tensor([len(x) for x in ids_list], device=self.device)
+        clusters = self._share_clusters(ids_list)
+        shared = [(p, members) for p, members in clusters if p > 0]
+        if not shared:
+            ids, mask = self._left_padded(ids_list)
+            pos = (mask.cumsum(-1) - 1).clamp_(min=0)
+            logits, cache = self._forward(ids, mask, pos, _make_buffer_cache(self._num_layers, self._grow))
+            self.stats["prefill_prompts"] += len(groups)
+            self.stats["prefill_tokens"] += int(lens.sum())
+            return cache, mask, logits, lens
+        # 1) the shared prefixes, one row per cluster
+        prefixes = [ids_list[members[0]][:p] for p, members in shared]
+        ids, pmask = self._left_padded(prefixes)
+        pos = (pmask.cumsum(-1) - 1).clamp_(min=0)
+        _, cache = self._forward(ids, pmask, pos, _make_buffer_cache(self._num_layers, self._grow))
+        # 2) every prompt's own part on top of its cluster's prefix (masked out when it has none)
+        row_of = {}
+        plen = [0] * len(groups)
+        for c, (p, members) in enumerate(shared):
+            for i in members:
+                row_of[i], plen[i] = c, p
+        rows = torch.tensor([row_of.get(i, 0) for i in range(len(groups))], device=self.device)
+        pmask = self._select(cache, pmask, rows)
+        no_prefix = torch.tensor([i not in row_of for i in range(len(groups))], device=self.device)
+        pmask = pmask.masked_fill(no_prefix.unsqueeze(1), 0)
+        ids, smask = self._left_padded([x[plen[i]:] for i, x in enumerate(ids_list)])
+        plen_t = torch.tensor(plen, device=self.device)
+        pos = (plen_t.unsqueeze(1) + smask.cumsum(-1) - 1).clamp_(min=0)
+        mask = torch.cat([pmask, smask], dim=1)
         logits, cache = self._forward(ids, mask, pos, cache)
         self.stats["prefill_prompts"] += len(groups)
-        self.stats["prefill_tokens"] += sum(lens)
-        return cache, mask, logits, torch.tensor(lens, device=self.device)
+        self.stats["prefill_tokens"] += int(lens.sum()) - sum(p * (len(m) - 1) for p, m in shared)
+        self.stats["shared_prefix_tokens"] += sum(p * (len(m) - 1) for p, m in shared)
+        return cache, mask, logits, lens
+
+    # -- batch surgery ---------------------------------------------------------------
 
     def _select(self, cache, mask, rows: torch.Tensor, start: int = 0):
-        """Keep batch ``rows`` (may repeat) and columns ``start:`` of cache and mask (copies
-        into fresh buffers with room to grow)."""
+        """Keep batch ``rows`` (may repeat) and columns ``start:`` of cache and mask, copied
+        into fresh buffers with room to grow; returns the new mask."""
         for layer in cache.layers:
             n = layer.n - start
             out = []
             for buf in (layer.kbuf, layer.vbuf):
                 nb = buf.new_empty((len(rows), buf.shape[1], n + self._grow, buf.shape[3]))
-                nb[:, :, :n] = buf[rows, :, start: layer.n]
+                torch.index_select(buf[:, :, start: layer.n], 0, rows, out=nb[:, :, :n])
                 out.append(nb)
             layer.set(out[0], out[1], n)
-        return mask[rows, start:]
+        return mask.index_select(0, rows)[:, start:]
 
-    def _merge(self, cache_a, mask_a, cache_b, mask_b):
-        """Concatenate two batches on the batch dim, left-padding the shorter cache; into a."""
+    def _merge(self, cache_a, mask_a, rows_a: torch.Tensor, cache_b, mask_b):
+        """Rows ``rows_a`` of batch a followed by all of batch b, left-padding the shorter
+        cache (and trimming columns that are padding in every kept row); into cache_a."""
+        mask_a = mask_a.index_select(0, rows_a)
+        start = self._first_column(mask_a)
+        mask_a = mask_a[:, start:]
         La, Lb = mask_a.shape[1], mask_b.shape[1]
         L = max(La, Lb)
         Ba, Bb = mask_a.shape[0], mask_b.shape[0]
@@ -456,7 +574,7 @@ class NativeGenerator:
                 m = a.new_empty((Ba + Bb, a.shape[1], L + self._grow, a.shape[3]))
                 m[:Ba, :, : L - La].zero_()
                 m[Ba:, :, : L - Lb].zero_()
-                m[:Ba, :, L - La: L] = a[:, :, :La]
+                torch.index_select(a[:, :, start: la.n], 0, rows_a, out=m[:Ba, :, L - La: L])
                 m[Ba:, :, L - Lb: L] = b[:, :, :Lb]
                 out.append(m)
             la.set(out[0], out[1], L)
@@ -465,81 +583,112 @@ class NativeGenerator:
         mask[Ba:, L - Lb:] = mask_b
         return cache_a, mask
 
+    @staticmethod
+    def _first_column(mask: torch.Tensor) -> int:
+        """Columns before this one are padding in every row."""
+        if mask.shape[0] == 0:
+            return 0
+        return int((mask.cumsum(1) == 0).sum(1).min().item())
+
+    # -- the loop ----------------------------------------------------------------------
+
     def _run(self, groups: list[_Group], params: SamplingParams) -> None:
         greedy = params.temperature == 0
         pending = collections.deque(groups)
-        max_stop_chars = 0
-        for g in groups:
-            for s in g.seqs:
-                max_stop_chars = max(max_stop_chars, *(len(x) for x in s.stops), 0)
+        max_stop_chars = max((len(x) for g in groups for s in g.seqs for x in s.stops), default=0)
         # Tokens to decode to see a stop string: each character may need up to 4 byte tokens,
         # plus a few tokens of context so that the boundary of the window cannot hide a match.
         self._stop_window = 4 * max_stop_chars + 4
 
-        active: list[_Seq] = []
-        cache = mask = None
-        nxt = pos = keys = None  # pending token [B], its position [B], stream keys [B]
+        b = _Batch()  # the in-flight batch; rows whose sequence finished are "dead" until compaction
         B_max = self.max_batch_size
         T_max = self.max_batch_tokens
+        admit_at = max(1, math.ceil(self.admit_fraction * B_max))
 
-        while pending or active:
-            free = B_max - len(active)
-            if pending and (not active or free >= max(1, math.ceil(self.admit_fraction * B_max))):
-                # --- admit prompt groups that fit
-                take: list[_Group] = []
-                rows = 0
-                L_new = 0
-                L_run = mask.shape[1] if active else 0
-                while pending:
-                    g = pending[0]
-                    k = len(g.seqs)
-                    if k > B_max:  # a group larger than the batch: split it
-                        rest = _Group(g.ids, g.seqs[B_max:])
-                        g.seqs = g.seqs[:B_max]
-                        pending.insert(1, rest)
-                        k = B_max
-                    L = max(L_new, len(g.ids))
-                    fits_rows = len(active) + rows + k <= B_max
-                    fits_tok = T_max is None or (
-                        (len(take) + 1) * L <= T_max
-                        and (len(active) + rows + k) * max(L, L_run) <= T_max
-                    )
-                    if take and not (fits_rows and fits_tok):
-                        break
-                    if not take and active and not (fits_rows and fits_tok):
-                        break
-                    take.append(pending.popleft())
-                    rows += k
-                    L_new = L
+        while pending or b.live:
+            free = B_max - b.live
+            if pending and (b.live == 0 or free >= admit_at):
+                take = self._take(pending, b, B_max, T_max)
                 if take:
-                    c_new, m_new, logits, lens = self._prefill(take)
-                    rep = torch.tensor([r for r, g in enumerate(take) for _ in g.seqs], device=self.device)
-                    m_new = self._select(c_new, m_new, rep)
-                    logits = logits[rep]
-                    new_seqs = [s for g in take for s in g.seqs]
-                    new_pos = lens[rep]
-                    new_keys = np.array([s.key for s in new_seqs], dtype=_U64)
-                    tok = self._sample(logits, params, greedy, new_keys, np.zeros(len(new_seqs), dtype=np.int64))
-                    if active:
-                        cache, mask = self._merge(cache, mask, c_new, m_new)
-                        nxt = torch.cat([nxt, tok])
-                        pos = torch.cat([pos, new_pos])
-                        keys = np.concatenate([keys, new_keys])
-                        active = active + new_seqs
-                    else:
-                        cache, mask, nxt, pos, keys, active = c_new, m_new, tok, new_pos, new_keys, new_seqs
-                    cache, mask, nxt, pos, keys, active = self._consume(
-                        cache, mask, nxt, pos, keys, active, params, new_from=len(active) - len(new_seqs))
+                    self._admit(take, b, params, greedy)
                     continue
-            # --- one decode step for every active row
-            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-            logits, cache = self._forward(nxt.unsqueeze(1), mask, pos.unsqueeze(1), cache)
+            # one decode step for every row of the batch
+            b.mask = torch.cat([b.mask, b.mask.new_ones((b.mask.shape[0], 1))], dim=1)
+            logits, b.cache = self._forward(b.nxt.unsqueeze(1), b.mask, b.pos.unsqueeze(1), b.cache)
             self.stats["decode_steps"] += 1
-            self.stats["decode_rows"] += len(active)
-            pos = pos + 1
-            steps = np.array([len(s.ids) for s in active], dtype=np.int64)
-            nxt = self._sample(logits, params, greedy, keys, steps)
-            cache, mask, nxt, pos, keys, active = self._consume(cache, mask, nxt, pos, keys, active, params)
+            self.stats["decode_rows"] += len(b.seqs)
+            b.pos = b.pos + 1
+            steps = np.array([len(s.ids) for s in b.seqs], dtype=np.int64)
+            b.nxt = self._sample(logits, params, greedy, b.keys, steps)
+            self._consume(b, params, 0)
+            self._maybe_compact(b)
+
+    def _take(self, pending, b, B_max, T_max) -> list[_Group]:
+        """The prompt groups to admit now (at least one when the batch is empty)."""
+        take: list[_Group] = []
+        rows = 0
+        L_new = 0
+        L_run = b.mask.shape[1] if b.live else 0
+        while pending:
+            g = pending[0]
+            k = len(g.seqs)
+            if k > B_max:  # a group larger than the batch: split it
+                rest = _Group(g.ids, g.seqs[B_max:])
+                g.seqs = g.seqs[:B_max]
+                pending.insert(1, rest)
+                k = B_max
+            L = max(L_new, len(g.ids))
+            fits = b.live + rows + k <= B_max and (
+                T_max is None
+                or ((len(take) + 1) * L <= T_max and (b.live + rows + k) * max(L, L_run) <= T_max)
+            )
+            if not fits and (take or b.live):
+                break
+            take.append(pending.popleft())
+            rows += k
+            L_new = L
+        return take
+
+    def _admit(self, take: list[_Group], b: "_Batch", params: SamplingParams, greedy: bool) -> None:
+        c_new, m_new, logits, lens = self._prefill(take)
+        rep = torch.tensor([r for r, g in enumerate(take) for _ in g.seqs], device=self.device)
+        m_new = self._select(c_new, m_new, rep)
+        logits = logits.index_select(0, rep)
+        new_seqs = [s for g in take for s in g.seqs]
+        new_pos = lens.index_select(0, rep)
+        new_keys = np.array([s.key for s in new_seqs], dtype=_U64)
+        tok = self._sample(logits, params, greedy, new_keys, np.zeros(len(new_seqs), dtype=np.int64))
+        if b.live:
+            keep = [r for r, s in enumerate(b.seqs) if s.done is None]  # dead rows go in the same copy
+            keep_t = torch.tensor(keep, device=self.device)
+            b.cache, b.mask = self._merge(b.cache, b.mask, keep_t, c_new, m_new)
+            b.nxt = torch.cat([b.nxt.index_select(0, keep_t), tok])
+            b.pos = torch.cat([b.pos.index_select(0, keep_t), new_pos])
+            b.keys = np.concatenate([b.keys[keep], new_keys])
+            b.seqs = [b.seqs[r] for r in keep] + new_seqs
+        else:
+            b.cache, b.mask, b.nxt, b.pos, b.keys, b.seqs = c_new, m_new, tok, new_pos, new_keys, new_seqs
+        self._consume(b, params, len(b.seqs) - len(new_seqs))
+        self._maybe_compact(b)
+
+    def _maybe_compact(self, b: "_Batch") -> None:
+        """Drop finished rows once they are at least ``compact_fraction`` of the batch (a
+        compaction copies the KV cache, about the cost of reading it once)."""
+        dead = len(b.seqs) - b.live
+        if dead == 0:
+            return
+        if b.live == 0:
+            b.clear()
+            return
+        if dead < self.compact_fraction * len(b.seqs):
+            return
+        keep = [r for r, s in enumerate(b.seqs) if s.done is None]
+        keep_t = torch.tensor(keep, device=self.device)
+        start = self._first_column(b.mask.index_select(0, keep_t))
+        b.mask = self._select(b.cache, b.mask, keep_t, start=start)
+        b.nxt, b.pos, b.keys = b.nxt.index_select(0, keep_t), b.pos.index_select(0, keep_t), b.keys[keep]
+        b.seqs = [b.seqs[r] for r in keep]
+        self.stats["compactions"] += 1
 
     def _sample(self, logits, params, greedy, keys, steps):
         if greedy:
@@ -547,51 +696,42 @@ class NativeGenerator:
         u = torch.from_numpy(stream_uniforms(keys, steps))
         return sample_tokens(logits, params.temperature, params.top_p, u)
 
-    def _consume(self, cache, mask, nxt, pos, keys, active, params, new_from=0):
-        """Append the freshly sampled tokens of rows ``new_from:`` (after an admission only the
-        admitted rows are fresh; the others' pending tokens were consumed already), finish
-        sequences on EOS / stop string / length, and drop finished rows from the batch."""
-        toks = nxt[new_from:].tolist()
-        is_eos = torch.isin(nxt[new_from:], self._eos).tolist()
-        finished = []
-        check_rows = []
-        for r in range(new_from, len(active)):
-            s = active[r]
+    def _consume(self, b: "_Batch", params: SamplingParams, new_from: int) -> None:
+        """Append the freshly sampled tokens of the live rows from ``new_from`` on (after an
+        admission only the admitted rows are fresh), and finish sequences on EOS, a stop string
+        or the length limit (they become dead rows)."""
+        toks = b.nxt[new_from:].tolist()
+        is_eos = torch.isin(b.nxt[new_from:], self._eos).tolist()
+        check = []
+        n_new = 0
+        for r in range(new_from, len(b.seqs)):
+            s = b.seqs[r]
+            if s.done is not None:
+                continue
+            n_new += 1
             s.ids.append(toks[r - new_from])
             if is_eos[r - new_from]:
-                s.done = self._completion(s, "eos")
-                finished.append(r)
+                self._finish(b, s, "eos")
             elif s.stops:
-                check_rows.append(r)
+                check.append(s)
             elif len(s.ids) >= params.max_new_tokens:
-                s.done = self._completion(s, "length")
-                finished.append(r)
-        if check_rows:
+                self._finish(b, s, "length")
+        if check:
             w = self._stop_window
-            tails = self.tokenizer.batch_decode([active[r].ids[-w:] for r in check_rows], skip_special_tokens=True)
-            for r, tail in zip(check_rows, tails):
-                s = active[r]
-                if any(x in tail for x in s.stops):
-                    c = self._completion(s, "stop")
-                    if c is not None:
-                        s.done = c
-                        finished.append(r)
-                        continue
+            tails = self.tokenizer.batch_decode([s.ids[-w:] for s in check], skip_special_tokens=True)
+            for s, tail in zip(check, tails):
+                if any(x in tail for x in s.stops) and self._finish(b, s, "stop"):
+                    continue
                 if len(s.ids) >= params.max_new_tokens:
-                    s.done = self._completion(s, "length")
-                    finished.append(r)
-        self.stats["generated_tokens"] += len(active) - new_from
-        if not finished:
-            return cache, mask, nxt, pos, keys, active
-        keep = sorted(set(range(len(active))) - set(finished))
-        if not keep:
-            return None, None, None, None, None, []
-        keep_t = torch.tensor(keep, device=self.device)
-        # drop columns that are padding for every remaining row
-        m = mask[keep_t]
-        first = int((m.cumsum(1) == 0).sum(1).min().item())
-        mask = self._select(cache, mask, keep_t, start=first)
-        return cache, mask, nxt[keep_t], pos[keep_t], keys[keep], [active[r] for r in keep]
+                    self._finish(b, s, "length")
+        self.stats["generated_tokens"] += n_new
+
+    def _finish(self, b: "_Batch", s: _Seq, reason: str) -> bool:
+        c = self._completion(s, reason)
+        if c is None:
+            return False
+        s.done = c
+        return True
 
     def _completion(self, s: _Seq, reason: str) -> Optional[Completion]:
         ids = s.ids[:-1] if reason == "eos" else s.ids

@@ -157,16 +157,49 @@ def test_samples_of_a_prompt_share_one_prefill(gen):
     assert [c.text for c in out[0]] != [c.text for c in out[2]]  # same prompt, other seed
 
 
-def test_finished_sequences_leave_the_batch(gen):
-    """Each sequence is decoded once per token after its first (which comes from the prefill)
-    and never after it finished: decode rows == sum(n_tokens - 1)."""
-    gen.stats.clear()
-    out = gen.generate(PROMPTS, SamplingParams(n=3, temperature=1.0, max_new_tokens=30, stop=("e", "1")),
-                       seeds=list(range(5)))
+def test_finished_sequences_leave_the_batch(model_dir, gen):
+    """With compact_fraction=0 each sequence is decoded once per token after its first (which
+    comes from the prefill) and never after it finished: decode rows == sum(n_tokens - 1).
+    With the default lazy compaction finished rows are bounded by the fraction."""
+    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=30, stop=("e", "1"))
+    eager = NativeGenerator(model_dir, device="cpu", dtype="float32", compact_fraction=0.0)
+    out = eager.generate(PROMPTS, params, seeds=list(range(5)))
     lens = [c.n_tokens for cs in out for c in cs]
     assert min(lens) < 10 and max(lens) > 12  # they really finish at different times
-    assert gen.stats["decode_rows"] == sum(n - 1 for n in lens)
-    assert gen.stats["generated_tokens"] == sum(lens)
+    assert eager.stats["decode_rows"] == sum(n - 1 for n in lens)
+    assert eager.stats["generated_tokens"] == sum(lens)
+    assert eager.stats["compactions"] > 3
+    gen.stats.clear()
+    assert gen.generate(PROMPTS, params, seeds=list(range(5))) == [
+        [c for c in cs] for cs in gen.generate(PROMPTS, params, seeds=list(range(5)))]
+    lazy_rows = gen.stats["decode_rows"] / 2
+    useful = sum(n - 1 for n in lens)
+    assert useful <= lazy_rows <= useful / (1 - gen.compact_fraction) + len(lens)
+
+
+def test_shared_prefix_is_prefilled_once_and_greedy_still_matches_transformers(model_dir, hf):
+    """Judge-like prompts: a long common head, then different tails of different lengths."""
+    g = NativeGenerator(model_dir, device="cpu", dtype="float32", return_token_ids=True)
+    tok = g.tokenizer
+    head = "Please act as an impartial judge and evaluate the quality of two next reasoning steps. "
+    tails = ["Step A: 1 + 1 = 2", "Step A: 2 + 2 = 4 so the answer is 4.", "[[B]]", "Assistant B is better"]
+    other = "Step 1: We compute 3 + 3"
+    prompts = [head + t for t in tails] + [other]
+    full = [tok(p)["input_ids"] for p in prompts]
+    common = next(k for k in range(len(full[0])) if any(f[k] != full[0][k] for f in full[1:4]))
+    assert common >= 16
+    ours = g.generate(prompts, SamplingParams(temperature=0.0, max_new_tokens=12))
+    assert g.stats["shared_prefix_tokens"] == 3 * common
+    assert g.stats["prefill_tokens"] == sum(map(len, full)) - 3 * common
+    alone = [hf_greedy(hf, tok, [p], 12, g.eos_ids)[0] for p in prompts]
+    assert [c.extra["token_ids"] for (c,) in ours] == alone
+    # sampling: the same samples with and without prefix sharing
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=12)
+    off = NativeGenerator(model_dir, device="cpu", dtype="float32", share_prefix_min_tokens=0)
+    a = g.generate(prompts, params, seeds=[1, 2, 3, 4, 5])
+    b = off.generate(prompts, params, seeds=[1, 2, 3, 4, 5])
+    assert [[c.text for c in cs] for cs in a] == [[c.text for c in cs] for cs in b]
+    assert off.stats["shared_prefix_tokens"] == 0
 
 
 def test_same_seed_same_samples_alone_or_batched(gen, model_dir):
@@ -194,7 +227,7 @@ def test_same_seed_same_samples_alone_or_batched(gen, model_dir):
 def test_token_budget_limits_the_batch_and_keeps_results(gen, model_dir):
     params = SamplingParams(n=2, temperature=1.0, max_new_tokens=12)
     ref = gen.generate(PROMPTS, params, seeds=[1, 2, 3, 4, 5])
-    tight = NativeGenerator(model_dir, device="cpu", dtype="float32", max_batch_tokens=120, kv_grow=3,
+    tight = NativeGenerator(model_dir, device="cpu", dtype="float32", max_batch_tokens=240, kv_grow=3,
                             return_token_ids=True)
     assert tight.generate(PROMPTS, params, seeds=[1, 2, 3, 4, 5]) == ref
     assert tight.stats["prefill_prompts"] == 5
