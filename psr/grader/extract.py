@@ -24,7 +24,7 @@ _ANSWER_IS_RE = re.compile(
 # numbers: optional sign, digits with optional thousands commas, decimals, a/b fractions
 # what may separate boxes of one answer list: spaces, $, commas, \quad, "and"/"or" (plain or \text)
 _BOX_GAP = r"(?:\s|\$|,|;|\\quad|\\qquad|\\,|\\ |\\\[|\\\]|\\\(|\\\)|\band\b|\bor\b|\\text\{\s*(?:and|or)\s*\})*"
-_NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+(?:\.\d+)?)?|-?\.\d+")
+_NUMBER_RE = re.compile(r"(?<![A-Za-z\d.])(?:-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+(?:\.\d+)?)?|-?\.\d+)")
 _CHOICE_RE = re.compile(
     r"^\(?\s*([A-E])\s*\)?(?:[.:)\s]|$)|^\\text\{\s*\(?([A-E])\)?\s*\}|^\\textbf\{\s*\(?([A-E])\)?\s*\}"
 )

@@ -117,3 +117,8 @@ def test_boxes_joined_by_quad_and_text_and_are_one_list():
 ])
 def test_sentence_punctuation_inside_math_is_dropped(text, expected):
     assert extract_answer(text) == expected
+
+
+def test_last_number_is_a_whole_token():
+    assert extract_answer("the code we were given is AZYUK2A and nothing else here") is None
+    assert extract_answer("the rope is 5cm long after cutting it twice in the end") == "5"
