@@ -130,6 +130,7 @@ def recipe_main(schema: type, main: Callable[[DictConfig], Any], argv: Optional[
     status 2 instead of a traceback.
     """
     argv = sys.argv[1:] if argv is None else argv
+    _register_schema_module(schema, getattr(main, "__globals__", None))
     if any(a in ("-h", "--help") for a in argv):
         print(describe(schema))
         return None
@@ -144,6 +145,28 @@ def recipe_main(schema: type, main: Callable[[DictConfig], Any], argv: Optional[
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def _register_schema_module(schema: type, namespace: Optional[dict]) -> None:
+    """Make the schema's string annotations resolvable when the recipe runs under runpy.
+
+    ``tune run`` executes a recipe with ``runpy.run_module(..., run_name="__main__")``: its
+    globals are a fresh namespace, while ``sys.modules["__main__"]`` stays tune's own module, so
+    omegaconf cannot resolve annotations such as ``Optional[str]`` through ``schema.__module__``.
+    Registering the recipe's namespace as a module fixes the lookup.
+    """
+    if namespace is None:
+        return
+    mod = sys.modules.get(schema.__module__)
+    if mod is not None and mod.__dict__ is namespace:
+        return
+    import types
+
+    name = f"_psr_recipe_{id(namespace):x}"
+    shim = types.ModuleType(name)
+    shim.__dict__.update(namespace)
+    sys.modules[name] = shim
+    schema.__module__ = name
 
 
 def describe(schema: type) -> str:

@@ -84,8 +84,11 @@ def test_split_run_args_separates_torchrun_options():
     assert (t, r, a) == (["--nnodes=1"], "eval", ["--config", "c.yaml"])
 
 
-def _run(args, cwd):
-    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=240)
+def _run(args, cwd, env=None):
+    import os
+
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=240,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def test_psr_run_in_process(tmp_path, repo_root):
@@ -120,6 +123,19 @@ def test_tune_run_launches_a_recipe_file(tmp_path, repo_root, nproc):
     assert p.returncode == 0, p.stderr
     recs = [json.loads((out / f"rank{r}.json").read_text()) for r in range(nproc)]
     assert all(r["cfg"]["scale"] == 2.5 and r["world"] == nproc for r in recs)
+
+
+def test_tune_run_launches_a_repo_recipe_with_the_repo_on_pythonpath(tmp_path, repo_root, data_dir):
+    # torchtune's wheel installs a top-level `recipes` package that raises on import; with the
+    # repository root first on PYTHONPATH, our recipes/ package is found instead.
+    tune = Path(sys.executable).parent / "tune"
+    if not tune.exists():
+        pytest.skip("torchtune's `tune` is not installed in this environment")
+    out = tmp_path / "o"
+    p = _run([str(tune), "run", "recipes/ift_build.py", "--config", "configs/tiny/ift_build.yaml",
+              f"output_dir={out}", "limit=5"], repo_root, env={"PYTHONPATH": str(repo_root), "PSR_DATA_DIR": str(data_dir)})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads((out / "summary.json").read_text())["n_accepted"] == 5
 
 
 def test_bad_config_key_fails_with_one_line_error(tmp_path, repo_root):
