@@ -94,7 +94,10 @@ def _is_bare(text: str) -> bool:
     from psr.grader.normalize import WORD_NUMBERS
 
     words = [w for w in _SENTENCE_WORD_RE.findall(t) if w.lower() not in WORD_NUMBERS]
-    return len(words) <= 1
+    if len(words) <= 1:
+        return True
+    # a short text answer ("Navin from Mauritius"): a few words, no digits, no sentence punctuation
+    return len(words) <= 3 and len(t) <= 40 and not re.search(r"[\d.!?;:]", t)
 
 
 def choice_letter(ans: str | None) -> str | None:

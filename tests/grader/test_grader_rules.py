@@ -117,6 +117,12 @@ def test_unboxed_latex_solution_gets_a_math_verify_second_opinion():
     assert grade(resp, "5") is False
 
 
+def test_short_unmarked_texts():
+    assert grade("Navin from Mauritius", "\\text{Navin from Mauritius}") is True
+    assert grade("It is 12", "12") is True and grade("It is 12", "13") is False
+    assert grade("$\\frac{1+\\sqrt{5}}{2}$", "2") is False  # no digit is read out of an expression
+
+
 def test_benchmark_aware_grading():
     assert grade("She earns 18 dollars.\n#### 18", "18", benchmark="gsm8k") is True
     assert grade("The answer is \\boxed{025}.", "25", benchmark="aime24") is True
