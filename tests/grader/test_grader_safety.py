@@ -100,3 +100,17 @@ def test_grade_many_keeps_order_and_accepts_per_item_benchmarks():
     assert grade_many([], workers=2) == []
     with pytest.raises(ValueError, match="response, gold"):
         grade_many([("only one",)])
+
+
+def test_grade_works_from_a_script_without_a_main_guard(tmp_path):
+    """Workers must not re-import the caller's __main__ (spawn/forkserver would, and a script
+    without `if __name__ == "__main__"` would then recurse)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "plain.py"
+    script.write_text("from psr.grader import grade, grade_many\n"
+                      "print(grade('\\\\boxed{0.5}', '\\\\frac12'), grade_many([('#### 3', '3'), ('x', '4')], workers=2))\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "True [True, False]"
