@@ -104,6 +104,25 @@ def validate(cfg) -> None:
         raise ConfigError(f"model_dir={cfg.model_dir!r}: no config.json there (an HF model dir is expected)")
 
 
+def load_items(name: str, data_dir: Optional[str], limit: Optional[int]) -> list[dict]:
+    """A defined benchmark (eval/benchmarks.yaml), else a custom one at ``<data_dir>/<name>/test.jsonl``
+    in the same normalised schema (id, problem, answer), graded with the general math rules."""
+    from psr.data.benchmarks import list_benchmarks, load_benchmark, resolve_data_dir
+
+    if name in list_benchmarks():
+        return load_benchmark(name, data_dir=data_dir, limit=limit)
+    path = resolve_data_dir(data_dir) / name / "test.jsonl"
+    if not path.exists():
+        raise ConfigError(f"benchmarks: {name!r} is not defined in eval/benchmarks.yaml ({', '.join(list_benchmarks())}) "
+                          f"and there is no custom benchmark file {path}")
+    items = read_jsonl(path, required=("id", "problem", "answer"))[:limit]
+    return [{**it, "id": str(it["id"]), "answer": str(it["answer"]), "custom": True} for it in items]
+
+
+def grader_benchmark(name: str, items: list[dict]) -> Optional[str]:
+    return None if items and items[0].get("custom") else name
+
+
 def build_prompt(tokenizer, problem: str, kind: str) -> str:
     text = reasoning_prompt(problem) if kind == "psr" else COT_PROMPT.format(problem=problem)
     return chat(tokenizer, text)
@@ -277,7 +296,6 @@ def main(cfg) -> dict:
             build_tiny_model_dir(cfg.model_dir, seed=cfg.seed)
         D.barrier()
 
-    from psr.data.benchmarks import load_benchmark
     from psr.generation import make_generator
 
     # Load (and validate) all data before the engine starts: bad input fails fast.
@@ -288,7 +306,7 @@ def main(cfg) -> dict:
             if rec["label"] not in ("A", "B"):
                 raise ConfigError(f"{cfg.eft_test}: record {rec['id']}: label must be 'A' or 'B', got {rec['label']!r}")
     else:
-        tasks = {b: load_benchmark(b, data_dir=cfg.data_dir, limit=cfg.limit) for b in cfg.benchmarks}
+        tasks = {b: load_items(b, cfg.data_dir, cfg.limit) for b in cfg.benchmarks}
 
     t0 = time.time()
     gen = make_generator(cfg.backend, cfg.model_dir, device=str(device), dtype=cfg.dtype,
@@ -323,7 +341,8 @@ def main(cfg) -> dict:
             grader = _Grader(cfg.grader_workers, cfg.grader_timeout_s)
             make = tts_records(cfg, grader) if cfg.mode == "tts" else greedy_records(cfg, grader)
             for bench, items in tasks.items():
-                run_items(cfg, gen, items, out / bench, bench, lambda g, c, b=bench: make(g, c, b))
+                gb = grader_benchmark(bench, items)
+                run_items(cfg, gen, items, out / bench, bench, lambda g, c, b=gb: make(g, c, b))
                 if D.is_rank0():
                     per[bench] = summarize_benchmark(_merge(out / bench, [str(it["id"]) for it in items]))
     finally:

@@ -128,3 +128,18 @@ def test_two_ranks_split_items_and_merge_in_order(tmp_path, tiny_eval, data_dir)
     assert [json.loads(x)["id"] for x in lines] == [json.loads(x)["id"] for x in ref]
     assert [json.loads(x)["response"] for x in lines] == [json.loads(x)["response"] for x in ref]
     assert not list((tmp_path / "gsm8k").glob("items.rank*.jsonl"))
+
+
+def test_custom_benchmark_from_data_dir(tmp_path, tiny_eval):
+    # a benchmark not defined in eval/benchmarks.yaml, read from <data_dir>/<name>/test.jsonl
+    (tmp_path / "data" / "mini").mkdir(parents=True)
+    (tmp_path / "data" / "mini" / "test.jsonl").write_text(
+        "".join(json.dumps({"id": f"m{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n" for i in range(3)))
+    p = _run(["-m", "psr.cli", "run", "eval", "--config", "tiny/eval", f"output_dir={tmp_path / 'o'}",
+              "benchmarks=[mini]", f"data_dir={tmp_path / 'data'}", f"model_dir={tiny_eval / 'tiny_model'}"])
+    assert p.returncode == 0, p.stderr[-2000:]
+    items = [json.loads(x) for x in (tmp_path / "o" / "mini" / "items.jsonl").read_text().splitlines()]
+    assert [it["gold"] for it in items] == ["0", "2", "4"]
+    p = _run(["-m", "psr.cli", "run", "eval", "--config", "tiny/eval", f"output_dir={tmp_path / 'o2'}",
+              "benchmarks=[nosuch]", f"data_dir={tmp_path / 'data'}", f"model_dir={tiny_eval / 'tiny_model'}"])
+    assert p.returncode == 2 and "'nosuch' is not defined" in p.stderr
