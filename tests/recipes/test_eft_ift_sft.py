@@ -40,7 +40,7 @@ def assets(tmp_path_factory):
 def _cfg(mod, assets, out, **kw):
     model, ift, eft = assets
     base = dict(model_dir=str(model), ift_data=str(ift), eft_data=str(eft), output_dir=str(out), device="cpu",
-                dtype="float32", batch_size=4, micro_batch_size=2, lr=3e-3, warmup_steps=2, min_lr_ratio=0.1,
+                dtype="float32", batch_size=4, micro_batch_size=4, lr=3e-3, warmup_steps=2, min_lr_ratio=0.1,
                 max_seq_len=512, progress_bar=False, seed=0)
     base.update(kw)
     return load_config(mod.EftIftSftConfig, None, [f"{k}={v}" for k, v in base.items()])
