@@ -8,7 +8,7 @@ Launch::
     psr run --nproc_per_node 2 step_search --config tiny/step_search output_dir=/tmp/search
     psr run step_search --config qwen2_5_math_7b/step_search model_dir=/ckpt/M1 \\
         questions=/data/numinamath_400.jsonl output_dir=/runs/it1/search
-    tune run recipes/step_search.py --config configs/tiny/step_search.yaml output_dir=/tmp/search
+    PYTHONPATH=. tune run recipes/step_search.py --config configs/tiny/step_search.yaml output_dir=/tmp/search
 
 Input: ``questions`` — a jsonl with ``id`` and ``problem`` (or ``question``) per line (a relative
 path is looked up as given, then under ``data_dir`` / ``$PSR_DATA_DIR`` / ``../shared/data``);
