@@ -5,7 +5,7 @@ Launch (from the repository root):
     psr run eft_ift_sft --config tiny/eft_ift_sft output_dir=/tmp/sft          # tiny model + data it builds itself, < 1 min on CPU
     psr run --nproc_per_node 2 eft_ift_sft --config tiny/eft_ift_sft output_dir=/tmp/sft
     python recipes/eft_ift_sft.py --config configs/tiny/eft_ift_sft.yaml output_dir=/tmp/sft
-    tune run recipes/eft_ift_sft.py --config configs/tiny/eft_ift_sft.yaml output_dir=/tmp/sft
+    PYTHONPATH=. tune run recipes/eft_ift_sft.py --config configs/tiny/eft_ift_sft.yaml output_dir=/tmp/sft
     torchrun --nproc_per_node 8 recipes/eft_ift_sft.py --config configs/qwen2_5_math_7b/eft_ift_sft.yaml \
         model_dir=/ckpt/Qwen2.5-Math-7B ift_data=/data/ift.jsonl eft_data=/data/eft_train.jsonl output_dir=/ckpt/M1
     ... resume_from_checkpoint=true      # continue a killed run exactly where its last save left it

@@ -50,3 +50,28 @@ def test_save_dtype_bf16_and_tokenizer_files(tmp_path):
     assert (out / "tokenizer.json").exists() and (out / "generation_config.json").exists()
     assert not (tmp_path / "bf16.tmp").exists()
     assert AutoTokenizer.from_pretrained(str(out)).eos_token == "<|im_end|>"
+
+
+def test_bf16_compute_keeps_fp32_master_weights_and_learns(tmp_path):
+    from transformers import AutoConfig
+
+    src = build_tiny_model_dir(tmp_path / "src", seed=3)
+    cfg = OmegaConf.structured(TrainConfig)
+    cfg.merge_with({"output_dir": str(tmp_path / "out"), "model_dir": str(src), "device": "cpu", "dtype": "bfloat16",
+                    "batch_size": 4, "micro_batch_size": 4, "lr": 3e-3, "epochs": 6, "warmup_steps": 0,
+                    "save_dtype": "bfloat16", "progress_bar": False})
+    setup = setup_from_config(cfg)
+    assert setup.use_autocast and setup.compute_dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in setup.model.parameters())
+    tok = setup.tokenizer
+    examples = [encode_example(tok, f"q{i}\n", f"Step 1: the answer is {i}", 64)[0] for i in range(4)]
+
+    def loss_fn(model, b):
+        logits, targets = labeled_logits(model, b["input_ids"], b["attention_mask"], b["labels"])
+        assert logits.dtype == torch.bfloat16  # computed in bf16
+        return sft_loss(logits, targets)[0], {}
+
+    res = train(cfg, setup, examples, [len(e) for e in examples], lambda ex: collate_sft(ex, tok.pad_token_id), loss_fn)
+    assert res.steps == 6 and res.losses[-1] < res.losses[0] - 0.5
+    assert all(p.dtype == torch.float32 for p in setup.model.parameters())
+    assert AutoConfig.from_pretrained(str(res.final_dir)).dtype == torch.bfloat16
