@@ -17,6 +17,8 @@ is an error naming file:line):
     EFT {id, question, prev_steps[], step_a, step_b, judgment, label}
                                  → prompt chat(tok, Figure 5), response the judgment ending in
                                    [[A]]/[[B]] + EOS
+    TEXT {id, prompt, response} → prompt and response as is (no chat template; e.g. M0 from a
+                                   base model) + EOS
 The loss is cross-entropy on response tokens only (EOS included), averaged over all response
 tokens of the global batch. ``eft_fraction`` sets the mixture (null = all records, the paper's
 reading); ``length_grouped`` batches similar lengths together (no packing: without
@@ -38,7 +40,7 @@ import torch
 
 from psr import distributed as D
 from psr.config import ConfigError, recipe_main
-from psr.data.schemas import load_eft, load_ift
+from psr.data.schemas import load_eft, load_ift, load_text
 from psr.models.hf import load_tokenizer
 from psr.training.forward import labeled_logits
 from psr.training.losses import sft_loss
@@ -52,6 +54,9 @@ class EftIftSftConfig(TrainConfig):
     ift_data: Any = None
     # EFT jsonl file(s): a path or a list of paths.
     eft_data: Any = None
+    # TEXT jsonl file(s) {id, prompt, response}: plain continuation without chat template (e.g. M0
+    # from a base model); mixed in like IFT.
+    text_data: Any = None
     # When model_dir / ift_data / eft_data are unset, build a random tiny model and tiny data
     # under output_dir (configs/tiny only).
     tiny: bool = False
@@ -82,8 +87,8 @@ def _validate(cfg: Any) -> None:
     if not cfg.tiny:
         if not cfg.model_dir:
             raise ConfigError("model_dir: required (or tiny=true to build a random tiny model)")
-        if not _paths(cfg.ift_data) and not _paths(cfg.eft_data):
-            raise ConfigError("ift_data / eft_data: set at least one (or tiny=true to build tiny data)")
+        if not (_paths(cfg.ift_data) or _paths(cfg.eft_data) or _paths(cfg.text_data)):
+            raise ConfigError("ift_data / eft_data / text_data: set at least one (or tiny=true to build tiny data)")
 
 
 def _prepare_tiny(cfg: Any) -> None:
@@ -91,13 +96,13 @@ def _prepare_tiny(cfg: Any) -> None:
     out = Path(cfg.output_dir)
     if not cfg.model_dir:
         cfg.model_dir = str(out / "tiny_model")
-    if not _paths(cfg.ift_data) and not _paths(cfg.eft_data):
+    if not (_paths(cfg.ift_data) or _paths(cfg.eft_data) or _paths(cfg.text_data)):
         cfg.ift_data, cfg.eft_data = str(out / "tiny_data" / "ift.jsonl"), str(out / "tiny_data" / "eft.jsonl")
     if D.is_rank0():
         from psr.models.tiny import build_tiny_model_dir
 
         build_tiny_model_dir(cfg.model_dir, seed=cfg.seed)
-        if not Path(cfg.ift_data).exists():
+        if cfg.ift_data and not Path(cfg.ift_data).exists():
             write_tiny_sft_data(Path(cfg.ift_data).parent, seed=cfg.seed)
     D.barrier()
 
@@ -116,10 +121,11 @@ def main(cfg: Any):
         _prepare_tiny(cfg)
     ift = [r for p in _paths(cfg.ift_data) for r in load_ift(p)]
     eft = [r for p in _paths(cfg.eft_data) for r in load_eft(p)]
+    text = [r for p in _paths(cfg.text_data) for r in load_text(p)]
     tok = load_tokenizer(cfg.model_dir)
-    examples, stats = build_sft_examples(tok, ift, eft, cfg.max_seq_len, cfg.overlong)
+    examples, stats = build_sft_examples(tok, ift, eft, cfg.max_seq_len, cfg.overlong, text=text)
     D.print0(
-        f"eft_ift_sft: {stats['ift']} IFT + {stats['eft']} EFT examples; over max_seq_len={cfg.max_seq_len}: "
+        f"eft_ift_sft: {stats['ift']} IFT + {stats['eft']} EFT + {stats['text']} TEXT examples; over max_seq_len={cfg.max_seq_len}: "
         f"{stats['truncated']} truncated, {stats['dropped']} dropped"
     )
     if len(examples) < cfg.batch_size:

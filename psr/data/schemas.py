@@ -18,7 +18,13 @@ EFT (evaluation fine-tuning, judge role; one step-level comparison)::
     in the verdict, and its last [[A]]/[[B]] must equal ``label``. Training pair: prompt =
     chat(tok, judge_prompt(question, prev_steps, step_a, step_b)), response = judgment (+ EOS).
 
-API: validate_ift(rec, where), validate_eft(rec, where) -> normalised record (raise DataError
+TEXT (plain continuation, e.g. a base model's M0 training on free-form solutions; no chat template)::
+
+    {"id": str|int, "prompt": str (may be empty), "response": str}
+
+    Training pair: prompt as is, response as is (+ EOS); the loss covers the response only.
+
+API: validate_text(rec, where), load_text(path); validate_ift(rec, where), validate_eft(rec, where) -> normalised record (raise DataError
 naming ``where`` = "file:line"); load_ift(path), load_eft(path) -> list of records (the whole file
 is checked before anything is returned).
 """
@@ -33,6 +39,7 @@ from psr.judge import parse_verdict
 from psr.steps import final_answer_reached, parse_steps
 
 IFT_FIELDS = ("id", "question", "steps")
+TEXT_FIELDS = ("id", "prompt", "response")
 EFT_FIELDS = ("id", "question", "prev_steps", "step_a", "step_b", "judgment", "label")
 
 
@@ -100,6 +107,11 @@ def validate_eft(rec: dict, where: str) -> dict:
     }
 
 
+def validate_text(rec: dict, where: str) -> dict:
+    return {"id": _id(rec, where), "prompt": _text(rec, "prompt", where, allow_empty=True),
+            "response": _text(rec, "response", where)}
+
+
 def _load(path: str | os.PathLike, fields: tuple, validate) -> list[dict]:
     return [validate(rec, f"{path}:{n}") for n, rec in iter_jsonl(path, required=fields)]
 
@@ -110,3 +122,7 @@ def load_ift(path: str | os.PathLike) -> list[dict]:
 
 def load_eft(path: str | os.PathLike) -> list[dict]:
     return _load(path, EFT_FIELDS, validate_eft)
+
+
+def load_text(path: str | os.PathLike) -> list[dict]:
+    return _load(path, TEXT_FIELDS, validate_text)

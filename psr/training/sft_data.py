@@ -9,10 +9,11 @@ API (stable):
         ids and EOS after it (the model learns to stop). Over-long: "truncate" cuts the response
         from the right (None when not even one response token fits after the prompt); "drop"
         returns None.
-    build_sft_examples(tok, ift, eft, max_seq_len, overlong) -> (examples, stats)
-        stats: {"ift": n, "eft": n, "truncated": n, "dropped": n}
+    text_prompt_response(tok, rec) -> (prompt, response)   # TEXT records: as is, no chat template
+    build_sft_examples(tok, ift, eft, max_seq_len, overlong, text=()) -> (examples, stats)
+        stats: {"ift": n, "eft": n, "text": n, "truncated": n, "dropped": n}
     mixture_indices(sources, epoch, seed, eft_fraction) -> list[int]
-        An epoch's examples: all of them (eft_fraction=None), or all IFT plus EFT examples drawn
+        An epoch's examples: all of them (eft_fraction=None), or all non-EFT (IFT, TEXT) plus EFT examples drawn
         (without replacement, cycling through fresh permutations when more are needed) so that EFT
         makes up ``eft_fraction`` of the epoch (1.0 = EFT only, 0.0 = IFT only).
     collate_sft(examples, pad_id) -> {"input_ids", "attention_mask", "labels", "n_units", "n_tokens"}
@@ -56,12 +57,16 @@ def eft_prompt_response(tok: Any, rec: dict) -> tuple[str, str]:
     return prompt, rec["judgment"]
 
 
+def text_prompt_response(tok: Any, rec: dict) -> tuple[str, str]:
+    return rec["prompt"], rec["response"]
+
+
 def encode_example(tok: Any, prompt: str, response: str, max_seq_len: int, overlong: str = "truncate",
                    source: str = "ift", id: Any = None) -> tuple[Optional[SFTExample], str]:
     """(example or None, status) with status in ok | truncated | dropped."""
     if overlong not in ("truncate", "drop"):
         raise ValueError(f"overlong must be 'truncate' or 'drop', got {overlong!r}")
-    p = tok(prompt, add_special_tokens=False)["input_ids"]
+    p = tok(prompt, add_special_tokens=False)["input_ids"] if prompt else []
     r = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     status = "ok"
     if len(p) + len(r) > max_seq_len:
@@ -73,10 +78,11 @@ def encode_example(tok: Any, prompt: str, response: str, max_seq_len: int, overl
 
 
 def build_sft_examples(tok: Any, ift: Sequence[dict], eft: Sequence[dict], max_seq_len: int,
-                       overlong: str = "truncate") -> tuple[list[SFTExample], dict[str, int]]:
-    stats = {"ift": 0, "eft": 0, "truncated": 0, "dropped": 0}
+                       overlong: str = "truncate", text: Sequence[dict] = ()) -> tuple[list[SFTExample], dict[str, int]]:
+    stats = {"ift": 0, "eft": 0, "text": 0, "truncated": 0, "dropped": 0}
     out = []
-    for source, records, fn in (("ift", ift, ift_prompt_response), ("eft", eft, eft_prompt_response)):
+    for source, records, fn in (("ift", ift, ift_prompt_response), ("eft", eft, eft_prompt_response),
+                                ("text", text, text_prompt_response)):
         for rec in records:
             prompt, response = fn(tok, rec)
             ex, status = encode_example(tok, prompt, response, max_seq_len, overlong, source, rec.get("id"))
@@ -89,7 +95,7 @@ def build_sft_examples(tok: Any, ift: Sequence[dict], eft: Sequence[dict], max_s
 
 
 def mixture_indices(sources: Sequence[str], epoch: int, seed: int, eft_fraction: Optional[float]) -> list[int]:
-    ift = [i for i, s in enumerate(sources) if s == "ift"]
+    ift = [i for i, s in enumerate(sources) if s != "eft"]
     eft = [i for i, s in enumerate(sources) if s == "eft"]
     if eft_fraction is None:
         return list(range(len(sources)))

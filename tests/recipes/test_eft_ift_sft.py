@@ -73,7 +73,7 @@ def test_loss_drops_over_20_steps_and_saved_dir_reproduces_trained_logits(assets
     with torch.no_grad():
         assert (base(input_ids=x).logits - b).abs().max() > 1e-2  # it did train
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
-    assert summary["examples"] == {"ift": 24, "eft": 8, "truncated": 0, "dropped": 0}
+    assert summary["examples"] == {"ift": 24, "eft": 8, "text": 0, "truncated": 0, "dropped": 0}
 
 
 def test_kill_and_resume_reproduces_uninterrupted_losses(assets, tmp_path, monkeypatch):
@@ -131,10 +131,10 @@ def test_overlong_examples_are_truncated_or_dropped_and_counted(assets, tmp_path
     # IFT examples are ~150 tokens, EFT ~470: at 300 every EFT example is over-long.
     res = mod.main(_cfg(mod, assets, tmp_path / "t", max_seq_len=300, overlong="drop", max_steps=1))
     s = json.loads((tmp_path / "t" / "train_summary.json").read_text())["examples"]
-    assert s == {"ift": 24, "eft": 0, "truncated": 0, "dropped": 8}
+    assert s == {"ift": 24, "eft": 0, "text": 0, "truncated": 0, "dropped": 8}
     res = mod.main(_cfg(mod, assets, tmp_path / "u", max_seq_len=300, overlong="truncate", max_steps=1))
     s = json.loads((tmp_path / "u" / "train_summary.json").read_text())["examples"]
-    assert s == {"ift": 24, "eft": 0, "truncated": 0, "dropped": 8}  # the judge prompt alone exceeds 300
+    assert s == {"ift": 24, "eft": 0, "text": 0, "truncated": 0, "dropped": 8}  # the judge prompt alone exceeds 300
     res = mod.main(_cfg(mod, assets, tmp_path / "v", max_seq_len=470, overlong="truncate", max_steps=1))
     s = json.loads((tmp_path / "v" / "train_summary.json").read_text())["examples"]
     assert s["ift"] == 24 and s["eft"] == 8 and s["truncated"] > 0 and s["dropped"] == 0
@@ -165,3 +165,12 @@ def test_two_processes_match_one_process_at_the_same_global_batch(assets, tmp_pa
         a = AutoModelForCausalLM.from_pretrained(str(tmp_path / "one" / "final"))(input_ids=x).logits
         b = AutoModelForCausalLM.from_pretrained(str(tmp_path / "two" / "final"))(input_ids=x).logits
     torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_text_records_alone_train_a_base_model(assets, tmp_path):
+    mod = _recipe()
+    text = tmp_path / "m0_text.jsonl"
+    write_jsonl(text, [{"id": i, "prompt": f"{i} + {i} =", "response": f" {2 * i}"} for i in range(8)])
+    res = mod.main(_cfg(mod, assets, tmp_path / "m0", ift_data="null", eft_data="null", text_data=str(text), epochs=2, max_steps=3))
+    s = json.loads((tmp_path / "m0" / "train_summary.json").read_text())["examples"]
+    assert s == {"ift": 0, "eft": 0, "text": 8, "truncated": 0, "dropped": 0} and res.steps == 3

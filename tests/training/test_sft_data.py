@@ -126,3 +126,19 @@ def test_mixture_fraction_sets_the_share_of_eft_examples():
     assert mixture_indices(sources, 0, 0, 0.0) == list(range(30))
     with pytest.raises(ValueError, match="eft_fraction"):
         mixture_indices(sources, 0, 0, 1.5)
+
+
+def test_text_records_use_no_chat_template_and_mask_the_prompt(tmp_path, tok):
+    from psr.data.schemas import load_text
+    from psr.training.sft_data import build_sft_examples
+
+    recs = load_text(_write(tmp_path, "t.jsonl", [{"id": 1, "prompt": "What is 2+2?\n", "response": "4"},
+                                                  {"id": 2, "prompt": "", "response": "free text"}]))
+    exs, stats = build_sft_examples(tok, [], [], 64, text=recs)
+    assert stats == {"ift": 0, "eft": 0, "text": 2, "truncated": 0, "dropped": 0}
+    p = tok("What is 2+2?\n", add_special_tokens=False)["input_ids"]
+    assert exs[0].input_ids[: len(p)] == p and "<|im_start|>" not in tok.decode(exs[0].input_ids)
+    assert tok.decode([t for t in exs[0].labels if t != -100]) == "4<|im_end|>"
+    assert all(l != -100 for l in exs[1].labels)  # empty prompt: every token is response
+    with pytest.raises(DataError, match=r"t\.jsonl:1: field 'response' is empty"):
+        load_text(_write(tmp_path, "t.jsonl", [{"id": 1, "prompt": "q", "response": ""}]))
