@@ -11,7 +11,9 @@ dir), ``--prompts`` distinct prompts of ``--prompt-tokens`` tokens, ``--n`` samp
              search loop that sends one prompt at a time gets (on ``--naive-prompts`` prompts);
   * hf-batch: one ``model.generate`` call with all prompts x n sequences, left padded, in the
              native run's dtype and in fp32.
-Prints tok/s for each (generated tokens, EOS included) and ends with ``ratio=<native / naive>``.
+Prints tok/s for each (generated tokens, EOS included) by wall clock and by process CPU time
+(``cpu``: less sensitive to other load on a shared machine; it sums all torch threads) and ends
+with ``ratio=<native / naive>`` (wall clock).
 """
 
 from __future__ import annotations
@@ -44,8 +46,15 @@ def main() -> None:
     ap.add_argument("--naive-prompts", type=int, default=16, help="prompts timed for the naive baseline")
     ap.add_argument("--max-batch-size", type=int, default=512)
     ap.add_argument("--skip-hf-batch", action="store_true")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--shared-head", type=int, default=0,
+                    help="judge-like prompts: the first this many of --prompt-tokens tokens are the same in "
+                         "every prompt (shared-prefix prefill)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     args = ap.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from transformers import AutoModelForCausalLM
 
     from psr.generation import SamplingParams
@@ -57,7 +66,7 @@ def main() -> None:
         tmp, hidden_size=args.hidden, num_layers=args.layers, num_heads=4, num_kv_heads=2,
         intermediate_size=3 * args.hidden,
     )
-    gen = NativeGenerator(str(d), dtype=args.dtype, max_batch_size=args.max_batch_size)
+    gen = NativeGenerator(str(d), device=args.device, dtype=args.dtype, max_batch_size=args.max_batch_size)
     tok = gen.tokenizer
     n_params = sum(p.numel() for p in gen.model.parameters())
     print(f"model: qwen2 hidden={args.hidden} layers={args.layers} params={n_params / 1e6:.2f}M; "
@@ -65,7 +74,9 @@ def main() -> None:
 
     rng = random.Random(0)
     vocab = [i for i in range(len(tok)) if i not in tok.all_special_ids]
-    prompt_ids = [[rng.choice(vocab) for _ in range(args.prompt_tokens)] for _ in range(args.prompts)]
+    head = [rng.choice(vocab) for _ in range(args.shared_head)]
+    prompt_ids = [head + [rng.choice(vocab) for _ in range(args.prompt_tokens - args.shared_head)]
+                  for _ in range(args.prompts)]
     # Texts that re-encode to exactly prompt-tokens tokens are not guaranteed with BPE; use the
     # decoded strings for the native backend and their re-encoding for the baselines, so every
     # engine sees the same token ids.
@@ -80,13 +91,15 @@ def main() -> None:
     gen.generate(prompts[:2], SamplingParams(n=2, temperature=1.0, max_new_tokens=4), seeds=[0, 1])
 
     gen.stats.clear()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     out = gen.generate(prompts, params, seeds=list(range(len(prompts))))
-    dt = time.perf_counter() - t
+    dt, dc = time.perf_counter() - t, time.process_time() - c
     ntok = sum(c.n_tokens for cs in out for c in cs)
     native = ntok / dt
-    print(f"native ({gen.dtype}): {ntok} tokens in {dt:.2f}s = {native:,.0f} tok/s; "
-          f"prefills={gen.stats['prefill_prompts']} forward calls={gen.stats['forward_calls']}")
+    print(f"native ({gen.dtype}, {gen.device}): {ntok} tokens in {dt:.2f}s = {native:,.0f} tok/s "
+          f"(cpu {ntok / dc:,.0f} tok/cpu-s); prefills={gen.stats['prefill_prompts']} "
+          f"forward calls={gen.stats['forward_calls']} compactions={gen.stats['compactions']} "
+          f"prefill tokens={gen.stats['prefill_tokens']} (shared {gen.stats['shared_prefix_tokens']})")
 
     def hf_generate(model, rows, n):
         L = max(map(len, rows))
@@ -95,6 +108,7 @@ def main() -> None:
         for r, x in enumerate(rows):
             ids[r, L - len(x):] = torch.tensor(x)
             mask[r, L - len(x):] = 1
+        ids, mask = ids.to(model.device), mask.to(model.device)
         with torch.inference_mode():
             o = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_p=1.0,
                                top_k=0, max_new_tokens=args.new_tokens, num_return_sequences=n,
@@ -105,23 +119,24 @@ def main() -> None:
     if not args.skip_hf_batch:
         dtypes = [torch.float32] + ([gen.dtype] if gen.dtype != torch.float32 else [])
         for dt_ in dtypes:
-            m = AutoModelForCausalLM.from_pretrained(str(d), dtype=dt_).eval()
+            m = AutoModelForCausalLM.from_pretrained(str(d), dtype=dt_).to(gen.device).eval()
             torch.manual_seed(0)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             ntok = hf_generate(m, enc, args.n)
-            el = time.perf_counter() - t
+            el, ec = time.perf_counter() - t, time.process_time() - c
             results[f"hf-batch {dt_}"] = ntok / el
             print(f"hf-batch ({dt_}, {len(enc) * args.n} sequences in one generate): {ntok} tokens in {el:.2f}s "
-                  f"= {ntok / el:,.0f} tok/s")
+                  f"= {ntok / el:,.0f} tok/s (cpu {ntok / ec:,.0f} tok/cpu-s)")
 
-    m = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32).eval()
+    m = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32).to(gen.device).eval()
     torch.manual_seed(0)
     k = min(args.naive_prompts, len(enc))
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     ntok = sum(hf_generate(m, [x], args.n) for x in enc[:k])
-    el = time.perf_counter() - t
+    el, ec = time.perf_counter() - t, time.process_time() - c
     naive = ntok / el
-    print(f"naive (fp32, generate once per prompt, {k} prompts): {ntok} tokens in {el:.2f}s = {naive:,.0f} tok/s")
+    print(f"naive (fp32, generate once per prompt, {k} prompts): {ntok} tokens in {el:.2f}s = {naive:,.0f} tok/s "
+          f"(cpu {ntok / ec:,.0f} tok/cpu-s)")
     for name, v in results.items():
         print(f"native / {name} = {native / v:.2f}")
     print(f"ratio={native / naive:.2f}")

@@ -38,17 +38,19 @@ for the same guarantee). Without ``seeds``, seeds are drawn from torch's global 
 
 dtype
 -----
-``dtype="auto"`` is bf16 on CUDA. On CPU it is bf16 too, where the CPU supports fast bf16
-matmuls (DESIGN §6: ~4x fp32 for large matmuls) and the model is large enough to gain from it
-(``hidden_size >= cpu_bf16_min_hidden``, default 256); for the tiny test models (hidden 64)
-per-op overhead dominates and fp32 was measured as fast or faster, see
-``bench/generation_throughput.py``. Pass ``dtype="float32"`` / ``"bfloat16"`` to choose.
+``dtype="auto"`` is bf16 on CUDA. On CPU it is bf16 from ``hidden_size >= cpu_bf16_min_hidden``
+(default 512) and fp32 below: bf16 matmuls are ~4x faster for large shapes on these CPUs (DESIGN
+§6) but slower for the small ones of small models (decode rows x hidden 256), and bf16 attention
+is slower. Measured here (1 thread, CPU time, 8 prompts x n=6, 128-token prompts): hidden 256 /
+6 layers fp32 2.2k vs bf16 1.7k tok/s; hidden 576 / 4 layers fp32 0.85k vs bf16 1.0k tok/s.
+Pass ``dtype="float32"`` / ``"bfloat16"`` to choose.
 """
 
 from __future__ import annotations
 
 import collections
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
@@ -285,7 +287,7 @@ class NativeGenerator:
         max_batch_tokens: Optional[int] = None,
         admit_fraction: float = 0.25,
         add_special_tokens: bool = True,
-        cpu_bf16_min_hidden: int = 256,
+        cpu_bf16_min_hidden: int = 512,
         attn_implementation: str = "auto",
         kv_grow: int = 64,
         return_token_ids: bool = False,
@@ -329,8 +331,15 @@ class NativeGenerator:
             config = transformers.AutoConfig.from_pretrained(model_dir)
             hidden = getattr(config.get_text_config(decoder=True), "hidden_size", 0) or 0
             self.dtype = _resolve_dtype(dtype, self.device, hidden, cpu_bf16_min_hidden)
-            model = AutoModelForCausalLM.from_pretrained(
-                model_dir, dtype=self.dtype, attn_implementation=attn_implementation)
+            try:
+                model = AutoModelForCausalLM.from_pretrained(
+                    model_dir, dtype=self.dtype, attn_implementation=attn_implementation)
+            except (ValueError, ImportError) as e:  # an architecture without sdpa support
+                if attn_implementation != ATTN_IMPL:
+                    raise
+                warnings.warn(f"{attn_implementation} attention unavailable for {model_dir} ({e}); using the default")
+                model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=self.dtype)
+                attn_implementation = model.config._attn_implementation
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_dir)
         else:
             if tokenizer is None:
@@ -374,9 +383,11 @@ class NativeGenerator:
         stops: Optional[Sequence[Sequence[str]]] = None,
         seeds: Optional[Sequence[int]] = None,
     ) -> list[list[Completion]]:
+        if isinstance(prompts, str):
+            raise TypeError("prompts must be a sequence of strings, not one str")
+        if self.model is None:
+            raise RuntimeError("this NativeGenerator was closed")
         prompts = list(prompts)
-        if isinstance(prompts, str):  # pragma: no cover - guarded by list() above
-            raise TypeError("prompts must be a sequence of strings")
         for k, p in enumerate(prompts):
             if not isinstance(p, str):
                 raise TypeError(f"prompts[{k}] must be a str, got {type(p).__name__}")

@@ -273,6 +273,8 @@ def test_empty_prompt_list_and_bad_inputs(gen):
         gen.generate([""], p)
     with pytest.raises(TypeError, match="list of strings"):
         gen.generate(["a"], p, stops=["x"])
+    with pytest.raises(TypeError, match="not one str"):
+        gen.generate("ab", p)
     with pytest.raises(TypeError, match="SamplingParams"):
         gen.generate(["a"], {"n": 1})
     with pytest.raises(ValueError, match="n must be >= 1"):
@@ -318,6 +320,36 @@ def test_sampling_streams_are_per_sequence_and_counter_based():
     assert torch.allclose(freq, torch.tensor([0.1, 0.2, 0.7], dtype=torch.float64), atol=0.015)
 
 
+def test_closed_generator_refuses_to_generate(model_dir):
+    g = NativeGenerator(model_dir, device="cpu", dtype="float32")
+    g.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        g.generate(["a"], SamplingParams(max_new_tokens=2))
+
+
 def test_completion_fields(gen):
     (c,), = gen.generate(["Hello"], SamplingParams(temperature=0.0, max_new_tokens=3))
     assert isinstance(c, Completion) and c.n_tokens == 3 and isinstance(c.text, str)
+
+
+@pytest.mark.gpu
+def test_greedy_on_cuda_matches_transformers_on_cuda(model_dir):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from transformers import AutoModelForCausalLM
+
+    g = NativeGenerator(model_dir, device="cuda", dtype="float32", return_token_ids=True)
+    assert g.attn_implementation == "sdpa"
+    hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).cuda().eval()
+    tok = g.tokenizer
+    ours = g.generate(PROMPTS, SamplingParams(temperature=0.0, max_new_tokens=16))
+    for p, (c,) in zip(PROMPTS, ours):
+        enc = tok([p], return_tensors="pt").to("cuda")
+        with torch.inference_mode():
+            out = hf.generate(**enc, do_sample=False, max_new_tokens=16, eos_token_id=g.eos_ids,
+                              pad_token_id=tok.pad_token_id)
+        ref = out[0, enc["input_ids"].shape[1]:].tolist()
+        assert c.extra["token_ids"] == ref[: len(c.extra["token_ids"])] and len(ref) == c.n_tokens
+    # seeded sampling is reproducible on the GPU too
+    p = SamplingParams(n=3, temperature=1.0, max_new_tokens=16)
+    assert g.generate(PROMPTS, p, seeds=[1, 2, 3, 4, 5]) == g.generate(PROMPTS, p, seeds=[1, 2, 3, 4, 5])
