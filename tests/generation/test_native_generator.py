@@ -19,6 +19,16 @@ PROMPTS = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The tiny models gain nothing from threads; on a loaded 2-core machine the reference
+    ``generate`` calls run several times slower with two spinning threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A tiny random qwen2 whose weights are re-drawn with a larger scale, so that greedy
@@ -353,3 +363,20 @@ def test_greedy_on_cuda_matches_transformers_on_cuda(model_dir):
     # seeded sampling is reproducible on the GPU too
     p = SamplingParams(n=3, temperature=1.0, max_new_tokens=16)
     assert g.generate(PROMPTS, p, seeds=[1, 2, 3, 4, 5]) == g.generate(PROMPTS, p, seeds=[1, 2, 3, 4, 5])
+
+
+def test_cpu_threads_apply_during_generation_only(model_dir):
+    g = NativeGenerator(model_dir, device="cpu", dtype="float32")
+    assert g.cpu_threads == 1  # tiny model: "auto" = one thread
+    seen = []
+    fwd = g._forward
+    g._forward = lambda *a, **k: (seen.append(torch.get_num_threads()), fwd(*a, **k))[1]
+    torch.set_num_threads(2)
+    try:
+        g.generate(["a"], SamplingParams(max_new_tokens=2))
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    assert NativeGenerator(model=g.model, tokenizer=g.tokenizer, cpu_threads=None).cpu_threads is None
+    with pytest.raises(ValueError, match="cpu_threads"):
+        NativeGenerator(model=g.model, tokenizer=g.tokenizer, cpu_threads=0)
