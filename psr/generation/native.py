@@ -281,9 +281,12 @@ class NativeGenerator:
         share_prefix_min_tokens: prompts sharing a token prefix at least this long (e.g. the
             judge prompts of one step) compute it once; 0 disables prefix sharing.
         cpu_threads: torch intra-op threads while generating on CPU (restored afterwards);
-            "auto" = 1 for models with hidden size < 256, whose ops are too small to gain from
-            threads (on a loaded 2-core machine a second spinning thread made a test 9x slower:
-            42.8 s vs 4.7 s), else torch's setting; None = torch's setting.
+            "auto" = 1 for models with hidden size < 512, else torch's setting; None = torch's
+            setting. Measured on the shared 2-core machine under load: with 2 threads a test
+            on the hidden-64 model ran 9x slower (42.8 s vs 4.7 s), and the 4.9M hidden-256
+            bench gave 165 tok/s (357 tok/cpu-s) vs 574 tok/s (2,481 tok/cpu-s) with 1 thread —
+            spinning OpenMP threads lose to other processes; run one process per core instead
+            (torchrun shards questions over ranks).
         model, tokenizer: an already loaded model and tokenizer instead of ``model_dir``.
     """
 
@@ -366,7 +369,7 @@ class NativeGenerator:
         self.attn_implementation = attn_implementation
         text_cfg = self.model.config.get_text_config(decoder=True)
         if cpu_threads == "auto":
-            cpu_threads = 1 if (getattr(text_cfg, "hidden_size", 0) or 0) < 256 else None
+            cpu_threads = 1 if (getattr(text_cfg, "hidden_size", 0) or 0) < 512 else None
         if cpu_threads is not None and int(cpu_threads) < 1:
             raise ValueError(f"cpu_threads must be >= 1, 'auto' or None, got {cpu_threads!r}")
         self.cpu_threads = None if cpu_threads is None or self.device.type != "cpu" else int(cpu_threads)
