@@ -10,7 +10,7 @@ A problem is a chain of ``n_ops`` integer operations on one running quantity ("w
 
 Reference step ``k`` performs operation ``k`` and states its result as one equation
 ``"x op y = r"`` (ASCII operators ``+ - * /``); the last step ends with ``The answer is
-\boxed{answer}.``. All intermediate values are positive integers up to ``NumberRanges.max_value`` (999 by
+\boxed{answer}.``. All intermediate values are positive integers up to ``NumberRanges.max_value`` (99 by
 default), distinct from each
 other and from the given numbers, so that every intermediate value identifies one step (see
 :mod:`psr.arith.checker`).
@@ -27,32 +27,47 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 OPS = ("+", "-", "*", "/")
-MAX_VALUE = 999
+MAX_VALUE = 999  # the largest max_value a preset uses (the "hard" one)
 
 
 @dataclass(frozen=True)
 class NumberRanges:
     """How large the numbers of a problem get (inclusive ranges): the difficulty knob besides
-    the number of operations. The defaults keep every value below 1000."""
+    the number of operations. The defaults are the ``easy`` preset (every value below 100):
+    measured, a ~4M model trained from scratch learns these far faster than 3-digit ones (see
+    :data:`PRESETS`)."""
 
-    start: tuple[int, int] = (5, 60)  # a plain starting amount
-    groups: tuple[int, int] = (2, 9)  # number of containers in a "groups" start
-    per_group: tuple[int, int] = (3, 15)  # items per container
-    add: tuple[int, int] = (2, 40)  # amount added / removed
-    mul: tuple[int, int] = (2, 4)  # multiplier
-    div: tuple[int, int] = (2, 6)  # divisor (exact division only)
-    max_value: int = MAX_VALUE  # no intermediate value exceeds this
+    start: tuple[int, int] = (2, 20)  # a plain starting amount
+    groups: tuple[int, int] = (2, 5)  # number of containers in a "groups" start
+    per_group: tuple[int, int] = (2, 9)  # items per container
+    add: tuple[int, int] = (2, 9)  # amount added / removed
+    mul: tuple[int, int] = (2, 3)  # multiplier
+    div: tuple[int, int] = (2, 3)  # divisor (exact division only)
+    max_value: int = 99  # no intermediate value exceeds this
     p_groups: float = 0.5  # probability of a "groups" start
 
     @classmethod
     def from_mapping(cls, m) -> "NumberRanges":
+        """From a mapping of fields, or ``{"preset": name, ...overrides}``."""
+        m = dict(m)
+        base = asdict(PRESETS[m.pop("preset")]) if "preset" in m else {}
         names = set(cls.__dataclass_fields__)
         unknown = sorted(set(m) - names)
         if unknown:
-            raise ValueError(f"unknown number range key(s) {unknown} (known: {sorted(names)})")
-        return cls(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in dict(m).items()})
+            raise ValueError(f"unknown number range key(s) {unknown} (known: {sorted(names)} and 'preset')")
+        base.update({k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in m.items()})
+        return cls(**base)
 
 
+# Measured on one GPU (greedy accuracy on the test split / judge accuracy on the held-out EFT set
+# after SFT of the ~3.7M model on IFT + EFT of 2000 training problems, from scratch):
+#   easy:   1M tokens 0.3% / 55%;  2M 3.0% / 54%;  4M 13.7% / 66%  (45% on 2-operation problems)
+#   hard:   1M tokens 0.0% / 50%;  2M 0.0% / 54%;  4M  1.7% / 59%
+PRESETS = {
+    "easy": NumberRanges(),
+    "medium": NumberRanges(start=(5, 40), groups=(2, 6), per_group=(3, 12), add=(2, 20), mul=(2, 3), div=(2, 4), max_value=199),
+    "hard": NumberRanges(start=(5, 60), groups=(2, 9), per_group=(3, 15), add=(2, 40), mul=(2, 4), div=(2, 6), max_value=999),
+}
 DEFAULT_RANGES = NumberRanges()
 
 # (name, subject pronoun, possessive, reflexive, object pronoun)

@@ -1,10 +1,14 @@
 r"""Templated judge explanations and a checker-backed teacher for the Figure 5 prompt.
 
 :func:`judge_explanation` decides a comparison with the exact checker and writes a short
-explanation naming what the correct step computes and what is wrong with the other one, ending in
-``[[A]]`` or ``[[B]]``, e.g.::
+explanation that assesses assistant A's step, then assistant B's (what each computes, and why a
+wrong one is wrong), then names the better one, ending in ``[[A]]`` or ``[[B]]``, e.g.::
 
-    Assistant A computes 3 * 12 = 36 correctly, while Assistant B's 3 * 12 = 35 is wrong: 3 * 12 is 36. [[A]]
+    Assistant A: 3 * 12 = 36 is correct. Assistant B: 3 * 12 = 35 is wrong, since 3 * 12 = 36. So Assistant A is better. [[A]]
+
+The verdict comes last on purpose: a small judge decides after re-doing each step's arithmetic
+in the text, rather than committing to a name in its first token (measured: with a
+verdict-first wording a ~4M model stayed at chance judge accuracy).
 
 When both steps are correct or both are wrong there is no verdict (``None``): EFT pairs always
 hold one correct and one wrong step, and eft_build's filters drop undecided pairs.
@@ -26,42 +30,51 @@ from psr.arith.problems import Problem
 from psr.generation.base import Completion, SamplingParams
 from psr.steps import parse_steps
 
-_GOOD = [
-    "Assistant {X} computes {eq} correctly",
-    "Assistant {X} correctly finds {eq}",
-    "The step of Assistant {X}, {eq}, is right",
+# One clause per assistant, A first, then the verdict: the explanation checks each step before it
+# names the better one, so a small judge can decide *after* re-doing the arithmetic.
+_OK = [
+    "Assistant {X}: {eq} is correct.",
+    "Assistant {X} computes {eq}, which is correct.",
 ]
-_GOOD_BOXED = [
-    "Assistant {X} gives the correct final answer {ans}",
-    "Assistant {X} correctly states the answer {ans}",
+_OK_BOXED = [
+    "Assistant {X}: the final answer {ans} is correct.",
+    "Assistant {X} gives the final answer {ans}, which is correct.",
 ]
-_BAD = {
-    "arithmetic": ["Assistant {Y}'s {eq} is wrong: it should be {true}", "Assistant {Y} makes a calculation error in {eq}, which should give {true}"],
-    "unknown_operand": ["Assistant {Y} uses {n}, which is not a number from the problem or the previous steps", "Assistant {Y}'s {eq} uses the wrong number {n}"],
-    "wrong_quantity": ["Assistant {Y}'s {eq} is not a quantity the problem needs", "Assistant {Y} computes {eq}, which uses the wrong operation or quantity"],
-    "wrong_answer": ["Assistant {Y} gives the wrong answer {n}", "Assistant {Y}'s final answer {n} is wrong"],
-    "answer_not_derived": ["Assistant {Y} states the answer {n} without computing it", "Assistant {Y} jumps to the answer {n} without the needed calculation"],
-    "unparseable_answer": ["Assistant {Y}'s final answer is not a single number", "Assistant {Y} does not give a clear final answer"],
-    "no_progress": ["Assistant {Y}'s step does not compute anything new", "Assistant {Y} makes no progress"],
-    "empty": ["Assistant {Y} gives no step", "Assistant {Y}'s step is empty"],
+_WRONG = {
+    "arithmetic": ["Assistant {X}: {eq} is wrong, since {lhs} = {true}.", "Assistant {X} computes {eq}, which is wrong: {lhs} = {true}."],
+    "unknown_operand": ["Assistant {X}: {eq} uses {n}, which is neither given nor computed yet.", "Assistant {X} computes {eq} with the wrong number {n}."],
+    "wrong_quantity": ["Assistant {X}: {eq} is not a quantity the problem needs.", "Assistant {X} computes {eq}, which uses the wrong operation or number."],
+    "wrong_answer": ["Assistant {X}: the answer {n} is wrong.", "Assistant {X} gives {n} as the final answer, which is wrong."],
+    "wrong_answer_eq": ["Assistant {X}: {eq} is right, but {n} is not the final answer.", "Assistant {X} computes {eq}, but {n} is not the final answer yet."],
+    "answer_not_derived": ["Assistant {X}: the answer {n} is not computed yet.", "Assistant {X} states the answer {n} without computing it."],
+    "unparseable_answer": ["Assistant {X}: the final answer is not a single number.", "Assistant {X} does not give a clear final answer."],
+    "no_progress": ["Assistant {X}: the step does not compute anything new.", "Assistant {X} makes no progress."],
+    "empty": ["Assistant {X} gives no step.", "Assistant {X}: the step is empty."],
 }
-_JOIN = ["{good}, while {bad}. [[{X}]]", "{good}. {bad}. [[{X}]]", "{bad}, but {good_lc}. [[{X}]]"]
+_VERDICT = ["So Assistant {W} is better. [[{W}]]", "Assistant {W}'s step is the correct one. [[{W}]]", "[[{W}]]"]
 
 
-def _lc(s: str) -> str:
-    return s if s.startswith("Assistant") else s[:1].lower() + s[1:]
+def clause(who: str, check: StepCheck, rng: random.Random) -> str:
+    """The sentence assessing assistant ``who``'s step from its checker verdict."""
+    if check.correct:
+        if check.equation and (check.new_values or not check.boxed):
+            return rng.choice(_OK).format(X=who, eq=check.equation)
+        return rng.choice(_OK_BOXED).format(X=who, ans=check.boxed)
+    reason = check.reason
+    if reason == "wrong_answer" and check.equation:
+        reason = "wrong_answer_eq"
+    lhs = check.equation.split("=")[0].strip() if check.equation else None
+    return rng.choice(_WRONG[reason]).format(X=who, eq=check.equation, lhs=lhs, true=check.true_value, n=check.number)
 
 
-def explain(winner: str, good: StepCheck, bad: StepCheck, rng: random.Random) -> str:
-    """The explanation text for ``winner`` ("A"/"B") whose step got verdict ``good`` against a
-    step with verdict ``bad``."""
-    loser = "B" if winner == "A" else "A"
-    if good.equation and (good.new_values or not good.boxed):
-        g = rng.choice(_GOOD).format(X=winner, eq=good.equation)
-    else:
-        g = rng.choice(_GOOD_BOXED).format(X=winner, ans=good.boxed)
-    b = rng.choice(_BAD[bad.reason]).format(Y=loser, eq=bad.equation, true=bad.true_value, n=bad.number)
-    return rng.choice(_JOIN).format(good=g, good_lc=_lc(g), bad=b, X=winner)
+def explain(check_a: StepCheck, check_b: StepCheck, rng: random.Random) -> tuple[Optional[str], str]:
+    """``(verdict, text)``: a clause for A, a clause for B, then the verdict when exactly one of
+    the two steps is correct (else no ``[[.]]``)."""
+    text = clause("A", check_a, rng) + " " + clause("B", check_b, rng)
+    if check_a.correct == check_b.correct:
+        return None, text + (" Both steps are correct." if check_a.correct else " Both steps are wrong.")
+    winner = "A" if check_a.correct else "B"
+    return winner, text + " " + rng.choice(_VERDICT).format(W=winner)
 
 
 def judge_explanation(
@@ -75,13 +88,7 @@ def judge_explanation(
         rng = random.Random(zlib.crc32(key.encode()))
     ca = check_step_detail(problem, prev_steps, step_a)
     cb = check_step_detail(problem, prev_steps, step_b)
-    if ca.correct and not cb.correct:
-        return "A", explain("A", ca, cb, rng)
-    if cb.correct and not ca.correct:
-        return "B", explain("B", cb, ca, rng)
-    if ca.correct:
-        return None, "Both steps are correct."
-    return None, "Both steps are wrong."
+    return explain(ca, cb, rng)
 
 
 _CTX_RE = re.compile(r"\[Question and Intermediate Reasoning Steps Provided\]\n(.*?)\n\[The Start of Assistant A", re.S)

@@ -100,3 +100,12 @@ def test_data_does_not_depend_on_the_hash_seed(tmp_path):
         out = subprocess.run([sys.executable, "-c", code, str(tmp_path / h)], env=env, capture_output=True, text=True, check=True)
         digests.add(out.stdout.strip())
     assert len(digests) == 1
+
+
+def test_presets_and_default_difficulty():
+    from psr.arith.problems import PRESETS, NumberRanges
+
+    assert NumberRanges() == PRESETS["easy"]
+    assert max(v for p in generate_problems(100, seed=0) for v in p.values) <= 99
+    hard = NumberRanges.from_mapping({"preset": "hard", "add": [2, 10]})
+    assert hard.max_value == 999 and hard.add == (2, 10)
