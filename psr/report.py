@@ -65,9 +65,10 @@ def collect(out: Path, iterations: int, pair_checker: Optional[PairChecker] = No
     for i in range(1, iterations + 1):
         s = _json(st / f"search_{i}" / "summary.json")
         pairs = read_jsonl_tolerant(st / f"search_{i}" / "pairs.jsonl")
-        q = {"iteration": i, "model": f"M{i}", "questions": s.get("questions"), "pairs": len(pairs),
+        q = {"iteration": i, "model": f"M{i}", "questions": s.get("questions_written"), "pairs": len(pairs),
              "rollbacks": s.get("rollbacks"), "unparseable": s.get("unparseable_verdicts"),
-             "judge_calls": s.get("judge_calls"), "wall_s": s.get("wall_time_s") or s.get("wall_s")}
+             "judge_calls": s.get("judge_calls"), "tokens": s.get("tokens_generated"),
+             "wall_s": s.get("wall_time_s")}
         if pair_checker is not None and pairs:
             verdicts = [pair_checker(i, p) for p in pairs]
             known = [v for v in verdicts if v is not None]

@@ -25,7 +25,7 @@ def _fake_run(out, iterations=1):
         _w(st / f"judge_M{k}" / "summary.json", {"benchmarks": {"judge": {"n": 10, "accuracy": 40.0 + 30 * k, "unparseable": 2 - k if k < 2 else 0}}})
         if k:
             _w(st / f"tts_M{k}" / "summary.json", {"benchmarks": {"arith": {"n": 4, "accuracy": acc + 25}}})
-    _w(st / "search_1" / "summary.json", {"questions": 3, "rollbacks": 5, "unparseable_verdicts": 1, "judge_calls": 90})
+    _w(st / "search_1" / "summary.json", {"questions_written": 3, "rollbacks": 5, "unparseable_verdicts": 1, "judge_calls": 90})
     _w(st / "search_1" / "pairs.jsonl", [{"question": "q", "step": 1, "prev_steps": [], "chosen": "Step 1: a", "rejected": "Step 1: b"},
                                           {"question": "q", "step": 1, "prev_steps": [], "chosen": "Step 1: c", "rejected": "Step 1: d"}])
     _w(out / "timings.json", {"data": 1.0, "m0": 10.0})

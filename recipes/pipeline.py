@@ -1,0 +1,265 @@
+"""pipeline: the whole Process-based Self-Rewarding loop, M0 → M1 → … → M_{n+1}, with a report.
+
+Launch (from the repository root):
+
+    psr run pipeline --config arith/pipeline output_dir=/tmp/psr_arith        # the main job, 2 CPU cores
+    psr run pipeline --config arith/pipeline output_dir=/tmp/psr_arith iterations=1   # a shorter loop
+    python recipes/pipeline.py --config configs/arith/pipeline.yaml output_dir=/tmp/psr_arith
+
+Every stage runs one of the real recipes as its own process (``python -m psr.cli run <recipe>
+--config <stage config> key=value ...``), with the stage config's path and overrides taken from
+this config, its log in ``output_dir/logs/<stage>.log``:
+
+1. ``data``      the arith world (psr.arith): train/test problems from disjoint seeds (the test
+                 split also has longer problems), IFT and EFT records built with the exact checker
+                 and templated teacher explanations, free-form solutions for M0, N_i new questions
+                 per iteration, and the randomly initialised model dir (in process, no recipe).
+2. ``m0``        eft_ift_sft on free-form solutions (text records): a base model with some skill,
+                 but neither the step format nor the judge role.
+3. ``m1``        eft_ift_sft on IFT + EFT from M0 → M1.
+4. for i in 1..iterations: ``search_i`` step_search with M_i judging its own candidates on the
+                 iteration's questions → pairs; ``dpo_i`` step_dpo on those pairs → M_{i+1}. The
+                 checker is never used inside this loop.
+5. ``eval_M<k>`` the eval recipe on every model: greedy accuracy on the held-out split, judge
+                 accuracy on the held-out EFT set, and (M1 on) test-time-scaling accuracy.
+6. ``report``    report.md (tables shaped like the paper's Tables 1, 3, 4, 5, plus the search
+                 statistics and pair quality measured with the checker) and PNG plots.
+
+Re-running the same command skips finished stages (``output_dir/stages/<stage>.done``); a stage
+killed midway is run again with the recipe's own resume (training recipes get
+``resume_from_checkpoint=true``, search and eval skip finished ids).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import MISSING, OmegaConf
+from tqdm import tqdm
+
+from psr.config import ConfigError, recipe_main
+from psr.data.jsonl import read_jsonl, write_jsonl
+
+
+class StageError(RuntimeError):
+    """A stage's recipe failed; the message names the stage, its log and the log's tail."""
+
+
+@dataclass
+class PipelineConfig:
+    output_dir: str = MISSING
+    seed: int = 0
+    # Self-rewarding iterations after M1 (the paper: 3, giving M2, M3, M4).
+    iterations: int = 3
+    # New questions per iteration (the paper: 400 / 800 / 1,200); one entry per iteration.
+    questions_per_iteration: list = field(default_factory=lambda: [100, 200, 300])
+    # The arith world: psr.arith.write_initial_data arguments.
+    world: Any = field(default_factory=lambda: {"n_train": 2000, "n_test": 300, "train_ops": [2, 4],
+                                                "test_ops": [2, 6], "eft_pairs_per_problem": 1})
+    # Model size overrides for psr.arith.ArithModelConfig (null: configs/arith/model.yaml).
+    model: Any = field(default_factory=dict)
+    # Stage configs: {config: <family/recipe or path>, overrides: [key=value, ...]} per stage kind.
+    m0: Any = field(default_factory=lambda: {"config": "arith/m0", "overrides": []})
+    sft: Any = field(default_factory=lambda: {"config": "arith/eft_ift_sft", "overrides": []})
+    search: Any = field(default_factory=lambda: {"config": "arith/step_search", "overrides": []})
+    dpo: Any = field(default_factory=lambda: {"config": "arith/step_dpo", "overrides": []})
+    eval: Any = field(default_factory=lambda: {"config": "arith/eval", "overrides": []})
+    # Items of the held-out split used for the test-time-scaling evaluation (null: all).
+    tts_limit: Optional[int] = 100
+    # Evaluate test-time scaling for M1 and later (it is the most expensive evaluation).
+    eval_tts: bool = True
+    # Extra torchrun options for every stage, e.g. ["--nproc_per_node", "2"] (empty: one process).
+    launcher: list = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir).resolve()
+        self.data = self.out / "data"
+        self.stages = self.out / "stages"
+        self.logs = self.out / "logs"
+        for d in (self.data, self.stages, self.logs):
+            d.mkdir(parents=True, exist_ok=True)
+        self.timings: dict[str, float] = self._load_timings()
+
+    # ----------------------------------------------------------------- bookkeeping
+    def _load_timings(self) -> dict[str, float]:
+        p = self.out / "timings.json"
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    def done(self, stage: str) -> bool:
+        return (self.stages / f"{stage}.done").exists()
+
+    def mark(self, stage: str, seconds: float) -> None:
+        self.timings[stage] = round(seconds, 1)
+        (self.out / "timings.json").write_text(json.dumps(self.timings, indent=1))
+        (self.stages / f"{stage}.done").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+
+    def model(self, k: int) -> Path:
+        """The HF model dir of M_k."""
+        if k == 0:
+            return self.stages / "m0" / "final"
+        if k == 1:
+            return self.stages / "m1" / "final"
+        return self.stages / f"dpo_{k - 1}" / "final"
+
+    def run_recipe(self, stage: str, recipe: str, spec: Any, overrides: list[str], resume_key: Optional[str] = None) -> None:
+        """Run ``recipe`` as its own process for ``stage`` unless the stage is done."""
+        if self.done(stage):
+            return
+        stage_out = self.stages / stage
+        args = [sys.executable, "-m", "psr.cli", "run", *self.cfg.launcher, recipe, "--config", str(spec.config),
+                f"output_dir={stage_out}", *overrides, *[str(o) for o in spec.overrides]]
+        if resume_key and stage_out.exists() and any(stage_out.iterdir()):
+            args.append(f"{resume_key}=true")
+        t0 = time.time()
+        log = self.logs / f"{stage}.log"
+        with log.open("a") as f:
+            f.write(f"\n$ {' '.join(args)}\n")
+            f.flush()
+            rc = subprocess.call(args, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if rc != 0:
+            tail = "".join(log.read_text().splitlines(keepends=True)[-25:])
+            raise StageError(f"stage {stage} ({recipe}) failed with exit code {rc}; log: {log}\n{tail}")
+        self.mark(stage, time.time() - t0)
+
+    # ----------------------------------------------------------------- stages
+    def stage_data(self) -> None:
+        if self.done("data"):
+            return
+        t0 = time.time()
+        from psr.arith import build_model_dir, generate_problems, load_model_config, write_initial_data
+
+        w = OmegaConf.to_container(self.cfg.world, resolve=True)
+        paths = write_initial_data(self.data, seed=self.cfg.seed, **w)
+        test_q = {r["question"] for r in read_jsonl(paths["problems_test"])}
+        train_q = {r["question"] for r in read_jsonl(paths["problems_train"])}
+        for i, n in enumerate(self.cfg.questions_per_iteration[: self.cfg.iterations], 1):
+            ops = w.get("train_ops", [2, 4])
+            probs = generate_problems(int(n) * 2, self.cfg.seed, f"iter{i}", int(ops[0]), int(ops[1]))
+            fresh, seen = [], set()
+            for p in probs:  # new questions: not in test, not in the SFT data, no repeats
+                if p.question in test_q or p.question in train_q or p.question in seen:
+                    continue
+                seen.add(p.question)
+                fresh.append(p)
+            fresh = fresh[: int(n)]
+            write_jsonl(self.data / f"iter{i}_problems.jsonl", [p.to_dict() for p in fresh])
+            write_jsonl(self.data / f"iter{i}_questions.jsonl", [{"id": p.id, "problem": p.question} for p in fresh])
+        # the held-out split as a local benchmark file for the eval recipe
+        (self.data / "arith").mkdir(exist_ok=True)
+        write_jsonl(self.data / "arith" / "test.jsonl", read_jsonl(paths["benchmark_test"]))
+        # M0 text records: question -> free-form solution, no chat template (a base model)
+        write_jsonl(self.data / "m0_text.jsonl",
+                    [{"id": r["id"], "prompt": r["question"] + "\n", "response": r["solution"]}
+                     for r in read_jsonl(paths["m0_train"])])
+        mcfg = load_model_config(None, **OmegaConf.to_container(self.cfg.model, resolve=True))
+        build_model_dir(self.data / "init_model", mcfg)
+        self.mark("data", time.time() - t0)
+
+    def stage_train(self) -> None:
+        c = self.cfg
+        self.run_recipe("m0", "eft_ift_sft", c.m0,
+                        [f"model_dir={self.data / 'init_model'}", f"text_data={self.data / 'm0_text.jsonl'}"],
+                        resume_key="resume_from_checkpoint")
+        self.run_recipe("m1", "eft_ift_sft", c.sft,
+                        [f"model_dir={self.model(0)}", f"ift_data={self.data / 'ift_train.jsonl'}",
+                         f"eft_data={self.data / 'eft_train.jsonl'}"], resume_key="resume_from_checkpoint")
+        for i in range(1, c.iterations + 1):
+            self.run_recipe(f"search_{i}", "step_search", c.search,
+                            [f"model_dir={self.model(i)}", f"questions={self.data / f'iter{i}_questions.jsonl'}",
+                             f"seed={c.seed + i}"])
+            pairs = self.stages / f"search_{i}" / "pairs.jsonl"
+            if not self.done(f"dpo_{i}") and not read_jsonl(pairs):
+                # No preference data (every round tied): nothing to optimise, M_{i+1} = M_i.
+                print(f"pipeline: search_{i} produced no preference pairs; M{i + 1} = M{i} (see {self.logs / f'search_{i}.log'})",
+                      flush=True)
+                (self.stages / f"dpo_{i}").mkdir(parents=True, exist_ok=True)
+                link = self.model(i + 1)
+                if link.is_symlink() or link.exists():
+                    link.unlink()
+                link.symlink_to(self.model(i).resolve(), target_is_directory=True)
+                self.mark(f"dpo_{i}", 0.0)
+                continue
+            self.run_recipe(f"dpo_{i}", "step_dpo", c.dpo, [f"model_dir={self.model(i)}", f"pairs={pairs}"],
+                            resume_key="resume_from_checkpoint")
+
+    def stage_eval(self) -> None:
+        c = self.cfg
+        for k in range(0, c.iterations + 2):
+            m = self.model(k)
+            base = [f"model_dir={m}", f"data_dir={self.data}"]
+            self.run_recipe(f"eval_M{k}", "eval", c.eval, base + ["mode=greedy", "benchmarks=[arith]"])
+            self.run_recipe(f"judge_M{k}", "eval", c.eval, base + ["mode=judge", f"eft_test={self.data / 'eft_test.jsonl'}"])
+            if c.eval_tts and k >= 1:
+                lim = [f"limit={c.tts_limit}"] if c.tts_limit else []
+                self.run_recipe(f"tts_M{k}", "eval", c.eval, base + ["mode=tts", "benchmarks=[arith]", *lim])
+
+    def pair_checker(self):
+        """(chosen correct, rejected correct) of a pair by the exact checker (measurement only)."""
+        from psr.arith import check_step, load_problems
+        from psr.steps import next_step_body
+
+        by_q = {}
+        for i in range(1, self.cfg.iterations + 1):
+            for p in load_problems(self.data / f"iter{i}_problems.jsonl"):
+                by_q[(i, p.question)] = p
+
+        def check(i: int, pair: dict):
+            prob = by_q.get((i, pair["question"]))
+            if prob is None:
+                return None
+            l, prev = pair["step"], list(pair["prev_steps"])
+            return (check_step(prob, prev, next_step_body(pair["chosen"], l)),
+                    check_step(prob, prev, next_step_body(pair["rejected"], l)))
+
+        return check
+
+    def stage_report(self) -> Path:
+        from psr.report import write_report
+
+        t0 = time.time()
+        path = write_report(self.out, self.cfg.iterations, pair_checker=self.pair_checker())
+        self.timings["report"] = round(time.time() - t0, 1)
+        (self.out / "timings.json").write_text(json.dumps(self.timings, indent=1))
+        return path
+
+
+def main(cfg: Any) -> Path:
+    if cfg.iterations < 0:
+        raise ConfigError(f"iterations must be >= 0, got {cfg.iterations}")
+    if len(cfg.questions_per_iteration) < cfg.iterations:
+        raise ConfigError(f"questions_per_iteration has {len(cfg.questions_per_iteration)} entries; "
+                          f"iterations={cfg.iterations} needs one per iteration")
+    for key in ("m0", "sft", "search", "dpo", "eval"):
+        spec = cfg[key]
+        if "config" not in spec:
+            raise ConfigError(f"{key}.config: the stage's recipe config is not set")
+    p = Pipeline(cfg)
+    t0 = time.time()
+    steps = [("data", p.stage_data), ("train", p.stage_train), ("eval", p.stage_eval), ("report", p.stage_report)]
+    bar = tqdm(steps, desc="pipeline", dynamic_ncols=True)
+    report = None
+    for name, fn in bar:
+        bar.set_postfix_str(name)
+        try:
+            report = fn()
+        except StageError as e:
+            bar.close()
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            sys.exit(1)
+    print(f"pipeline: done in {time.time() - t0:.0f} s; report: {report}", flush=True)
+    print(Path(report).read_text(), flush=True)
+    return Path(report)
+
+
+if __name__ == "__main__":
+    recipe_main(PipelineConfig, main)

@@ -1,0 +1,44 @@
+"""The iteration pipeline: config validation (fast) and the whole loop on the smoke config (slow)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(args, timeout=1800):
+    return subprocess.run([sys.executable, "-m", "psr.cli", "run", "pipeline", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_pipeline_configs_validate_and_bad_keys_are_named(tmp_path):
+    p = _run(["--config", "arith/pipeline", f"output_dir={tmp_path}", "iterations=4"])
+    assert p.returncode == 2 and "questions_per_iteration has 3 entries" in p.stderr
+    p = _run(["--config", "arith/pipeline", f"output_dir={tmp_path}", "iteration=2"])
+    assert p.returncode == 2 and "unknown key 'iteration'" in p.stderr
+    p = _run(["--config", "arith/pipeline", f"output_dir={tmp_path}", "~m0.config"])
+    assert p.returncode == 2
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_runs_every_stage_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    p = _run(["--config", "arith/pipeline_smoke", f"output_dir={out}"])
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    stages = {f.stem for f in (out / "stages").glob("*.done")}
+    assert stages >= {"data", "m0", "m1", "search_1", "dpo_1", "eval_M0", "eval_M1", "eval_M2",
+                      "judge_M0", "judge_M1", "judge_M2", "tts_M1", "tts_M2"}
+    report = (out / "report.md").read_text()
+    assert "## Accuracy (Table 1 shape)" in report and "| M2 |" in report
+    data = json.loads((out / "report.json").read_text())
+    assert [m["model"] for m in data["models"]] == ["M0", "M1", "M2"]
+    assert all(m["n"] == 24 or m["n"] is None for m in data["models"])
+    # a second run skips every finished stage
+    timings = (out / "timings.json").read_text()
+    p = _run(["--config", "arith/pipeline_smoke", f"output_dir={out}"])
+    assert p.returncode == 0
+    assert json.loads((out / "timings.json").read_text())["m0"] == json.loads(timings)["m0"]
