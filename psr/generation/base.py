@@ -45,6 +45,31 @@ class Completion:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def check_generate_args(
+    prompts: Sequence[str],
+    params: SamplingParams,
+    stops: Optional[Sequence[Sequence[str]]],
+    seeds: Optional[Sequence[int]],
+) -> list[str]:
+    """Validate the arguments of :meth:`Generator.generate` (the same rules for every backend)
+    and return the prompts as a list."""
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a sequence of strings, not a bare str")
+    prompts = list(prompts)
+    for k, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise TypeError(f"prompts[{k}] must be a str, got {type(p).__name__}")
+    if not isinstance(params, SamplingParams):
+        raise TypeError(f"params must be a SamplingParams, got {type(params).__name__}")
+    if stops is not None and len(stops) != len(prompts):
+        raise ValueError(f"stops has {len(stops)} entries for {len(prompts)} prompts")
+    if seeds is not None and len(seeds) != len(prompts):
+        raise ValueError(f"seeds has {len(seeds)} entries for {len(prompts)} prompts")
+    if isinstance(params.stop, str) or (stops is not None and any(isinstance(s, str) for s in stops)):
+        raise TypeError("stop strings must be given as a list of strings, not a bare str")
+    return prompts
+
+
 @runtime_checkable
 class Generator(Protocol):
     """A text generator. ``tokenizer`` is the HF tokenizer (used for chat formatting and token

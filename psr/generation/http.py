@@ -40,7 +40,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional, Sequence
 
-from psr.generation.base import Completion, SamplingParams
+from psr.generation.base import Completion, SamplingParams, check_generate_args
 
 
 class HttpGeneratorError(RuntimeError):
@@ -192,10 +192,7 @@ class HttpGenerator:
         stops: Optional[Sequence[Sequence[str]]] = None,
         seeds: Optional[Sequence[int]] = None,
     ) -> list[list[Completion]]:
-        if stops is not None and len(stops) != len(prompts):
-            raise ValueError(f"stops has {len(stops)} entries for {len(prompts)} prompts")
-        if seeds is not None and len(seeds) != len(prompts):
-            raise ValueError(f"seeds has {len(seeds)} entries for {len(prompts)} prompts")
+        prompts = check_generate_args(prompts, params, stops, seeds)
         jobs = []
         for i, p in enumerate(prompts):
             stop = list(params.stop) + (list(stops[i]) if stops is not None else [])

@@ -64,7 +64,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 import torch
 
-from psr.generation.base import Completion, SamplingParams
+from psr.generation.base import Completion, SamplingParams, check_generate_args
 
 _U64 = np.uint64
 _MASK64 = (1 << 64) - 1
@@ -403,26 +403,13 @@ class NativeGenerator:
         stops: Optional[Sequence[Sequence[str]]] = None,
         seeds: Optional[Sequence[int]] = None,
     ) -> list[list[Completion]]:
-        if isinstance(prompts, str):
-            raise TypeError("prompts must be a sequence of strings, not one str")
         if self.model is None:
             raise RuntimeError("this NativeGenerator was closed")
-        prompts = list(prompts)
-        for k, p in enumerate(prompts):
-            if not isinstance(p, str):
-                raise TypeError(f"prompts[{k}] must be a str, got {type(p).__name__}")
-        if not isinstance(params, SamplingParams):
-            raise TypeError(f"params must be a SamplingParams, got {type(params).__name__}")
-        if stops is not None and len(stops) != len(prompts):
-            raise ValueError(f"stops has {len(stops)} entries for {len(prompts)} prompts")
-        if seeds is not None and len(seeds) != len(prompts):
-            raise ValueError(f"seeds has {len(seeds)} entries for {len(prompts)} prompts")
+        prompts = check_generate_args(prompts, params, stops, seeds)
         if not prompts:
             return []
         if seeds is None:
             seeds = torch.randint(0, 2**62, (len(prompts),)).tolist()
-        if isinstance(params.stop, str) or (stops is not None and any(isinstance(s, str) for s in stops)):
-            raise TypeError("stop strings must be given as a list of strings, not a bare str")
 
         greedy = params.temperature == 0
         n_seq = 1 if greedy else params.n

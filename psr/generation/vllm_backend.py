@@ -63,7 +63,7 @@ import gc
 import os
 from typing import Any, Optional, Sequence
 
-from psr.generation.base import Completion, SamplingParams
+from psr.generation.base import Completion, SamplingParams, check_generate_args
 
 _GIB = 1 << 30
 _MASK62 = (1 << 62) - 1
@@ -199,20 +199,7 @@ class VLLMGenerator:
     ) -> list[list[Completion]]:
         if self._llm is None:
             raise RuntimeError("this VLLMGenerator was closed; build a new one")
-        if isinstance(prompts, str):
-            raise TypeError("prompts must be a sequence of strings, not a bare str")
-        prompts = list(prompts)
-        for k, p in enumerate(prompts):
-            if not isinstance(p, str):
-                raise TypeError(f"prompts[{k}] must be a str, got {type(p).__name__}")
-        if not isinstance(params, SamplingParams):
-            raise TypeError(f"params must be a SamplingParams, got {type(params).__name__}")
-        if stops is not None and len(stops) != len(prompts):
-            raise ValueError(f"stops has {len(stops)} entries for {len(prompts)} prompts")
-        if seeds is not None and len(seeds) != len(prompts):
-            raise ValueError(f"seeds has {len(seeds)} entries for {len(prompts)} prompts")
-        if isinstance(params.stop, str) or (stops is not None and any(isinstance(s, str) for s in stops)):
-            raise TypeError("stop strings must be given as a list of strings, not a bare str")
+        prompts = check_generate_args(prompts, params, stops, seeds)
         if not prompts:
             return []
         if seeds is None:

@@ -283,7 +283,7 @@ def test_empty_prompt_list_and_bad_inputs(gen):
         gen.generate([""], p)
     with pytest.raises(TypeError, match="list of strings"):
         gen.generate(["a"], p, stops=["x"])
-    with pytest.raises(TypeError, match="not one str"):
+    with pytest.raises(TypeError, match="not a bare str"):
         gen.generate("ab", p)
     with pytest.raises(TypeError, match="SamplingParams"):
         gen.generate(["a"], {"n": 1})
