@@ -129,7 +129,7 @@ def run_one(args) -> dict:
                        max_new_tokens_step=args.step_tokens, max_new_tokens_judge=args.judge_tokens,
                        questions_in_flight=args.questions, seed=0)
     questions = load_questions(args.questions)
-    native = NativeGenerator(args.model_dir, device=args.device, dtype=args.dtype)
+    native = NativeGenerator(args.model_dir, device=args.device, dtype=args.dtype, cpu_threads=args.cpu_threads)
     if args.only == "native":
         gen = native
     else:
@@ -177,6 +177,9 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=1, help="sample-and-judge rounds per question")
     ap.add_argument("--step_tokens", type=int, default=32)
     ap.add_argument("--judge_tokens", type=int, default=16)
+    ap.add_argument("--cpu_threads", default="auto",
+                    help="native backend's torch threads on CPU: auto (1 below hidden 512) or a number; "
+                         "the naive baseline uses torch's default")
     ap.add_argument("--only", choices=["native", "naive"], default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.only:
@@ -191,7 +194,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--only", which, "--model_dir", args.model_dir, "--device", args.device,
                "--dtype", args.dtype, "--questions", str(args.questions), "--width", str(args.width),
                "--iterations", str(args.iterations), "--step_tokens", str(args.step_tokens),
-               "--judge_tokens", str(args.judge_tokens)]
+               "--judge_tokens", str(args.judge_tokens), "--cpu_threads", str(args.cpu_threads)]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             sys.exit(f"{which} run failed:\n{r.stderr[-4000:]}")

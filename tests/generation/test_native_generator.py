@@ -365,9 +365,15 @@ def test_greedy_on_cuda_matches_transformers_on_cuda(model_dir):
     assert g.generate(PROMPTS, p, seeds=[1, 2, 3, 4, 5]) == g.generate(PROMPTS, p, seeds=[1, 2, 3, 4, 5])
 
 
-def test_cpu_threads_apply_during_generation_only(model_dir):
+def test_cpu_threads_apply_during_generation_only(model_dir, monkeypatch):
+    import os
+
+    cores = os.cpu_count() or 1
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert NativeGenerator(model_dir, device="cpu", dtype="float32").cpu_threads == cores  # tiny model, one process
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores))  # one torchrun rank per core: one thread each
     g = NativeGenerator(model_dir, device="cpu", dtype="float32")
-    assert g.cpu_threads == 1  # tiny model: "auto" = one thread
+    assert g.cpu_threads == 1
     seen = []
     fwd = g._forward
     g._forward = lambda *a, **k: (seen.append(torch.get_num_threads()), fwd(*a, **k))[1]
