@@ -265,7 +265,11 @@ class NativeGenerator:
         dtype: "auto" | "float32" | "bfloat16" | "float16" (see the module docstring).
         max_batch_size: most sequences decoded together (rows of the in-flight batch).
         max_batch_tokens: most (rows x KV columns) in flight and most padded tokens per
-            prefill forward; bounds KV-cache memory. ``None`` = only ``max_batch_size`` limits.
+            prefill forward; bounds KV-cache memory. ``None`` = only ``max_batch_size`` limits;
+            ``"auto"`` = 16384 on CPU, ``None`` on CUDA. Measured on CPU (idle 2 cores, 4.1M
+            model, 16 questions of step search in flight = ~480 judge prompts): unbounded
+            291 tok/s at 5.6 GB peak RSS; 65536: 446 tok/s, 2.2 GB; 16384: 876 tok/s, 0.8 GB;
+            8192: 626 tok/s; 4096: 551 tok/s (the huge padded batch is memory-bound on CPU).
         admit_fraction: admit new prompts into a running batch only when at least this share of
             ``max_batch_size`` rows is free (each admission costs a prefill and a cache copy).
         add_special_tokens: passed to the tokenizer when encoding prompts (vLLM's default: True).
@@ -303,7 +307,7 @@ class NativeGenerator:
         device: str = "auto",
         dtype: Any = "auto",
         max_batch_size: int = 512,
-        max_batch_tokens: Optional[int] = None,
+        max_batch_tokens: Any = "auto",
         admit_fraction: float = 0.25,
         add_special_tokens: bool = True,
         cpu_bf16_min_hidden: int = 512,
@@ -324,11 +328,13 @@ class NativeGenerator:
 
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
-        if max_batch_tokens is not None and max_batch_tokens < 1:
-            raise ValueError(f"max_batch_tokens must be >= 1 or None, got {max_batch_tokens}")
+        self.device = default_device(device)
+        if max_batch_tokens == "auto":
+            max_batch_tokens = 16384 if self.device.type == "cpu" else None
+        if max_batch_tokens is not None and int(max_batch_tokens) < 1:
+            raise ValueError(f"max_batch_tokens must be >= 1, 'auto' or None, got {max_batch_tokens}")
         if not 0 <= admit_fraction <= 1:
             raise ValueError(f"admit_fraction must be in [0, 1], got {admit_fraction}")
-        self.device = default_device(device)
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.admit_fraction = admit_fraction
