@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-from psr.models.tiny import CHAT_TEMPLATE, SPECIAL_TOKENS
-
 
 def tokenizer_corpus(n_problems: int = 400, seed: int = 12345) -> list[str]:
     """Texts as the models will see them (chat-wrapped prompts plus responses) for the three
@@ -52,31 +50,18 @@ def tokenizer_corpus(n_problems: int = 400, seed: int = 12345) -> list[str]:
 def build_arith_tokenizer(vocab_size: int = 2048, corpus: Optional[list[str]] = None, seed: int = 12345):
     """The arith tokenizer as a ``PreTrainedTokenizerFast`` (EOS ``<|im_end|>``, pad
     ``<|endoftext|>``, left padding, the tiny models' chat template)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import pre_tokenizers
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
+    from psr.models.tiny import train_bpe_tokenizer
+
+    pre = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split("\n", behavior="merged_with_previous"),
             pre_tokenizers.Digits(individual_digits=True),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(corpus if corpus is not None else tokenizer_corpus(seed=seed), trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None, unk_token=None
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    fast.padding_side = "left"
-    return fast
+    return train_bpe_tokenizer(corpus if corpus is not None else tokenizer_corpus(seed=seed), vocab_size, pre)
 
 
 def token_lengths(tok, n_problems: int = 300, seed: int = 0) -> dict[str, dict[str, float]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -28,16 +28,16 @@ def _corpus() -> list[str]:
     return lines
 
 
-def build_tiny_tokenizer(vocab_size: int = 512, corpus: Optional[list[str]] = None):
-    """A byte-level BPE tokenizer (deterministic for a given corpus) as PreTrainedTokenizerFast.
-
-    EOS is ``<|im_end|>`` (the end of a chat turn); padding uses ``<|endoftext|>``.
-    """
+def train_bpe_tokenizer(corpus: list[str], vocab_size: int, pre_tokenizer: Any = None):
+    """A byte-level BPE trained on ``corpus`` (deterministic), wrapped as PreTrainedTokenizerFast
+    with the tiny models' conventions: EOS ``<|im_end|>`` (the end of a chat turn), padding
+    ``<|endoftext|>``, left padding, :data:`CHAT_TEMPLATE`. ``pre_tokenizer``: a ``tokenizers``
+    pre-tokenizer (default: plain byte-level)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = pre_tokenizer if pre_tokenizer is not None else pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -45,7 +45,7 @@ def build_tiny_tokenizer(vocab_size: int = 512, corpus: Optional[list[str]] = No
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(corpus or _corpus(), trainer=trainer)
+    tok.train_from_iterator(corpus, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
@@ -56,6 +56,11 @@ def build_tiny_tokenizer(vocab_size: int = 512, corpus: Optional[list[str]] = No
     fast.chat_template = CHAT_TEMPLATE
     fast.padding_side = "left"
     return fast
+
+
+def build_tiny_tokenizer(vocab_size: int = 512, corpus: Optional[list[str]] = None):
+    """The tiny models' tokenizer: :func:`train_bpe_tokenizer` on a built-in corpus."""
+    return train_bpe_tokenizer(corpus or _corpus(), vocab_size)
 
 
 def build_tiny_model(
