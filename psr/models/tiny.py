@@ -74,12 +74,23 @@ def build_tiny_model(
     seed: int = 0,
     eos_token_id: Optional[int] = None,
     pad_token_id: Optional[int] = None,
+    arch: str = "qwen2",
 ):
-    """A random ``Qwen2ForCausalLM`` (fp32), deterministic for a given seed."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    """A random causal LM (fp32), deterministic for a given seed: ``Qwen2ForCausalLM`` by default,
+    ``LlamaForCausalLM`` with ``arch="llama"``.
 
-    cfg = Qwen2Config(
+    Why llama exists: transformers 5 loads the tokenizer of a ``model_type: qwen2`` dir as
+    ``Qwen2Tokenizer``, which *replaces* the saved pre-tokenizer with Qwen2's regex. A tokenizer
+    with its own pre-tokenizer (the arith one) only survives ``AutoTokenizer.from_pretrained``
+    (and so vLLM, and every user's loader) in a llama dir, which keeps ``tokenizer.json`` as is."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    archs = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
+    if arch not in archs:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(archs)}")
+    config_cls, model_cls = archs[arch]
+    cfg = config_cls(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         intermediate_size=intermediate_size or 2 * hidden_size,
@@ -95,7 +106,7 @@ def build_tiny_model(
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Qwen2ForCausalLM(cfg)
+        model = model_cls(cfg)
     return model.eval()
 
 

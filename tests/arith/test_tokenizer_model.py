@@ -81,7 +81,7 @@ def test_sequences_are_short(tok, splits):
     assert max(eft_lens) <= 220
 
 
-def test_model_dir_loads_with_transformers(tmp_path, tok):
+def test_model_dir_loads_with_transformers(tmp_path, tok, splits):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -90,9 +90,17 @@ def test_model_dir_loads_with_transformers(tmp_path, tok):
     assert 1_000_000 <= n_params(cfg) <= 10_000_000
     path = build_model_dir(tmp_path / "m", cfg, tokenizer=tok)
     model = AutoModelForCausalLM.from_pretrained(path)
-    tok = AutoTokenizer.from_pretrained(path)
+    built, tok = tok, AutoTokenizer.from_pretrained(path)
+    # the loaded tokenizer is the built one (a qwen2 dir would come back with Qwen2's regex:
+    # ~5x longer sequences than the model was meant to see)
+    p = splits[1][0]
+    texts = [prompts.chat(tok, prompts.reasoning_prompt(p.question)) + format_steps(p.steps),
+             prompts.chat(tok, prompts.judge_prompt(p.question, p.steps[:1], p.steps[1], p.steps[1]))]
+    for text in texts:
+        assert ids(tok, text) == ids(built, text)
+    assert len(ids(tok, texts[0])) < 200
     assert sum(x.numel() for x in model.parameters()) == n_params(cfg)
-    assert model.config.model_type == "qwen2" and model.config.vocab_size == len(tok) == 2048
+    assert model.config.model_type == "llama" and model.config.vocab_size == len(tok) == 2048
     assert model.config.eos_token_id == tok.eos_token_id == 2 and tok.pad_token_id == 0
     enc = tok([prompts.chat(tok, "Tom has 3 apples.")], return_tensors="pt")
     with torch.no_grad():
