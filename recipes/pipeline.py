@@ -137,14 +137,16 @@ class Pipeline:
             return
         t0 = time.time()
         from psr.arith import build_model_dir, generate_problems, load_model_config, write_initial_data
+        from psr.arith.problems import DEFAULT_RANGES, NumberRanges
 
         w = OmegaConf.to_container(self.cfg.world, resolve=True)
         paths = write_initial_data(self.data, seed=self.cfg.seed, **w)
         test_q = {r["question"] for r in read_jsonl(paths["problems_test"])}
         train_q = {r["question"] for r in read_jsonl(paths["problems_train"])}
-        for i, n in enumerate(self.cfg.questions_per_iteration[: self.cfg.iterations], 1):
+        ranges = NumberRanges.from_mapping(w["ranges"]) if w.get("ranges") else DEFAULT_RANGES
+        for i, n in enumerate(self.cfg.questions_per_iteration, 1):  # all of them: a later run may add iterations
             ops = w.get("train_ops", [2, 4])
-            probs = generate_problems(int(n) * 2, self.cfg.seed, f"iter{i}", int(ops[0]), int(ops[1]))
+            probs = generate_problems(int(n) * 2, self.cfg.seed, f"iter{i}", int(ops[0]), int(ops[1]), ranges)
             fresh, seen = [], set()
             for p in probs:  # new questions: not in test, not in the SFT data, no repeats
                 if p.question in test_q or p.question in train_q or p.question in seen:
