@@ -97,22 +97,50 @@ def stream_uniforms(keys: np.ndarray, steps: np.ndarray) -> np.ndarray:
 
 
 def sample_tokens(
-    logits: torch.Tensor, temperature: float, top_p: float, uniforms: Optional[torch.Tensor]
+    logits: torch.Tensor, temperature: float, top_p: float, uniforms: Optional[torch.Tensor],
+    top_k_first: int = 16,
 ) -> torch.Tensor:
     """Next token per row of ``logits`` [B, V]: argmax when ``temperature == 0``, else
     inverse-CDF sampling of softmax(logits / temperature) restricted to the top-p nucleus
     (the smallest set of most likely tokens whose mass reaches ``top_p``), using ``uniforms``
-    [B] in [0, 1). Row-wise only, so a row's token does not depend on the other rows."""
+    [B] in [0, 1). Row-wise only, so a row's token does not depend on the other rows.
+
+    The nucleus is found among the ``top_k_first`` most likely tokens (``topk``) instead of a
+    sort of the whole vocabulary (a stable sort of 384 x 2048 takes 3-6 ms, top-16 0.3-1.7 ms;
+    the sort was ~15% of a sampling run); rows whose ``top_k_first`` tokens hold less than
+    ``top_p`` of the mass are sorted in full. Both give the same nucleus in the same order (ties: lower token id first)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
+    order = None
     if top_p < 1.0:
-        probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+        V = probs.shape[1]
+        k = min(V, max(1, int(top_k_first)))
+        if k < V:
+            probs_k, order = _top_k_sorted(probs, k)
+            # full sort where the nucleus may reach beyond the k tokens, or where tokens tied
+            # with the k-th straddle the cut (topk's choice among them is not the stable order)
+            short = (probs_k.cumsum(dim=1)[:, -1] < top_p) | ((probs >= probs_k[:, -1:]).sum(dim=1) > k)
+            n_short = int(short.sum())
+            if 2 * n_short > probs.shape[0]:
+                probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+            elif n_short:
+                rows = short.nonzero().squeeze(1)
+                full_p, full_o = torch.sort(probs.index_select(0, rows), dim=-1, descending=True, stable=True)
+                probs = torch.zeros((probs.shape[0], V), dtype=probs.dtype, device=probs.device)
+                probs[:, :k] = probs_k
+                probs[rows] = full_p
+                o = torch.zeros((probs.shape[0], V), dtype=order.dtype, device=order.device)
+                o[:, :k] = order
+                o[rows] = full_o
+                order = o
+            else:
+                probs = probs_k
+        else:
+            probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
         before = torch.cumsum(probs, dim=-1) - probs  # mass of strictly more likely tokens
         probs = probs.masked_fill(before >= top_p, 0.0)
         probs[:, 0] = torch.where(probs[:, 0] > 0, probs[:, 0], torch.ones_like(probs[:, 0]))
-    else:
-        order = None
     cdf = torch.cumsum(probs, dim=-1)
     total = cdf[:, -1:]
     u = uniforms.to(device=cdf.device, dtype=torch.float64).unsqueeze(1)
@@ -122,6 +150,17 @@ def sample_tokens(
     if order is not None:
         pick = order.gather(1, pick)
     return pick.squeeze(1)
+
+
+def _top_k_sorted(probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest entries per row in descending order, ties broken by lower index (the
+    order of a stable descending sort), and their indices."""
+    vals, idx = torch.topk(probs, k, dim=-1, largest=True, sorted=True)
+    # topk does not promise an order among equal values: re-sort the k by (value desc, index asc)
+    idx, perm = torch.sort(idx, dim=-1)
+    vals = vals.gather(1, perm)
+    vals, perm = torch.sort(vals, dim=-1, descending=True, stable=True)
+    return vals, idx.gather(1, perm)
 
 
 ATTN_IMPL = "psr_sdpa_gqa"

@@ -386,3 +386,21 @@ def test_cpu_threads_apply_during_generation_only(model_dir, monkeypatch):
     assert NativeGenerator(model=g.model, tokenizer=g.tokenizer, cpu_threads=None).cpu_threads is None
     with pytest.raises(ValueError, match="cpu_threads"):
         NativeGenerator(model=g.model, tokenizer=g.tokenizer, cpu_threads=0)
+
+
+def test_top_p_from_top_k_picks_the_same_tokens_as_a_full_sort():
+    """The nucleus is searched among the top-16 tokens first; rows whose nucleus is larger, and
+    rows with ties across the 16th place, fall back to the full stable sort: same tokens."""
+    g = torch.Generator().manual_seed(0)
+    V = 300
+    logits = torch.randn(64, V, generator=g) * 6  # peaked rows: nucleus within the top 16
+    logits[:8] = torch.randn(8, V, generator=g) * 0.1  # flat rows: nucleus far beyond 16
+    logits[8:12] = 0.0  # all tokens tied
+    logits[12, :40] = 50.0  # 40 tied top tokens straddle the 16th place
+    u = torch.rand(64, dtype=torch.float64, generator=g)
+    for temperature, top_p in ((0.5, 0.95), (1.0, 0.9), (1.0, 1e-6), (2.0, 0.999)):
+        fast = sample_tokens(logits, temperature, top_p, u)
+        full = sample_tokens(logits, temperature, top_p, u, top_k_first=V)
+        assert fast.tolist() == full.tolist()
+    # a tie at the top with a tiny top_p: the lowest token id wins, as in a stable sort
+    assert sample_tokens(logits[8:13], 1.0, 1e-6, u[8:13]).tolist() == [0, 0, 0, 0, 0]
