@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import resource
-import tempfile
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_workload_args, build_workload_model, load_line, random_prompt_texts  # noqa: E402
 
 
 def _rss_gib() -> str:
@@ -35,13 +38,7 @@ def _rss_gib() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--prompts", type=int, default=64)
-    ap.add_argument("--n", type=int, default=6)
-    ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--prompt-tokens", type=int, default=128)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=6)
-    ap.add_argument("--dtype", default="bfloat16", help="both backends: bfloat16 | float32")
+    add_workload_args(ap, dtype_default="bfloat16")  # --dtype: both backends, bfloat16 | float32
     ap.add_argument("--vllm-eager", action="store_true", help="vLLM enforce_eager (no torch.compile)")
     ap.add_argument("--vllm-reserved-cpus", type=int, default=None,
                     help="VLLM_CPU_NUM_OF_RESERVED_CPU (CPU only; vLLM's default is 1)")
@@ -55,12 +52,8 @@ def main() -> None:
     from psr.generation import SamplingParams
     from psr.generation.native import NativeGenerator
     from psr.generation.vllm_backend import VLLMGenerator
-    from psr.models.tiny import build_tiny_model_dir
 
-    d = build_tiny_model_dir(
-        tempfile.mkdtemp(prefix="psr_bench_backends_"), hidden_size=args.hidden, num_layers=args.layers,
-        num_heads=4, num_kv_heads=2, intermediate_size=3 * args.hidden,
-    )
+    d = build_workload_model(args, "psr_bench_backends_")
     params = SamplingParams(n=args.n, temperature=1.0, top_p=1.0, max_new_tokens=args.new_tokens)
     warm = SamplingParams(n=2, temperature=1.0, max_new_tokens=8)
 
@@ -82,9 +75,7 @@ def main() -> None:
     native_start = time.perf_counter() - t
     tok = native.tokenizer
     n_params = sum(p.numel() for p in native.model.parameters())
-    rng = random.Random(0)
-    vocab = [i for i in range(len(tok)) if i not in tok.all_special_ids]
-    prompts = [tok.decode([rng.choice(vocab) for _ in range(args.prompt_tokens)]) for _ in range(args.prompts)]
+    prompts = random_prompt_texts(tok, args.prompts, args.prompt_tokens)
     mean_len = sum(len(tok(p)["input_ids"]) for p in prompts) / len(prompts)
     print(f"model: qwen2 hidden={args.hidden} layers={args.layers} params={n_params / 1e6:.2f}M, dtype {args.dtype}; "
           f"torch threads={torch.get_num_threads()}, cpus={os.cpu_count()}")
@@ -106,7 +97,7 @@ def main() -> None:
           f"{vllm_start:.1f} s; {ntok} tokens in {dt:.2f} s = {vl:,.0f} tok/s")
     vg.close()
     print(_rss_gib())
-    print(f"native / vllm tok/s = {nat / vl:.2f}")
+    print(f"native / vllm tok/s = {nat / vl:.2f}; {load_line()}")
     print(f"ratio={nat / vl:.3f}")
 
 

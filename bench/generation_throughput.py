@@ -19,11 +19,14 @@ with ``ratio=<native / naive>`` (wall clock).
 from __future__ import annotations
 
 import argparse
-import random
-import tempfile
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_workload_args, build_workload_model, load_line, random_prompt_texts  # noqa: E402
 
 
 def count_generated(out: torch.Tensor, prompt_len: int, eos: int) -> int:
@@ -36,13 +39,7 @@ def count_generated(out: torch.Tensor, prompt_len: int, eos: int) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--prompts", type=int, default=64)
-    ap.add_argument("--n", type=int, default=6)
-    ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--prompt-tokens", type=int, default=128)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=6)
-    ap.add_argument("--dtype", default="auto", help="native backend dtype: auto | float32 | bfloat16")
+    add_workload_args(ap, dtype_default="auto")  # --dtype: native backend's, auto | float32 | bfloat16
     ap.add_argument("--naive-prompts", type=int, default=16, help="prompts timed for the naive baseline")
     ap.add_argument("--max-batch-size", type=int, default=512)
     ap.add_argument("--skip-hf-batch", action="store_true")
@@ -59,28 +56,18 @@ def main() -> None:
 
     from psr.generation import SamplingParams
     from psr.generation.native import NativeGenerator
-    from psr.models.tiny import build_tiny_model_dir
 
-    tmp = tempfile.mkdtemp(prefix="psr_bench_gen_")
-    d = build_tiny_model_dir(
-        tmp, hidden_size=args.hidden, num_layers=args.layers, num_heads=4, num_kv_heads=2,
-        intermediate_size=3 * args.hidden,
-    )
+    d = build_workload_model(args, "psr_bench_gen_")
     gen = NativeGenerator(str(d), device=args.device, dtype=args.dtype, max_batch_size=args.max_batch_size)
     tok = gen.tokenizer
     n_params = sum(p.numel() for p in gen.model.parameters())
     print(f"model: qwen2 hidden={args.hidden} layers={args.layers} params={n_params / 1e6:.2f}M; "
           f"torch threads={torch.get_num_threads()}; native dtype={gen.dtype}")
 
-    rng = random.Random(0)
-    vocab = [i for i in range(len(tok)) if i not in tok.all_special_ids]
-    head = [rng.choice(vocab) for _ in range(args.shared_head)]
-    prompt_ids = [head + [rng.choice(vocab) for _ in range(args.prompt_tokens - args.shared_head)]
-                  for _ in range(args.prompts)]
     # Texts that re-encode to exactly prompt-tokens tokens are not guaranteed with BPE; use the
     # decoded strings for the native backend and their re-encoding for the baselines, so every
     # engine sees the same token ids.
-    prompts = [tok.decode(p) for p in prompt_ids]
+    prompts = random_prompt_texts(tok, args.prompts, args.prompt_tokens, shared_head=args.shared_head)
     enc = [tok(p)["input_ids"] for p in prompts]
     params = SamplingParams(n=args.n, temperature=1.0, top_p=1.0, max_new_tokens=args.new_tokens)
     eos = tok.eos_token_id
@@ -139,6 +126,7 @@ def main() -> None:
           f"(cpu {ntok / ec:,.0f} tok/cpu-s)")
     for name, v in results.items():
         print(f"native / {name} = {native / v:.2f}")
+    print(load_line())
     print(f"ratio={native / naive:.2f}")
 
 
