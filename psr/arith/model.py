@@ -16,11 +16,11 @@ from typing import Any, Mapping, Optional
 class ArithModelConfig:
     vocab_size: int = 2048  # BPE vocabulary of the arith tokenizer (incl. 3 special tokens)
     tokenizer_seed: int = 12345  # seed of the tokenizer's training corpus
-    hidden_size: int = 256
+    hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
     num_kv_heads: int = 2
-    intermediate_size: int = 768
+    intermediate_size: int = 384
     max_position_embeddings: int = 512
     seed: int = 0  # weight initialisation
     arch: str = "llama"  # llama | qwen2 (qwen2 dirs lose the tokenizer's pre-tokenizer on load)
