@@ -51,11 +51,23 @@ dtype
 is slower. Measured here (1 thread, CPU time, 8 prompts x n=6, 128-token prompts): hidden 256 /
 6 layers fp32 2.2k vs bf16 1.7k tok/s; hidden 576 / 4 layers fp32 0.85k vs bf16 1.0k tok/s.
 Pass ``dtype="float32"`` / ``"bfloat16"`` to choose.
+
+``matmul_dtype`` runs only the linear layers in another dtype: with ``"auto"`` (the default), a
+model loaded from ``model_dir`` with ``dtype="auto"`` that resolves to fp32 on a CPU with
+hardware bf16 (AVX512-BF16 / AMX) gets bf16 matmuls on fp32 activations: the small elementwise
+ops, norms, attention and the residual stream stay fp32 (bf16 is slow for those on CPU), the
+matmuls (~half of the time) run ~3.5x faster. Measured on the 4M arith model (llama, hidden
+256), 1 thread, 2 cores shared with other jobs: greedy eval (128 prompts x 128 tokens) 5.4k ->
+8.8k tok/s, judge prompts (480, T=0.5) 1.4k -> 2.1k tok/s. Greedy outputs then differ from
+transformers' fp32 ``generate`` where two logits are within bf16 rounding (the arith models are
+trained with bf16 matmuls too). An explicit ``dtype="float32"`` (or ``matmul_dtype=None``) is
+pure fp32 and token-exact with transformers.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import os
 import warnings
@@ -238,6 +250,62 @@ def _make_buffer_cache(num_layers: int, grow: int):
     return BufferCache()
 
 
+def _cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX): there bf16 matmuls
+    are ~3.5x faster than fp32 (DESIGN §6; [145, 256] x [256, 768]: 0.15 vs 0.55 ms, 1 thread);
+    without it oneDNN emulates bf16 and gains little. Read from /proc/cpuinfo (Linux); False
+    elsewhere, so the choice is the same on every run on a machine."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+class _LowPrecisionLinears:
+    """Runs the model's ``nn.Linear`` layers in a lower precision (bf16) while everything else
+    (embeddings, norms, rotary, attention, residual stream, softmax) stays in the model's dtype:
+    inputs are cast to bf16, the matmul accumulates in fp32 inside oneDNN, the output is cast
+    back and the bias added in the model's dtype. The bf16 weight copies are made once (and
+    again if a weight changed in place, e.g. trained between calls); the modules are patched only
+    inside ``with`` (the model object is left as it was), so a model shared with other code or
+    another generator is not changed."""
+
+    def __init__(self, model: torch.nn.Module, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+        self.linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        self._copies: dict[int, tuple[int, int, torch.Tensor]] = {}
+
+    def _weight(self, m: torch.nn.Linear) -> torch.Tensor:
+        w = m.weight
+        key = (w.data_ptr(), w._version)
+        c = self._copies.get(id(m))
+        if c is None or c[:2] != key:
+            c = (*key, w.detach().to(self.dtype))
+            self._copies[id(m)] = c
+        return c[2]
+
+    def __enter__(self):
+        F = torch.nn.functional
+        for m in self.linears:
+            w, b = self._weight(m), m.bias
+
+            def forward(x, w=w, b=b):
+                y = F.linear(x.to(w.dtype), w).to(x.dtype)
+                return y if b is None else y.add_(b)
+
+            m.forward = forward
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for m in self.linears:
+            m.__dict__.pop("forward", None)
+
+
 def _resolve_dtype(dtype: Any, device: torch.device, hidden_size: int, cpu_bf16_min_hidden: int):
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -313,6 +381,9 @@ class NativeGenerator:
             ``max_batch_size`` rows is free (each admission costs a prefill and a cache copy).
         add_special_tokens: passed to the tokenizer when encoding prompts (vLLM's default: True).
         cpu_bf16_min_hidden: with ``dtype="auto"`` on CPU, use bf16 from this hidden size up.
+        matmul_dtype: dtype of the linear layers' matmuls when it differs from ``dtype``
+            (weights copied once, activations cast around each matmul): "auto" (see the module
+            docstring), None = ``dtype``, or "bfloat16" / "float16" / "float32".
         attn_implementation: "auto" = transformers' "sdpa" on CUDA and, on CPU, sdpa with
             in-kernel grouped-query attention (no per-step copy of the KV cache); or any
             transformers attention implementation name ("sdpa", "eager", ...).
@@ -356,6 +427,7 @@ class NativeGenerator:
         compact_fraction: float = 0.125,
         share_prefix_min_tokens: int = 16,
         cpu_threads: Any = "auto",
+        matmul_dtype: Any = "auto",
         *,
         model: Any = None,
         tokenizer: Any = None,
@@ -414,6 +486,16 @@ class NativeGenerator:
             model = model.to(dtype=self.dtype)
             model.set_attn_implementation(attn_implementation)
         self.model = model.to(self.device).eval()
+        if matmul_dtype == "auto":
+            auto_fp32_cpu = (dtype in (None, "auto") and model_dir is not None and self.device.type == "cpu"
+                             and self.dtype == torch.float32)
+            self.matmul_dtype = torch.bfloat16 if auto_fp32_cpu and _cpu_has_native_bf16() else self.dtype
+        elif matmul_dtype in (None, "none"):
+            self.matmul_dtype = self.dtype
+        else:
+            self.matmul_dtype = _resolve_dtype(matmul_dtype, self.device, 0, cpu_bf16_min_hidden)
+        self._linears = (_LowPrecisionLinears(self.model, self.matmul_dtype)
+                         if self.matmul_dtype != self.dtype else None)
         self.tokenizer = tokenizer
         self.model_dir = model_dir
         self.attn_implementation = attn_implementation
@@ -484,7 +566,7 @@ class NativeGenerator:
         try:
             if self.cpu_threads is not None:
                 torch.set_num_threads(self.cpu_threads)
-            with torch.inference_mode():
+            with torch.inference_mode(), self._linears or contextlib.nullcontext():
                 self._run(list(groups.values()), params)
         finally:
             if self.cpu_threads is not None:

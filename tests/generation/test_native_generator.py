@@ -404,3 +404,41 @@ def test_top_p_from_top_k_picks_the_same_tokens_as_a_full_sort():
         assert fast.tolist() == full.tolist()
     # a tie at the top with a tiny top_p: the lowest token id wins, as in a stable sort
     assert sample_tokens(logits[8:13], 1.0, 1e-6, u[8:13]).tolist() == [0, 0, 0, 0, 0]
+
+
+def test_bf16_matmuls_keep_the_model_fp32_and_follow_weight_updates(model_dir, gen):
+    """matmul_dtype="bfloat16": the linear layers run in bf16 only while generating; the shared
+    model is left unpatched (fp32 parameters, fp32 outputs) and a weight changed in place between
+    calls is re-copied."""
+    mixed = NativeGenerator(model=gen.model, tokenizer=gen.tokenizer, device="cpu", dtype="float32",
+                            matmul_dtype="bfloat16", return_token_ids=True)
+    assert mixed.dtype == torch.float32 and mixed.matmul_dtype == torch.bfloat16
+    p = SamplingParams(temperature=0.0, max_new_tokens=8)
+    a = gen.generate(PROMPTS, p)
+    b = mixed.generate(PROMPTS, p)
+    assert sum(x[0].extra["token_ids"][0] == y[0].extra["token_ids"][0] for x, y in zip(a, b)) >= 3
+    assert b != a  # bf16 rounding really was in effect (the sharp tiny model amplifies it)
+    assert all("forward" not in m.__dict__ for m in gen.model.modules())
+    assert gen.generate(PROMPTS, p) == a  # the fp32 generator on the same model is unaffected
+    lm = gen.model.get_output_embeddings()
+    with torch.no_grad():
+        saved = lm.weight.clone()
+        lm.weight.mul_(-1.0)  # in place: the bf16 copy must follow
+        flipped = mixed.generate(PROMPTS, p)
+        ref = gen.generate(PROMPTS, p)
+        lm.weight.copy_(saved)
+    assert flipped != b
+    assert sum(x[0].extra["token_ids"][0] == y[0].extra["token_ids"][0] for x, y in zip(flipped, ref)) >= 3
+    assert mixed.generate(PROMPTS, p) == b
+
+
+def test_auto_matmul_dtype_is_bf16_only_for_auto_fp32_on_a_bf16_cpu(model_dir, gen, monkeypatch):
+    from psr.generation import native
+
+    monkeypatch.setattr(native, "_cpu_has_native_bf16", lambda: True)
+    auto = NativeGenerator(model_dir, device="cpu")  # hidden < 512: fp32 activations
+    assert auto.dtype == torch.float32 and auto.matmul_dtype == torch.bfloat16
+    assert NativeGenerator(model_dir, device="cpu", dtype="float32").matmul_dtype == torch.float32
+    assert NativeGenerator(model=gen.model, tokenizer=gen.tokenizer).matmul_dtype == torch.float32
+    monkeypatch.setattr(native, "_cpu_has_native_bf16", lambda: False)
+    assert NativeGenerator(model_dir, device="cpu").matmul_dtype == torch.float32
