@@ -291,11 +291,18 @@ class _LowPrecisionLinears:
 
     def __enter__(self):
         F = torch.nn.functional
+        last = self._last = [None, None]  # the last input and its cast: q/k/v (and gate/up) share one
+
         for m in self.linears:
             w, b = self._weight(m), m.bias
 
             def forward(x, w=w, b=b):
-                y = F.linear(x.to(w.dtype), w).to(x.dtype)
+                if x is last[0]:
+                    xl = last[1]
+                else:
+                    xl = x.to(w.dtype)
+                    last[0], last[1] = x, xl
+                y = F.linear(xl, w).to(x.dtype)
                 return y if b is None else y.add_(b)
 
             m.forward = forward
@@ -304,6 +311,7 @@ class _LowPrecisionLinears:
     def __exit__(self, *exc) -> None:
         for m in self.linears:
             m.__dict__.pop("forward", None)
+        self._last[:] = [None, None]
 
 
 def _resolve_dtype(dtype: Any, device: torch.device, hidden_size: int, cpu_bf16_min_hidden: int):
