@@ -309,7 +309,19 @@ def main(cfg) -> dict:
         tasks = {b: load_items(b, cfg.data_dir, cfg.limit) for b in cfg.benchmarks}
 
     t0 = time.time()
-    gen = make_generator(cfg.backend, cfg.model_dir, device=str(device), dtype=cfg.dtype,
+    # backend=auto picks by this rank's generated-token budget (psr.generation.factory)
+    from psr.generation.factory import eval_token_budget, search_token_budget
+    from psr.search import SearchConfig
+
+    n_items = -(-sum(map(len, tasks.values())) // D.get_world_size())  # this rank's share, rounded up
+    if cfg.mode == "tts":
+        t = SearchConfig(**OmegaConf.to_container(cfg.tts, resolve=True))
+        budget = search_token_budget(n_items, width=t.width, judge_orders=t.judge_orders, max_iterations=t.max_iterations,
+                                     max_new_tokens_step=t.max_new_tokens_step, max_new_tokens_judge=t.max_new_tokens_judge)
+    else:
+        budget = eval_token_budget(n_items, cfg.judge_max_new_tokens if cfg.mode == "judge" else cfg.max_new_tokens)
+    gen = make_generator(cfg.backend, cfg.model_dir, device=str(device), dtype=cfg.dtype, expected_tokens=budget,
+                         stage="search" if cfg.mode == "tts" else "eval",
                          **OmegaConf.to_container(cfg.backend_kwargs, resolve=True))
     D.print0(f"eval: backend={gen.name} {gen.version}, mode={cfg.mode}, model={cfg.model_dir}")
     per: dict[str, dict] = {}

@@ -87,7 +87,7 @@ class StepSearchConfig:
     question_field: Optional[str] = None
     # Only the first `limit` questions (after dropping bad lines), None = all.
     limit: Optional[int] = None
-    # Generation backend: native | vllm | auto (vllm when installed); device/dtype as make_generator.
+    # Generation backend: native | vllm | auto (psr.generation.factory's measured rule); device/dtype as make_generator.
     backend: str = "auto"
     device: str = "auto"
     dtype: str = "auto"
@@ -297,9 +297,14 @@ def main(cfg) -> dict | None:
     backend_name, backend_version, n_failed = "", "", 0
     tokens_now = 0
     if todo:
-        from psr.generation.factory import make_generator
+        from psr.generation.factory import make_generator, search_token_budget
 
+        # backend=auto picks by this rank's generated-token budget (psr.generation.factory)
+        budget = search_token_budget(len(todo), width=scfg.width, judge_orders=scfg.judge_orders,
+                                     max_iterations=scfg.max_iterations, max_new_tokens_step=scfg.max_new_tokens_step,
+                                     max_new_tokens_judge=scfg.max_new_tokens_judge)
         gen = make_generator(cfg.backend, model_dir, device=cfg.device, dtype=cfg.dtype,
+                             expected_tokens=budget, stage="search",
                              **OmegaConf.to_container(cfg.backend_kwargs, resolve=True))
         backend_name, backend_version = gen.name, gen.version
         bar = None

@@ -89,14 +89,18 @@ def _describe(pids) -> list[str]:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
+    return build_varied_model_dir(tmp_path_factory.mktemp("vllm_tiny") / "model")
+
+
+def build_varied_model_dir(path):
+    """The tiny qwen2 with head dim 32 and large random weights (greedy text varies, EOS happens);
+    also used by tests/recipes/test_vllm_recipes.py."""
     import torch
     from safetensors.torch import load_file, save_file
 
     from psr.models.tiny import build_tiny_model_dir
 
-    path = build_tiny_model_dir(
-        tmp_path_factory.mktemp("vllm_tiny") / "model", hidden_size=64, num_heads=2, num_kv_heads=1
-    )
+    path = build_tiny_model_dir(path, hidden_size=64, num_heads=2, num_kv_heads=1)
     # Larger random weights than the HF init (std 0.02): greedy text then varies instead of
     # repeating one token, so stop strings, byte-level partial characters and EOS get exercised.
     sd = load_file(path / "model.safetensors")
