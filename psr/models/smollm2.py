@@ -302,7 +302,11 @@ def convert_gguf(gguf_path: Path, out_dir: Path, dtype: str = "float32", wheel: 
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
     )
-    out = save_model_dir(model, tok, out_dir, dtype=dtype)
+    if dtype != "float32":
+        # cast the module (tied embedding / LM head stay one tensor) rather than the saved state
+        # dict, which would write the tied weight twice
+        model = model.to(getattr(torch, dtype))
+    out = save_model_dir(model, tok, out_dir)
 
     reloaded = AutoTokenizer.from_pretrained(str(out))
     for text in ROUNDTRIP_TEXTS:

@@ -294,6 +294,7 @@ def test_bfloat16_dir_stores_bf16_weights(tiny_gguf, tmp_path):
     out = S.convert_gguf(path, tmp_path / "bf16", "bfloat16")
     sd = load_file(str(out / "model.safetensors"))
     assert sd["model.embed_tokens.weight"].dtype == torch.bfloat16
+    assert "lm_head.weight" not in sd  # the tied head is not written twice
     assert torch.equal(sd["model.embed_tokens.weight"], torch.from_numpy(deq["token_embd.weight"]).to(torch.bfloat16))
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
     with pytest.raises(S.ConversionError, match="float16"):
