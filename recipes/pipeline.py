@@ -60,6 +60,10 @@ class PipelineConfig:
     iterations: int = 3
     # New questions per iteration (the paper: 400 / 800 / 1,200); one entry per iteration.
     questions_per_iteration: list = field(default_factory=lambda: [100, 200, 300])
+    # [min, max] operations of the iterations' questions (null: world.train_ops). Self-rewarding
+    # only learns where the model still errs: on questions it already solves, the w candidates are
+    # correct rewordings of one another and the (best, worst) pairs carry no correctness signal.
+    iteration_ops: Optional[list] = None
     # The arith world: psr.arith.write_initial_data arguments.
     world: Any = field(default_factory=lambda: {"n_train": 2000, "n_test": 300, "train_ops": [2, 4],
                                                 "test_ops": [2, 6], "eft_pairs_per_problem": 1})
@@ -145,7 +149,7 @@ class Pipeline:
         train_q = {r["question"] for r in read_jsonl(paths["problems_train"])}
         ranges = NumberRanges.from_mapping(w["ranges"]) if w.get("ranges") else DEFAULT_RANGES
         for i, n in enumerate(self.cfg.questions_per_iteration, 1):  # all of them: a later run may add iterations
-            ops = w.get("train_ops", [2, 4])
+            ops = self.cfg.iteration_ops or w.get("train_ops", [2, 4])
             probs = generate_problems(int(n) * 2, self.cfg.seed, f"iter{i}", int(ops[0]), int(ops[1]), ranges)
             fresh, seen = [], set()
             for p in probs:  # new questions: not in test, not in the SFT data, no repeats
@@ -241,6 +245,9 @@ def main(cfg: Any) -> Path:
     if len(cfg.questions_per_iteration) < cfg.iterations:
         raise ConfigError(f"questions_per_iteration has {len(cfg.questions_per_iteration)} entries; "
                           f"iterations={cfg.iterations} needs one per iteration")
+    io = cfg.iteration_ops
+    if io is not None and not (len(io) == 2 and all(isinstance(x, int) for x in io) and 1 <= io[0] <= io[1]):
+        raise ConfigError(f"iteration_ops must be [min, max] with 1 <= min <= max, got {list(io)}")
     for key in ("m0", "sft", "search", "dpo", "eval"):
         spec = cfg[key]
         if "config" not in spec:

@@ -20,6 +20,8 @@ def test_pipeline_configs_validate_and_bad_keys_are_named(tmp_path):
     assert p.returncode == 2 and "questions_per_iteration has 3 entries" in p.stderr
     p = _run(["--config", "arith/pipeline", f"output_dir={tmp_path}", "iteration=2"])
     assert p.returncode == 2 and "unknown key 'iteration'" in p.stderr
+    p = _run(["--config", "arith/pipeline", f"output_dir={tmp_path}", "iteration_ops=[3,2]"])
+    assert p.returncode == 2 and "iteration_ops must be [min, max]" in p.stderr
     p = _run(["--config", "arith/pipeline", f"output_dir={tmp_path}", "~m0.config"])
     assert p.returncode == 2
 
@@ -32,7 +34,7 @@ def test_data_stage_writes_every_iterations_questions_in_the_worlds_number_range
     from recipes.pipeline import Pipeline, PipelineConfig
 
     cfg = OmegaConf.merge(OmegaConf.structured(PipelineConfig), {
-        "output_dir": str(tmp_path), "iterations": 1, "questions_per_iteration": [5, 7],
+        "output_dir": str(tmp_path), "iterations": 1, "questions_per_iteration": [5, 7], "iteration_ops": [2, 3],
         "world": {"n_train": 30, "n_test": 10, "train_ops": [1, 2], "test_ops": [1, 3],
                   "ranges": {"start": [2, 5], "add": [1, 3], "mul": [2, 2], "div": [2, 2], "max_value": 30}},
         "model": {"hidden_size": 32, "num_layers": 1, "intermediate_size": 64}})
@@ -41,7 +43,7 @@ def test_data_stage_writes_every_iterations_questions_in_the_worlds_number_range
     # iteration 2's questions exist although iterations=1: a later run with iterations=2 needs them
     for i, n in ((1, 5), (2, 7)):
         probs = load_problems(data / f"iter{i}_problems.jsonl")
-        assert len(probs) == n and all(1 <= p.n_ops <= 2 for p in probs)
+        assert len(probs) == n and all(2 <= p.n_ops <= 3 for p in probs)  # iteration_ops, not train_ops
         assert all(max(p.values) <= 30 for p in probs)  # the world's ranges, not the defaults (99)
         assert all(o.y <= 3 for p in probs for o in p.operations if o.op in "+-")
     test_q = {json.loads(line)["problem"] for line in (data / "arith" / "test.jsonl").open()}
