@@ -28,6 +28,11 @@ sample-and-judge round for one step of one question:
      seeds (counted as a rollback and as ``resamples_step1``). In ``mode=tts`` rollbacks are
      off by default (``rollback_on_tie``): a tie keeps the lowest-index candidate, because six
      identical candidates are consensus, not a reason to throw away the previous step.
+     ``rollback_on_identical=False`` applies that reading in pairs mode too, for that case only:
+     when all w candidates are the same text the step is kept without a pair (counted as
+     ``consensus_keeps``), while ties between different candidates still roll back. The paper
+     does not say what identical candidates mean; a small model sampled at T=0.5 produces them in
+     most rounds, and rolling back on each one throws away the pairs already found before it.
 
 Rollbacks count as iterations (each is a full sample-and-judge round). The question stops when
 
@@ -90,6 +95,7 @@ STAT_KEYS = (
     "rollbacks",
     "resamples_step1",
     "pairs_dropped",
+    "consensus_keeps",
     "candidates",
     "empty_candidates",
     "duplicate_candidates",
@@ -121,6 +127,7 @@ class SearchConfig:
     seed: int = 0
     mode: str = "pairs"  # "pairs" (preference data) or "tts" (test-time scaling answers)
     rollback_on_tie: Optional[bool] = None  # None: True for pairs, False for tts
+    rollback_on_identical: bool = True  # False: w identical candidates keep the step (no pair)
     trace_judge_text: bool = False  # keep every raw judge output in the trace (else only unparseable ones)
 
     def __post_init__(self) -> None:
@@ -312,7 +319,10 @@ class _State:
             "worst": res.worst,
         }
         tie = res.rollback
-        if tie and cfg.rollback:
+        consensus = tie and not cfg.rollback_on_identical and len(set(self.bodies)) == 1
+        if consensus:
+            self.stats["consensus_keeps"] += 1
+        if tie and cfg.rollback and not consensus:
             self.stats["rollbacks"] += 1
             if l == 1:
                 self.stats["resamples_step1"] += 1
@@ -341,7 +351,7 @@ class _State:
                     "attempt": self.attempt,
                 }
             self.pairs.append(pair)
-            rnd["action"] = "keep" if not tie else "keep_tie"
+            rnd["action"] = "keep" if not tie else ("keep_consensus" if consensus else "keep_tie")
             if final_answer_reached(best):
                 self._stop("final_answer")
             elif self.completions[res.best].finish_reason == "eos":

@@ -150,7 +150,8 @@ class Pipeline:
         ranges = NumberRanges.from_mapping(w["ranges"]) if w.get("ranges") else DEFAULT_RANGES
         for i, n in enumerate(self.cfg.questions_per_iteration, 1):  # all of them: a later run may add iterations
             ops = self.cfg.iteration_ops or w.get("train_ops", [2, 4])
-            probs = generate_problems(int(n) * 2, self.cfg.seed, f"iter{i}", int(ops[0]), int(ops[1]), ranges)
+            probs = generate_problems(int(n) * 2, self.cfg.seed, f"iter{i}", int(ops[0]), int(ops[1]), ranges,
+                                      int(w.get("step_wordings", 3)))
             fresh, seen = [], set()
             for p in probs:  # new questions: not in test, not in the SFT data, no repeats
                 if p.question in test_q or p.question in train_q or p.question in seen:

@@ -108,6 +108,9 @@ class StepSearchConfig:
     seed: int = 0
     mode: str = "pairs"  # pairs | tts
     rollback_on_tie: Optional[bool] = None  # None: on for pairs, off for tts
+    # false: a round whose w candidates are all the same text keeps that step without a pair
+    # instead of rolling back (psr.search: identical candidates are consensus, not a judge tie).
+    rollback_on_identical: bool = True
     trace_judge_text: bool = False  # keep every raw judge output in the trace (else unparseable ones only)
     # Retry questions recorded as errors by an earlier run.
     retry_failed: bool = False

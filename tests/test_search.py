@@ -127,6 +127,36 @@ def test_tie_at_step1_resamples_step1_with_nothing_to_drop():
     assert len([c for c in gen.calls if c["kind"] == "judge"]) == 1  # round 1 needed no judge call
 
 
+# --- case C2: identical candidates as consensus (rollback_on_identical=False) ---------------------
+QC2 = Question("qc2", "What is 2 * 3?")
+POLICY_C2 = {
+    (QC2.text, ()): [["x = 2", " x = 2 ", "x = 2"]],
+    (QC2.text, ("x = 2",)): [["a", r"\boxed{6}", "b"]],
+}
+
+
+def test_identical_candidates_keep_the_step_without_a_pair_when_rollback_on_identical_is_off():
+    gen = ScriptedGenerator(POLICY_C2, prefer({"a": 1, "b": 0, r"\boxed{6}": 2}, tie_text=TIE))
+    r = one(gen, QC2, cfg(rollback_on_identical=False))
+    assert [rd["action"] for rd in r.rounds] == ["keep_consensus", "keep"]
+    assert r.steps == ["x = 2", r"\boxed{6}"] and r.stop_reason == "final_answer"
+    assert [(p["step"], p["chosen"], p["rejected"]) for p in r.pairs] == [(2, "Step 2: \\boxed{6}\n", "Step 2: b\n")]
+    s = r.stats
+    assert (s["consensus_keeps"], s["rollbacks"], s["pairs"], s["iterations"]) == (1, 0, 1, 2)
+    # the paper's rule (the default) resamples step 1 instead, every time: all attempts identical
+    gen = ScriptedGenerator(lambda req: ["x = 2"] * 3, always("no idea"))
+    r = one(gen, QC2, cfg(max_iterations=3))
+    assert [rd["action"] for rd in r.rounds] == ["resample_step1"] * 3 and r.stats["consensus_keeps"] == 0
+
+
+def test_a_tie_between_different_candidates_still_rolls_back_when_identical_ones_do_not():
+    gen = ScriptedGenerator(lambda req: ["x = 2"] * 3 if req.step == 1 else ["p", "q", "r"], always(TIE))
+    r = one(gen, QC2, cfg(rollback_on_identical=False, max_iterations=4))
+    assert [rd["action"] for rd in r.rounds] == ["keep_consensus", "rollback", "keep_consensus", "rollback"]
+    assert r.rounds[1]["dropped_step"] == "x = 2" and r.pairs == []
+    assert (r.stats["consensus_keeps"], r.stats["rollbacks"], r.stats["pairs_dropped"]) == (2, 2, 0)
+
+
 # --- case D: repeated rollbacks up to the iteration limit ----------------------------------------
 def alternating_policy(req):
     return ["good", "bad", "bad2"] if req.step == 1 else [f"c{req.step}", f"d{req.step}", f"e{req.step}"]

@@ -100,12 +100,14 @@ def write_initial_data(
     eft_pairs_per_problem: int = 1,
     n_eft_train_problems: int | None = None,
     ranges: NumberRanges | Mapping | None = None,
+    step_wordings: int = 3,
 ) -> dict[str, Path]:
     """Write ``problems_{train,test}.jsonl``, ``ift_train.jsonl``, ``m0_train.jsonl``,
     ``eft_train.jsonl``, ``eft_test.jsonl`` (held out: from the test split) and
     ``benchmark_test.jsonl`` (the test split in the benchmark schema) into ``out_dir``.
     EFT train uses the first ``n_eft_train_problems`` training problems (all by default).
     ``ranges``: a :class:`NumberRanges` or a mapping of its fields (None: the defaults).
+    ``step_wordings``: wordings per kind of step (1: one fixed wording; see ``generate_problem``).
     Returns the paths by name."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,7 +115,7 @@ def write_initial_data(
         ranges = DEFAULT_RANGES
     elif not isinstance(ranges, NumberRanges):
         ranges = NumberRanges.from_mapping(ranges)
-    train, test = make_splits(n_train, n_test, seed, tuple(train_ops), tuple(test_ops), ranges)
+    train, test = make_splits(n_train, n_test, seed, tuple(train_ops), tuple(test_ops), ranges, step_wordings)
     eft_src = train if n_eft_train_problems is None else train[:n_eft_train_problems]
     files = {
         "problems_train": [p.to_dict() for p in train],

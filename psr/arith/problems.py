@@ -278,8 +278,13 @@ def _draw_chain(rng: random.Random, n_ops: int, R: NumberRanges) -> Optional[tup
     return ops, givens
 
 
-def generate_problem(rng: random.Random, n_ops: int, pid: str, ranges: NumberRanges = DEFAULT_RANGES) -> Problem:
-    """One problem with exactly ``n_ops`` operations drawn from ``rng``."""
+def generate_problem(rng: random.Random, n_ops: int, pid: str, ranges: NumberRanges = DEFAULT_RANGES,
+                     step_wordings: int = 3) -> Problem:
+    """One problem with exactly ``n_ops`` operations drawn from ``rng``. ``step_wordings``: how
+    many of the templates a step may be worded with (1: one fixed wording per kind of operation;
+    kept in ``ctx["wordings"]`` so that :mod:`psr.arith.candidates` words alternatives alike)."""
+    if not 1 <= step_wordings <= 3:
+        raise ValueError(f"step_wordings must be 1, 2 or 3, got {step_wordings}")
     if n_ops < 1:
         raise ValueError(f"n_ops must be >= 1, got {n_ops}")
     for _ in range(1000):
@@ -293,7 +298,7 @@ def generate_problem(rng: random.Random, n_ops: int, pid: str, ranges: NumberRan
     dom = rng.choice(DOMAINS)
     friend = rng.choice(FRIENDS)
     ctx = dict(Name=name, pron=pron, Pron=_cap(pron), poss=poss, refl=refl, obj=obj, unit=dom["unit"],
-               container=dom["container"], friend=friend)
+               container=dom["container"], friend=friend, wordings=step_wordings)
     sentences = []
     steps = []
     free = []
@@ -307,7 +312,7 @@ def generate_problem(rng: random.Random, n_ops: int, pid: str, ranges: NumberRan
             sentences.append(rng.choice(Q_OP[o.op]).format(n=o.y, verb=verb, **ctx))
         last = k == len(ops) - 1
         eq = eq_text(o.x, o.op, o.y, o.result)
-        steps.append(render_step(ctx, o, rng.randrange(3), eq, str(o.result) if last else None))
+        steps.append(render_step(ctx, o, rng.randrange(step_wordings), eq, str(o.result) if last else None))
         ftmpl = "First, {eq}." if k == 0 and o.kind != "g" else rng.choice(F_OP[o.kind])
         free.append(ftmpl.format(eq=eq, n=o.y, **ctx))
     sentences.append(rng.choice(Q_FINAL).format(**ctx))
@@ -328,7 +333,7 @@ def generate_problem(rng: random.Random, n_ops: int, pid: str, ranges: NumberRan
 
 def generate_problems(
     n: int, seed: int, split: str = "train", min_ops: int = 2, max_ops: int = 4,
-    ranges: NumberRanges = DEFAULT_RANGES,
+    ranges: NumberRanges = DEFAULT_RANGES, step_wordings: int = 3,
 ) -> list[Problem]:
     """``n`` problems of ``split`` from ``seed``; problem ``i`` has ``min_ops + i % (max_ops -
     min_ops + 1)`` operations (an even spread of difficulties) and id ``arith-{split}-{seed}-{i}``.
@@ -339,7 +344,7 @@ def generate_problems(
     span = max_ops - min_ops + 1
     for i in range(n):
         rng = random.Random(f"arith:{split}:{seed}:{i}")
-        out.append(generate_problem(rng, min_ops + i % span, f"arith-{split}-{seed}-{i}", ranges))
+        out.append(generate_problem(rng, min_ops + i % span, f"arith-{split}-{seed}-{i}", ranges, step_wordings))
     return out
 
 
@@ -350,18 +355,20 @@ def make_splits(
     train_ops: tuple[int, int] = (2, 4),
     test_ops: tuple[int, int] = (2, 6),
     ranges: NumberRanges = DEFAULT_RANGES,
+    step_wordings: int = 3,
 ) -> tuple[list[Problem], list[Problem]]:
     """Train and test problems from disjoint random streams (split names differ), with duplicate
     questions dropped inside each split and every test question that also occurs in train dropped
     (so the test split has no question in common with train; its size can fall short of
     ``n_test`` by those drops, which the caller sees in ``len``). ``test_ops[1]`` must exceed
     ``train_ops[1]``: the test split has longer problems than any training problem. ``ranges``
-(the same for both splits) sets how large the numbers get."""
+(the same for both splits) sets how large the numbers get, ``step_wordings`` how many wordings
+a step may take (see :func:`generate_problem`)."""
     if test_ops[1] <= train_ops[1]:
         raise ValueError(f"test_ops {test_ops} must reach beyond train_ops {train_ops}")
-    train = _dedup(generate_problems(n_train, seed, "train", *train_ops, ranges=ranges), set())
+    train = _dedup(generate_problems(n_train, seed, "train", *train_ops, ranges=ranges, step_wordings=step_wordings), set())
     seen = {p.question for p in train}
-    test = _dedup(generate_problems(n_test, seed, "test", *test_ops, ranges=ranges), seen)
+    test = _dedup(generate_problems(n_test, seed, "test", *test_ops, ranges=ranges, step_wordings=step_wordings), seen)
     assert not seen & {p.question for p in test}
     return train, test
 

@@ -109,3 +109,23 @@ def test_presets_and_default_difficulty():
     assert max(v for p in generate_problems(100, seed=0) for v in p.values) <= 99
     hard = NumberRanges.from_mapping({"preset": "hard", "add": [2, 10]})
     assert hard.max_value == 999 and hard.add == (2, 10)
+
+
+def test_one_step_wording_makes_every_correct_candidate_the_reference_text():
+    import random
+
+    from psr.arith.candidates import correct_step, random_wrong_step
+    from psr.arith.problems import PRESETS, make_splits
+
+    train, _ = make_splits(60, 10, 0, (1, 3), (1, 4), PRESETS["small"], step_wordings=1)
+    rng = random.Random(0)
+    for p in train:
+        for l in range(1, p.n_ops + 1):
+            assert correct_step(p, l, rng) == p.steps[l - 1]  # no rewording left to tell apart
+            assert random_wrong_step(p, l, rng).body != p.steps[l - 1]
+    # one sentence frame per kind of operation across all problems: "... gets 7 more, so ..."
+    plus = {s.split(" gets ")[1].split(" more")[0] for p in train for s, o in zip(p.steps, p.operations)
+            if o.op == "+" and o.kind != "g"}
+    assert plus and all(s.isdigit() for s in plus)
+    with pytest.raises(ValueError, match="step_wordings"):
+        make_splits(5, 5, 0, (1, 2), (1, 3), PRESETS["small"], step_wordings=0)
