@@ -25,6 +25,13 @@ this config, its log in ``output_dir/logs/<stage>.log``:
 6. ``report``    report.md (tables shaped like the paper's Tables 1, 3, 4, 5, plus the search
                  statistics and pair quality measured with the checker) and PNG plots.
 
+With ``source: recipes`` (``configs/{smollm2_135m,qwen2_5_math_7b,qwen2_5_math_72b}/pipeline.yaml``)
+the same loop runs on real data: M0 is the pretrained ``base_model``; stages ``ift`` (ift_build),
+``prm`` (prm_train) and ``eft`` (eft_build: the PRM-scored tree search, judged by the teacher
+endpoint of the eft config) replace ``data`` and ``m0``; the iterations take consecutive slices of
+the ``questions`` file; eval uses the eval config's benchmarks, and the report has no pair quality
+(there is no checker).
+
 Re-running the same command skips finished stages (``output_dir/stages/<stage>.done``); a stage
 killed midway is run again with the recipe's own resume (training recipes get
 ``resume_from_checkpoint=true``, search and eval skip finished ids).
@@ -56,6 +63,26 @@ class StageError(RuntimeError):
 class PipelineConfig:
     output_dir: str = MISSING
     seed: int = 0
+    # Where M0 and the SFT data come from:
+    #   arith    the embedded world (keys world, model, m0): data generated here, M0 trained here;
+    #   recipes  real data and a pretrained M0 (keys base_model, ift, prm, eft, questions): IFT from
+    #            ift_build, a PRM from prm_train, EFT from eft_build (PRM-scored tree search + a
+    #            teacher endpoint), the paper's M0 -> M1 on real datasets.
+    source: str = "arith"
+    # source=recipes: M0, an HF model dir or hub id.
+    base_model: Optional[str] = None
+    # source=recipes: the data stages, {config, overrides} like the stages below. eft_build gets
+    # policy.model_dir=<base_model> and prm.model_dir=<the prm stage's model> from here.
+    ift: Any = field(default_factory=lambda: {"config": None, "overrides": []})
+    prm: Any = field(default_factory=lambda: {"config": None, "overrides": []})
+    eft: Any = field(default_factory=lambda: {"config": None, "overrides": []})
+    # source=recipes: the iterations' questions, a jsonl of {id, problem} records (path, or
+    # relative to data_dir); iteration i takes the next questions_per_iteration[i-1] of them.
+    questions: Optional[str] = None
+    # source=recipes: skip this many records of `questions` first (e.g. those ift_build used).
+    questions_offset: int = 0
+    # Where relative questions paths are looked up ($PSR_DATA_DIR wins; relative to the repo root).
+    data_dir: str = "../shared/data"
     # Self-rewarding iterations after M1 (the paper: 3, giving M2, M3, M4).
     iterations: int = 3
     # New questions per iteration (the paper: 400 / 800 / 1,200); one entry per iteration.
@@ -107,10 +134,14 @@ class Pipeline:
         (self.out / "timings.json").write_text(json.dumps(self.timings, indent=1))
         (self.stages / f"{stage}.done").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
 
-    def model(self, k: int) -> Path:
-        """The HF model dir of M_k."""
+    @property
+    def arith(self) -> bool:
+        return self.cfg.source == "arith"
+
+    def model(self, k: int) -> Path | str:
+        """The HF model dir of M_k (M0 of source=recipes: base_model, possibly a hub id)."""
         if k == 0:
-            return self.stages / "m0" / "final"
+            return self.stages / "m0" / "final" if self.arith else self.cfg.base_model
         if k == 1:
             return self.stages / "m1" / "final"
         return self.stages / f"dpo_{k - 1}" / "final"
@@ -137,6 +168,8 @@ class Pipeline:
 
     # ----------------------------------------------------------------- stages
     def stage_data(self) -> None:
+        if not self.arith:
+            return self.stage_real_data()
         if self.done("data"):
             return
         t0 = time.time()
@@ -172,14 +205,53 @@ class Pipeline:
         build_model_dir(self.data / "init_model", mcfg)
         self.mark("data", time.time() - t0)
 
+    def stage_real_data(self) -> None:
+        """source=recipes: IFT (ift_build), the PRM (prm_train), EFT (eft_build with that PRM and
+        the eft config's teacher), and the iterations' questions sliced from ``questions``."""
+        c = self.cfg
+        self.run_recipe("ift", "ift_build", c.ift, [])
+        self.run_recipe("prm", "prm_train", c.prm, [], resume_key="resume_from_checkpoint")
+        self.run_recipe("eft", "eft_build", c.eft,
+                        [f"policy.model_dir={self.model(0)}", f"prm.model_dir={self.stages / 'prm' / 'final'}"])
+        if self.done("data"):
+            return
+        path = Path(c.questions)
+        if not path.exists():
+            data_dir = Path(os.environ.get("PSR_DATA_DIR") or c.data_dir)
+            if not data_dir.is_absolute():
+                data_dir = Path(__file__).resolve().parent.parent / data_dir
+            path = data_dir / c.questions
+            if not path.exists():
+                raise ConfigError(f"questions: {c.questions}: no such file (also looked in {data_dir})")
+        recs = read_jsonl(path, required=("problem",))[c.questions_offset:]
+        need = sum(int(n) for n in c.questions_per_iteration[: c.iterations])
+        if len(recs) < need:
+            raise ConfigError(f"questions: {path} has {len(recs)} records after questions_offset={c.questions_offset}; "
+                              f"questions_per_iteration needs {need}")
+        start = 0
+        for i, n in enumerate(c.questions_per_iteration[: c.iterations], 1):
+            chunk = recs[start:start + int(n)]
+            start += int(n)
+            write_jsonl(self.data / f"iter{i}_questions.jsonl",
+                        [{"id": str(r.get("id", f"q{start - len(chunk) + j}")), "problem": r["problem"]} for j, r in enumerate(chunk)])
+        self.mark("data", 0.0)
+
+    def sft_data(self) -> list[str]:
+        if self.arith:
+            return [f"ift_data={self.data / 'ift_train.jsonl'}", f"eft_data={self.data / 'eft_train.jsonl'}"]
+        return [f"ift_data={self.stages / 'ift' / 'ift.jsonl'}", f"eft_data={self.stages / 'eft' / 'eft_train.jsonl'}"]
+
+    def eft_test(self) -> Path:
+        return self.data / "eft_test.jsonl" if self.arith else self.stages / "eft" / "eft_test.jsonl"
+
     def stage_train(self) -> None:
         c = self.cfg
-        self.run_recipe("m0", "eft_ift_sft", c.m0,
-                        [f"model_dir={self.data / 'init_model'}", f"text_data={self.data / 'm0_text.jsonl'}"],
+        if self.arith:
+            self.run_recipe("m0", "eft_ift_sft", c.m0,
+                            [f"model_dir={self.data / 'init_model'}", f"text_data={self.data / 'm0_text.jsonl'}"],
+                            resume_key="resume_from_checkpoint")
+        self.run_recipe("m1", "eft_ift_sft", c.sft, [f"model_dir={self.model(0)}", *self.sft_data()],
                         resume_key="resume_from_checkpoint")
-        self.run_recipe("m1", "eft_ift_sft", c.sft,
-                        [f"model_dir={self.model(0)}", f"ift_data={self.data / 'ift_train.jsonl'}",
-                         f"eft_data={self.data / 'eft_train.jsonl'}"], resume_key="resume_from_checkpoint")
         for i in range(1, c.iterations + 1):
             self.run_recipe(f"search_{i}", "step_search", c.search,
                             [f"model_dir={self.model(i)}", f"questions={self.data / f'iter{i}_questions.jsonl'}",
@@ -203,12 +275,14 @@ class Pipeline:
         c = self.cfg
         for k in range(0, c.iterations + 2):
             m = self.model(k)
-            base = [f"model_dir={m}", f"data_dir={self.data}"]
-            self.run_recipe(f"eval_M{k}", "eval", c.eval, base + ["mode=greedy", "benchmarks=[arith]"])
-            self.run_recipe(f"judge_M{k}", "eval", c.eval, base + ["mode=judge", f"eft_test={self.data / 'eft_test.jsonl'}"])
+            # arith: the held-out split is a local benchmark; recipes: the eval config's benchmarks
+            base = [f"model_dir={m}", *([f"data_dir={self.data}"] if self.arith else [])]
+            bench = ["benchmarks=[arith]"] if self.arith else []
+            self.run_recipe(f"eval_M{k}", "eval", c.eval, base + ["mode=greedy", *bench])
+            self.run_recipe(f"judge_M{k}", "eval", c.eval, base + ["mode=judge", f"eft_test={self.eft_test()}"])
             if c.eval_tts and k >= 1:
                 lim = [f"limit={c.tts_limit}"] if c.tts_limit else []
-                self.run_recipe(f"tts_M{k}", "eval", c.eval, base + ["mode=tts", "benchmarks=[arith]", *lim])
+                self.run_recipe(f"tts_M{k}", "eval", c.eval, base + ["mode=tts", *bench, *lim])
 
     def pair_checker(self):
         """(chosen correct, rejected correct) of a pair by the exact checker (measurement only)."""
@@ -234,7 +308,7 @@ class Pipeline:
         from psr.report import write_report
 
         t0 = time.time()
-        path = write_report(self.out, self.cfg.iterations, pair_checker=self.pair_checker())
+        path = write_report(self.out, self.cfg.iterations, pair_checker=self.pair_checker() if self.arith else None)
         self.timings["report"] = round(time.time() - t0, 1)
         (self.out / "timings.json").write_text(json.dumps(self.timings, indent=1))
         return path
@@ -249,10 +323,17 @@ def main(cfg: Any) -> Path:
     io = cfg.iteration_ops
     if io is not None and not (len(io) == 2 and all(isinstance(x, int) for x in io) and 1 <= io[0] <= io[1]):
         raise ConfigError(f"iteration_ops must be [min, max] with 1 <= min <= max, got {list(io)}")
-    for key in ("m0", "sft", "search", "dpo", "eval"):
+    if cfg.source not in ("arith", "recipes"):
+        raise ConfigError(f"source must be arith or recipes, got {cfg.source!r}")
+    keys = ["sft", "search", "dpo", "eval"] + (["m0"] if cfg.source == "arith" else ["ift", "prm", "eft"])
+    for key in keys:
         spec = cfg[key]
-        if "config" not in spec:
+        if not spec.get("config"):
             raise ConfigError(f"{key}.config: the stage's recipe config is not set")
+    if cfg.source == "recipes":
+        for key in ("base_model", "questions"):
+            if not cfg[key]:
+                raise ConfigError(f"{key}: required with source=recipes")
     p = Pipeline(cfg)
     t0 = time.time()
     steps = [("data", p.stage_data), ("train", p.stage_train), ("eval", p.stage_eval), ("report", p.stage_report)]

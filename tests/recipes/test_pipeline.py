@@ -69,3 +69,72 @@ def test_smoke_pipeline_runs_every_stage_and_resumes(tmp_path):
     p = _run(["--config", "arith/pipeline_smoke", f"output_dir={out}"])
     assert p.returncode == 0
     assert json.loads((out / "timings.json").read_text())["m0"] == json.loads(timings)["m0"]
+
+
+def test_recipes_source_wires_ift_prm_eft_into_m1_and_slices_new_questions(tmp_path, monkeypatch):
+    """source=recipes (the real families): the stage commands and their inputs, with every recipe
+    replaced by a recorder that writes the files the next stage reads."""
+    sys.path.insert(0, str(REPO))
+    from omegaconf import OmegaConf
+
+    from psr.config import load_config
+    from recipes.pipeline import Pipeline, PipelineConfig
+
+    qs = tmp_path / "questions.jsonl"
+    qs.write_text("".join(json.dumps({"id": f"g{i}", "problem": f"q{i}?"}) + "\n" for i in range(10)))
+    cfg = load_config(PipelineConfig, str(REPO / "configs/smollm2_135m/pipeline.yaml"),
+                      [f"output_dir={tmp_path / 'run'}", "base_model=/m/smol", f"questions={qs}",
+                       "questions_offset=2", "questions_per_iteration=[3,4,1]", "iterations=2", "eval_tts=false"])
+    p = Pipeline(cfg)
+    calls = []
+
+    def fake_run(stage, recipe, spec, overrides, resume_key=None):
+        if p.done(stage):
+            return
+        calls.append((stage, recipe, str(spec.config), [o for o in overrides]))
+        out = p.stages / stage
+        out.mkdir(parents=True, exist_ok=True)
+        if recipe == "step_search":
+            (out / "pairs.jsonl").write_text(json.dumps({"chosen": "a", "rejected": "b"}) + "\n")
+        p.mark(stage, 0.0)
+
+    monkeypatch.setattr(p, "run_recipe", fake_run)
+    p.stage_data()
+    p.stage_train()
+    p.stage_eval()
+    got = {c[0]: c for c in calls}
+    assert [c[0] for c in calls][:5] == ["ift", "prm", "eft", "m1", "search_1"]
+    assert got["eft"][3] == ["policy.model_dir=/m/smol", f"prm.model_dir={p.stages / 'prm' / 'final'}"]
+    assert got["m1"][3] == ["model_dir=/m/smol", f"ift_data={p.stages / 'ift' / 'ift.jsonl'}",
+                            f"eft_data={p.stages / 'eft' / 'eft_train.jsonl'}"]
+    assert got["dpo_2"][3][0] == f"model_dir={p.stages / 'dpo_1' / 'final'}"
+    assert got["eval_M0"][3] == ["model_dir=/m/smol", "mode=greedy"]  # the eval config's benchmarks (gsm8k)
+    assert got["judge_M3"][3][-1] == f"eft_test={p.stages / 'eft' / 'eft_test.jsonl'}"
+    assert "m0" not in got and not any(c[0].startswith("tts") for c in calls)
+    # iteration questions: disjoint consecutive slices after the offset
+    ids = [[json.loads(line)["id"] for line in (p.data / f"iter{i}_questions.jsonl").open()] for i in (1, 2)]
+    assert ids == [["g2", "g3", "g4"], ["g5", "g6", "g7", "g8"]]
+    # the prm override interpolates base_model
+    assert OmegaConf.to_container(cfg.prm, resolve=True)["overrides"][0] == "model_dir=/m/smol"
+
+
+def test_recipes_source_needs_its_keys_and_enough_questions(tmp_path):
+    p = _run(["--config", "smollm2_135m/pipeline", f"output_dir={tmp_path}", "questions=gsm8k/train.jsonl"])
+    assert p.returncode == 2 and "base_model: required with source=recipes" in p.stderr
+    p = _run(["--config", "arith/pipeline", f"output_dir={tmp_path}", "source=hub"])
+    assert p.returncode == 2 and "source must be arith or recipes" in p.stderr
+
+
+def test_every_family_has_a_pipeline_config_of_the_same_shape():
+    sys.path.insert(0, str(REPO))
+    from psr.config import load_config
+    from recipes.pipeline import PipelineConfig
+
+    for fam, source in (("arith", "arith"), ("smollm2_135m", "recipes"), ("qwen2_5_math_7b", "recipes"),
+                        ("qwen2_5_math_72b", "recipes")):
+        cfg = load_config(PipelineConfig, f"{fam}/pipeline", ["output_dir=/tmp/x", "base_model=/m"])
+        assert cfg.source == source and cfg.iterations == 3 and len(cfg.questions_per_iteration) == 3
+        stages = ["sft", "search", "dpo", "eval"] + (["m0"] if source == "arith" else ["ift", "prm", "eft"])
+        for key in stages:  # every stage config exists and names its family
+            assert str(cfg[key].config).startswith(f"{fam}/") and (REPO / "configs" / f"{cfg[key].config}.yaml").exists()
+    assert load_config(PipelineConfig, "qwen2_5_math_7b/pipeline", ["output_dir=/x"]).questions_per_iteration == [400, 800, 1200]
