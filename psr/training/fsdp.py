@@ -29,7 +29,6 @@ stores the parameters themselves in bf16 (torchtune's full_finetune behaviour; h
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 from typing import Any, Optional
 

