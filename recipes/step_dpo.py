@@ -86,6 +86,10 @@ class StepDpoConfig(TrainConfig):
     ref_hash_weights: bool = False
     # Pairs per reference forward per process (null = micro_batch_size).
     ref_micro_batch_size: Optional[int] = None
+    # Fewer usable pairs than batch_size: true trains on them all in one smaller batch (a multiple
+    # of micro_batch_size x processes; a self-rewarding iteration may find only a few pairs),
+    # false stops with an error naming batch_size.
+    shrink_batch_to_pairs: bool = False
 
 
 def _resolve(path: str, data_dir: str) -> str:
@@ -160,6 +164,14 @@ def main(cfg: Any):
         f"step_dpo: {pair_stats.records} records -> {len(examples)} pairs ({pair_stats.identical_dropped} identical "
         f"dropped; over max_seq_len={cfg.max_seq_len}: {tstats.truncated} truncated, {tstats.dropped_overlong} dropped)"
     )
+    if len(examples) < cfg.batch_size and cfg.shrink_batch_to_pairs:
+        world = D.get_world_size()
+        micro = min(cfg.micro_batch_size, max(1, len(examples) // world))
+        usable = len(examples) - len(examples) % (micro * world)
+        if usable >= 1:
+            D.print0(f"step_dpo: {len(examples)} usable pairs < batch_size={cfg.batch_size}: one batch of {usable} "
+                     f"(micro_batch_size={micro}) instead")
+            cfg.batch_size, cfg.micro_batch_size = usable, micro
     if len(examples) < cfg.batch_size:
         raise ConfigError(f"batch_size={cfg.batch_size}: only {len(examples)} usable pairs")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from psr.config import load_config
+from psr.config import ConfigError, load_config
 from psr.data.jsonl import DataError, write_jsonl
 from psr.data.pairs import tiny_pairs
 from psr.models.tiny import build_tiny_model_dir
@@ -119,6 +119,19 @@ def test_bad_pairs_fail_before_training_naming_file_and_line(assets, tmp_path):
         mod.main(_cfg(mod, assets, tmp_path / "o", pairs=str(bad)))
     assert not (tmp_path / "o" / "metrics.jsonl").exists()
     assert not (tmp_path / "o" / "ref_logps").exists()
+
+
+def test_fewer_pairs_than_batch_size_fail_or_shrink_the_batch(assets, tmp_path):
+    mod = _recipe()
+    few = tmp_path / "few.jsonl"
+    write_jsonl(few, tiny_pairs(32, seed=0)[:5])
+    with pytest.raises(ConfigError, match="batch_size=16: only 5 usable pairs"):
+        mod.main(_cfg(mod, assets, tmp_path / "a", pairs=str(few), batch_size=16, micro_batch_size=2))
+    mod.main(_cfg(mod, assets, tmp_path / "b", pairs=str(few), batch_size=16, micro_batch_size=2,
+                  shrink_batch_to_pairs=True, epochs=2))
+    rows = read_metrics(tmp_path / "b" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]  # one batch of 4 (2 x micro 2) per epoch
+    assert rows[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # the policy starts at the reference
 
 
 @pytest.mark.slow
