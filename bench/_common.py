@@ -268,6 +268,26 @@ def ratio_line(res: dict[str, dict], key: str = "tokens_per_s") -> tuple[float, 
 # ---------------------------------------------------------------- generation_* workload arguments
 
 
+def run_bench(script: str, args, run_one: Callable, print_report: Callable) -> None:
+    """The parent/child driver of search_throughput and eval_throughput: as a child (``--only``)
+    print ``run_one(args)`` as JSON; as the parent build the bench model when no ``--model_dir``,
+    run each backend in its own child process (``--rounds`` interleaved) and print the report."""
+    import json
+    import tempfile
+
+    if args.only:
+        print(json.dumps(run_one(args)))
+        return
+    backends = parse_backends(args.backends)
+    with tempfile.TemporaryDirectory(prefix="psr_bench_") as tmp:
+        if args.model_dir is None:
+            args.model_dir = str(build_bench_model(Path(tmp) / "model", args.shape))
+        argv = [f"--{k}={v}" for k, v in vars(args).items()
+                if k not in ("only", "backends", "rounds", "shape") and v is not None]
+        res = run_children(script, backends, argv, args.rounds)
+        print_report(args, res)
+
+
 def add_backend_args(ap) -> None:
     """The model and backend options shared by search_throughput and eval_throughput."""
     ap.add_argument("--model_dir", default=None, help="HF model dir (default: build a ~4M qwen2 in a temp dir)")

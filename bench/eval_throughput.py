@@ -30,17 +30,16 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     add_backend_args,
-    BACKENDS, backend_dtype, break_even_text, best_of, build_bench_model, load_line, load_questions, make_backend,
-    memory_text, parse_backends, peak_memory, ratio_line, reset_peak, run_children,
+    run_bench,
+    BACKENDS, backend_dtype, break_even_text, best_of, load_line, load_questions, make_backend,
+    memory_text, peak_memory, ratio_line, reset_peak,
 )
 
 
@@ -128,21 +127,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="child processes per backend, interleaved (best kept)")
     ap.add_argument("--cpu_threads", default="auto", help="native backend's torch threads on CPU: auto or a number")
     ap.add_argument("--only", choices=list(BACKENDS), default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.only:
-        print(json.dumps(run_one(args)))
-        return
-    backends = parse_backends(args.backends)
-    tmp = None
-    if args.model_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="psr_bench_")
-        args.model_dir = str(build_bench_model(Path(tmp.name) / "model", args.shape))
-    argv = [f"--{k}={v}" for k, v in vars(args).items()
-            if k not in ("only", "backends", "rounds", "shape") and v is not None]
-    res = run_children(__file__, backends, argv, args.rounds)
-    print_report(args, res)
-    if tmp is not None:
-        tmp.cleanup()
+    run_bench(__file__, ap.parse_args(), run_one, print_report)
 
 
 if __name__ == "__main__":
