@@ -81,8 +81,9 @@ class PipelineConfig:
     questions: Optional[str] = None
     # source=recipes: skip this many records of `questions` first (e.g. those ift_build used).
     questions_offset: int = 0
-    # Where relative questions paths are looked up ($PSR_DATA_DIR wins; relative to the repo root).
-    data_dir: str = "../shared/data"
+    # Where relative questions paths are looked up (null: $PSR_DATA_DIR, else ../shared/data;
+    # psr.data.benchmarks.resolve_data_dir).
+    data_dir: Optional[str] = None
     # Self-rewarding iterations after M1 (the paper: 3, giving M2, M3, M4).
     iterations: int = 3
     # New questions per iteration (the paper: 400 / 800 / 1,200); one entry per iteration.
@@ -217,9 +218,9 @@ class Pipeline:
             return
         path = Path(c.questions)
         if not path.exists():
-            data_dir = Path(os.environ.get("PSR_DATA_DIR") or c.data_dir)
-            if not data_dir.is_absolute():
-                data_dir = Path(__file__).resolve().parent.parent / data_dir
+            from psr.data.benchmarks import resolve_data_dir
+
+            data_dir = resolve_data_dir(c.data_dir)
             path = data_dir / c.questions
             if not path.exists():
                 raise ConfigError(f"questions: {c.questions}: no such file (also looked in {data_dir})")

@@ -83,7 +83,8 @@ def test_recipes_source_wires_ift_prm_eft_into_m1_and_slices_new_questions(tmp_p
     qs = tmp_path / "questions.jsonl"
     qs.write_text("".join(json.dumps({"id": f"g{i}", "problem": f"q{i}?"}) + "\n" for i in range(10)))
     cfg = load_config(PipelineConfig, str(REPO / "configs/smollm2_135m/pipeline.yaml"),
-                      [f"output_dir={tmp_path / 'run'}", "base_model=/m/smol", f"questions={qs}",
+                      [f"output_dir={tmp_path / 'run'}", "base_model=/m/smol", "questions=questions.jsonl",
+                       f"data_dir={tmp_path}",  # a relative questions path is looked up there
                        "questions_offset=2", "questions_per_iteration=[3,4,1]", "iterations=2", "eval_tts=false"])
     p = Pipeline(cfg)
     calls = []
