@@ -230,3 +230,49 @@ def require_vllm() -> bool:
             allow_module_level=True,
         )
     return require
+
+
+def load_recipe(name: str):
+    """``recipes/<name>.py`` as a module (once per test session: registered in ``sys.modules``,
+    where dataclasses resolve the recipe's string annotations)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    key = f"psr_{name}_recipe"
+    if key not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "recipes" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(key, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[key] = mod
+        try:
+            spec.loader.exec_module(mod)
+        except BaseException:
+            del sys.modules[key]
+            raise
+    return sys.modules[key]
+
+
+def build_varied_model_dir(path):
+    """The tiny qwen2 with head dim 32 and large random weights (greedy text varies, EOS happens):
+    the vLLM tests' model (tests/generation/test_vllm_backend.py, tests/recipes/test_vllm_recipes.py)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from psr.models.tiny import build_tiny_model_dir
+
+    path = build_tiny_model_dir(path, hidden_size=64, num_heads=2, num_kv_heads=1)
+    # Larger random weights than the HF init (std 0.02): greedy text then varies instead of
+    # repeating one token, so stop strings, byte-level partial characters and EOS get exercised.
+    sd = load_file(path / "model.safetensors")
+    g = torch.Generator().manual_seed(0)
+    for k, v in sd.items():
+        if v.ndim == 2:
+            sd[k] = torch.randn(v.shape, generator=g) * (1.0 if "embed" in k else 2.0 / v.shape[1] ** 0.5)
+    # a larger <|im_end|> embedding (tied lm head) makes EOS likely enough to be tested
+    # (greedy: 1 of the 8 prompts ends on EOS; sampling at T=1.5: ~30%)
+    from transformers import AutoTokenizer
+
+    sd["model.embed_tokens.weight"][AutoTokenizer.from_pretrained(path).eos_token_id] *= 1.8
+    save_file(sd, str(path / "model.safetensors"), metadata={"format": "pt"})
+    return path

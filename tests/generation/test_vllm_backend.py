@@ -23,7 +23,7 @@ import pytest
 
 pytestmark = pytest.mark.vllm
 
-from fakes import require_vllm  # noqa: E402
+from fakes import build_varied_model_dir, require_vllm  # noqa: E402
 
 REQUIRE = require_vllm()
 
@@ -82,31 +82,6 @@ def _describe(pids) -> list[str]:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     return build_varied_model_dir(tmp_path_factory.mktemp("vllm_tiny") / "model")
-
-
-def build_varied_model_dir(path):
-    """The tiny qwen2 with head dim 32 and large random weights (greedy text varies, EOS happens);
-    also used by tests/recipes/test_vllm_recipes.py."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    from psr.models.tiny import build_tiny_model_dir
-
-    path = build_tiny_model_dir(path, hidden_size=64, num_heads=2, num_kv_heads=1)
-    # Larger random weights than the HF init (std 0.02): greedy text then varies instead of
-    # repeating one token, so stop strings, byte-level partial characters and EOS get exercised.
-    sd = load_file(path / "model.safetensors")
-    g = torch.Generator().manual_seed(0)
-    for k, v in sd.items():
-        if v.ndim == 2:
-            sd[k] = torch.randn(v.shape, generator=g) * (1.0 if "embed" in k else 2.0 / v.shape[1] ** 0.5)
-    # a larger <|im_end|> embedding (tied lm head) makes EOS likely enough to be tested
-    # (greedy: 1 of the 8 prompts ends on EOS; sampling at T=1.5: ~30%)
-    from transformers import AutoTokenizer
-
-    sd["model.embed_tokens.weight"][AutoTokenizer.from_pretrained(path).eos_token_id] *= 1.8
-    save_file(sd, str(path / "model.safetensors"), metadata={"format": "pt"})
-    return path
 
 
 @pytest.fixture(scope="module")

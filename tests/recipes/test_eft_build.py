@@ -1,7 +1,6 @@
 """The eft_build recipe end to end: tiny random policy, scripted PRM and teacher (test doubles),
 exact filter counts, both-order records, split, resume, bad input."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -15,20 +14,13 @@ import pytest
 from psr.config import ConfigError, load_config
 from psr.data.schemas import load_eft
 from psr.eft import ScriptedTeacher
+from fakes import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "eft_build.py"
 
 
-def _recipe():
-    spec = importlib.util.spec_from_file_location("psr_eft_build_recipe", RECIPE)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-eft_build = _recipe()
+eft_build = load_recipe("eft_build")
 
 
 def _run(out, *overrides, config="tiny/eft_build"):

@@ -1,6 +1,5 @@
 """eft_ift_sft end to end on a tiny random model (CPU, fp32)."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,17 +15,10 @@ from psr.models.tiny import build_tiny_model_dir
 from psr.training.loop import SimulatedKill
 from psr.training.metrics import read_metrics
 from psr.training.sft_data import write_tiny_sft_data
+from fakes import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "eft_ift_sft.py"
-
-
-def _recipe():
-    spec = importlib.util.spec_from_file_location("eft_ift_sft_recipe", RECIPE)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +41,7 @@ def _cfg(mod, assets, out, **kw):
 def test_loss_drops_over_20_steps_and_saved_dir_reproduces_trained_logits(assets, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    mod = _recipe()
+    mod = load_recipe("eft_ift_sft")
     res = mod.main(_cfg(mod, assets, tmp_path / "run", max_steps=20, epochs=3))
     assert res.steps == 20 and len(res.losses) == 20
     first, last = res.losses[0], res.losses[-1]
@@ -77,7 +69,7 @@ def test_loss_drops_over_20_steps_and_saved_dir_reproduces_trained_logits(assets
 
 
 def test_kill_and_resume_reproduces_uninterrupted_losses(assets, tmp_path, monkeypatch):
-    mod = _recipe()
+    mod = load_recipe("eft_ift_sft")
     full = mod.main(_cfg(mod, assets, tmp_path / "full", max_steps=10, epochs=2, save_every_n_steps=3))
     monkeypatch.setenv("PSR_FAULT_AFTER_STEP", "7")  # killed after step 7; last save at step 6
     with pytest.raises(SimulatedKill):
@@ -113,7 +105,7 @@ def test_eos_is_learned_and_only_response_tokens_count(assets, tmp_path):
 
 
 def test_bad_data_fails_before_training_naming_file_and_line(assets, tmp_path):
-    mod = _recipe()
+    mod = load_recipe("eft_ift_sft")
     bad = tmp_path / "ift_bad.jsonl"
     lines = [json.dumps({"id": 1, "question": "q", "steps": ["a \\boxed{1}"]}),
              json.dumps({"id": 2, "question": "q", "steps": ["x", "  "]})]
@@ -127,7 +119,7 @@ def test_bad_data_fails_before_training_naming_file_and_line(assets, tmp_path):
 
 
 def test_overlong_examples_are_truncated_or_dropped_and_counted(assets, tmp_path):
-    mod = _recipe()
+    mod = load_recipe("eft_ift_sft")
     # IFT examples are ~150 tokens, EFT ~470: at 300 every EFT example is over-long.
     res = mod.main(_cfg(mod, assets, tmp_path / "t", max_seq_len=300, overlong="drop", max_steps=1))
     s = json.loads((tmp_path / "t" / "train_summary.json").read_text())["examples"]
@@ -150,7 +142,7 @@ def test_two_processes_match_one_process_at_the_same_global_batch(assets, tmp_pa
            str(RECIPE), *args, f"output_dir={tmp_path / 'two'}"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    mod = _recipe()
+    mod = load_recipe("eft_ift_sft")
     one = mod.main(load_config(mod.EftIftSftConfig, None, args + [f"output_dir={tmp_path / 'one'}"]))
     two = [rec["loss"] for rec in read_metrics(tmp_path / "two" / "metrics.jsonl")]
     assert len(two) == 4
@@ -168,7 +160,7 @@ def test_two_processes_match_one_process_at_the_same_global_batch(assets, tmp_pa
 
 
 def test_text_records_alone_train_a_base_model(assets, tmp_path):
-    mod = _recipe()
+    mod = load_recipe("eft_ift_sft")
     text = tmp_path / "m0_text.jsonl"
     write_jsonl(text, [{"id": i, "prompt": f"{i} + {i} =", "response": f" {2 * i}"} for i in range(8)])
     res = mod.main(_cfg(mod, assets, tmp_path / "m0", ift_data="null", eft_data="null", text_data=str(text), epochs=2, max_steps=3))

@@ -8,23 +8,13 @@ from pathlib import Path
 import pytest
 
 from psr.config import load_config
+from fakes import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
-RECIPE = REPO / "recipes" / "eval.py"
 
 
 def _run(args, cwd=REPO, timeout=300):
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
-
-
-def _load_eval_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("psr_eval_recipe", RECIPE)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +91,7 @@ def test_bad_eft_label_and_missing_model_are_clear_errors(tmp_path, tiny_eval):
 def test_step_stats_count_steps_and_token_lengths(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    mod = _load_eval_module()
+    mod = load_recipe("eval")
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     n, mean = mod.step_stats(tok, "Step 1: 2 + 3 = 5.\nStep 2: So \\boxed{5}.")
     lens = [len(tok(s, add_special_tokens=False).input_ids) for s in ["2 + 3 = 5.", "So \\boxed{5}."]]
@@ -110,7 +100,7 @@ def test_step_stats_count_steps_and_token_lengths(tiny_model_dir):
 
 
 def test_configs_for_every_family_validate():
-    mod = _load_eval_module()
+    mod = load_recipe("eval")
     for fam in ("tiny", "smollm2_135m", "qwen2_5_math_7b", "qwen2_5_math_72b"):
         cfg = load_config(mod.EvalConfig, f"{fam}/eval", ["output_dir=/tmp/x", "model_dir=/tmp/m"])
         assert cfg.mode == "greedy" and cfg.temperature == 0.0

@@ -1,7 +1,6 @@
 """The ift_build recipe end to end: rules mode on GSM8k, teacher mode (scripted teacher and a
 tiny random model), resume after a killed run, torchrun sharding, bad input."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,20 +11,13 @@ import pytest
 
 from psr.config import load_config
 from psr.data.schemas import load_ift
+from fakes import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "ift_build.py"
 
 
-def _recipe():
-    spec = importlib.util.spec_from_file_location("psr_ift_build_recipe", RECIPE)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ift_build = _recipe()
+ift_build = load_recipe("ift_build")
 
 
 def _run(out, *overrides, config="tiny/ift_build"):

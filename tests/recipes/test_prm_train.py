@@ -1,6 +1,5 @@
 """prm_train end to end on a tiny random model (CPU, fp32)."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,17 +16,10 @@ from psr.models.tiny import build_tiny_model_dir
 from psr.training.loop import SimulatedKill
 from psr.training.metrics import read_metrics
 from psr.training.prm import PRMScorer
+from fakes import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "prm_train.py"
-
-
-def _recipe():
-    spec = importlib.util.spec_from_file_location("prm_train_recipe", RECIPE)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +47,7 @@ def _cfg(mod, assets, out, **kw):
 def test_loss_drops_over_20_steps_and_the_saved_prm_scores_steps(assets, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    mod = _recipe()
+    mod = load_recipe("prm_train")
     # lr 5e-3: the random model leaves its "predict the base rate" plateau around step 11.
     res = mod.main(_cfg(mod, assets, tmp_path / "run", max_steps=20, epochs=5, lr=5e-3))
     assert res.steps == 20
@@ -81,7 +73,7 @@ def test_loss_drops_over_20_steps_and_the_saved_prm_scores_steps(assets, tmp_pat
 
 
 def test_kill_and_resume_reproduces_uninterrupted_losses(assets, tmp_path, monkeypatch):
-    mod = _recipe()
+    mod = load_recipe("prm_train")
     kw = dict(max_steps=6, epochs=2, save_every_n_steps=2)
     full = mod.main(_cfg(mod, assets, tmp_path / "full", **kw))
     monkeypatch.setenv("PSR_FAULT_AFTER_STEP", "3")
@@ -94,7 +86,7 @@ def test_kill_and_resume_reproduces_uninterrupted_losses(assets, tmp_path, monke
 
 
 def test_bad_data_and_bad_tokens_fail_before_training(assets, tmp_path):
-    mod = _recipe()
+    mod = load_recipe("prm_train")
     bad = tmp_path / "bad.jsonl"
     write_jsonl(bad, tiny_prm_records(2) + [{"prompt": "q", "completions": ["a"], "labels": [True, False]}])
     with pytest.raises(DataError, match=r"bad\.jsonl:3: 'labels' must be a list with one label per completion"):
@@ -113,7 +105,7 @@ def test_two_processes_match_one_process_at_the_same_global_batch(assets, tmp_pa
            str(RECIPE), *args, f"output_dir={tmp_path / 'two'}"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    mod = _recipe()
+    mod = load_recipe("prm_train")
     one = mod.main(load_config(mod.PrmTrainConfig, None, args + [f"output_dir={tmp_path / 'one'}"]))
     two = [rec["loss"] for rec in read_metrics(tmp_path / "two" / "metrics.jsonl")]
     # mean over all tags of the global batch: equal up to fp32 summation order

@@ -1,7 +1,6 @@
 """step_dpo end to end on a tiny random model (CPU, fp32): loss drop, saved dir, reference
 cache reuse/invalidation, kill-and-resume, 2-process torchrun parity, bad data."""
 
-import importlib.util
 import json
 import math
 import os
@@ -18,19 +17,12 @@ from psr.data.pairs import tiny_pairs
 from psr.models.tiny import build_tiny_model_dir
 from psr.training.loop import SimulatedKill
 from psr.training.metrics import read_metrics
+from fakes import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "step_dpo.py"
 METRICS = ("loss", "lr", "tokens_per_second", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
            "rewards/margins", "logps/chosen", "logps/rejected")
-
-
-def _recipe():
-    spec = importlib.util.spec_from_file_location("step_dpo_recipe", RECIPE)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +50,7 @@ def _cfg(mod, assets, out, **kw):
 def test_loss_drops_over_20_steps_saved_dir_reproduces_logits_and_ref_cache_is_reused(assets, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    mod = _recipe()
+    mod = load_recipe("step_dpo")
     cache = tmp_path / "ref_cache"
     res = mod.main(_cfg(mod, assets, tmp_path / "run", max_steps=20, epochs=3, ref_cache_dir=str(cache)))
     assert res.steps == 20 and res.summary["ref_cache"] == "computed" and res.summary["pairs"] == 32
@@ -96,7 +88,7 @@ def test_loss_drops_over_20_steps_saved_dir_reproduces_logits_and_ref_cache_is_r
 
 
 def test_kill_and_resume_reproduces_uninterrupted_losses(assets, tmp_path, monkeypatch):
-    mod = _recipe()
+    mod = load_recipe("step_dpo")
     kw = dict(max_steps=6, epochs=1, save_every_n_steps=2)
     full = mod.main(_cfg(mod, assets, tmp_path / "full", **kw))
     monkeypatch.setenv("PSR_FAULT_AFTER_STEP", "5")  # killed after step 5; last save at step 4
@@ -112,7 +104,7 @@ def test_kill_and_resume_reproduces_uninterrupted_losses(assets, tmp_path, monke
 
 
 def test_bad_pairs_fail_before_training_naming_file_and_line(assets, tmp_path):
-    mod = _recipe()
+    mod = load_recipe("step_dpo")
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(tiny_pairs(1)[0]) + "\n" + json.dumps({"question": "q", "prev_steps": [], "chosen": "a"}) + "\n")
     with pytest.raises(DataError, match=r"bad\.jsonl:2: a preference pair needs fields"):
@@ -122,7 +114,7 @@ def test_bad_pairs_fail_before_training_naming_file_and_line(assets, tmp_path):
 
 
 def test_fewer_pairs_than_batch_size_fail_or_shrink_the_batch(assets, tmp_path):
-    mod = _recipe()
+    mod = load_recipe("step_dpo")
     few = tmp_path / "few.jsonl"
     write_jsonl(few, tiny_pairs(32, seed=0)[:5])
     with pytest.raises(ConfigError, match="batch_size=16: only 5 usable pairs"):
@@ -143,7 +135,7 @@ def test_two_processes_match_one_process_at_the_same_global_batch(assets, tmp_pa
            str(RECIPE), *args, f"output_dir={tmp_path / 'two'}"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    mod = _recipe()
+    mod = load_recipe("step_dpo")
     one = mod.main(load_config(mod.StepDpoConfig, None, args + [f"output_dir={tmp_path / 'one'}"]))
     two = read_metrics(tmp_path / "two" / "metrics.jsonl")
     assert len(two) == 3

@@ -2,7 +2,6 @@
 same seed -> byte-identical output, SIGKILL + resume == uninterrupted, 2 torchrun ranks -> the
 union of the shards without duplicates, bad inputs skipped, the tiny config as shipped."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fakes import build_verdict_model_dir
+from fakes import build_verdict_model_dir, load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "step_search.py"
@@ -35,21 +34,12 @@ PAIR_KEYS = {
 }
 
 
-def _recipe():
-    if "step_search_recipe" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("step_search_recipe", RECIPE)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["step_search_recipe"] = mod  # dataclasses look their module up here
-        spec.loader.exec_module(mod)
-    return sys.modules["step_search_recipe"]
-
-
 def run_inprocess(model_dir, out, extra=()):
     from psr.config import load_config
 
     import torch
 
-    mod = _recipe()
+    mod = load_recipe("step_search")
     cfg = load_config(mod.StepSearchConfig, CONFIG, [*OVERRIDES, f"model_dir={model_dir}", f"output_dir={out}", *extra])
     threads = torch.get_num_threads()
     try:

@@ -20,9 +20,7 @@ model of tests/generation/test_vllm_backend.py, whose greedy answers vary.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
@@ -32,7 +30,7 @@ from fakes import require_vllm  # noqa: E402
 
 REQUIRE = require_vllm()
 
-from fakes import build_verdict_model_dir  # noqa: E402
+from fakes import build_varied_model_dir, build_verdict_model_dir  # noqa: E402
 from test_eval import _load_eval_module  # noqa: E402
 from test_step_search import N_QUESTIONS, PAIR_KEYS, read, run_inprocess  # noqa: E402
 
@@ -88,12 +86,8 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def eval_model_dir(tmp_path_factory):
     """For eval: greedy decoding on the verdict model (a bigram model) writes the same newlines
-    after every chat prompt; this one (tests/generation/test_vllm_backend.py's) varies."""
-    spec = importlib.util.spec_from_file_location(
-        "psr_test_vllm_backend", Path(__file__).resolve().parents[1] / "generation" / "test_vllm_backend.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.build_varied_model_dir(tmp_path_factory.mktemp("vllm_eval") / "model")
+    after every chat prompt; this one varies."""
+    return build_varied_model_dir(tmp_path_factory.mktemp("vllm_eval") / "model")
 
 
 @pytest.fixture(scope="module")
