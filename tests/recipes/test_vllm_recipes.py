@@ -30,8 +30,7 @@ from fakes import require_vllm  # noqa: E402
 
 REQUIRE = require_vllm()
 
-from fakes import build_varied_model_dir, build_verdict_model_dir  # noqa: E402
-from test_eval import _load_eval_module  # noqa: E402
+from fakes import build_varied_model_dir, build_verdict_model_dir, load_recipe  # noqa: E402
 from test_step_search import N_QUESTIONS, PAIR_KEYS, read, run_inprocess  # noqa: E402
 
 from psr.generation import factory  # noqa: E402
@@ -112,7 +111,7 @@ def search_vllm(engine, model_dir, tmp_path_factory):
 def _eval(model_dir, out, data_dir, overrides):
     from psr.config import load_config
 
-    mod = _load_eval_module()
+    mod = load_recipe("eval")
     cfg = load_config(mod.EvalConfig, "tiny/eval", [
         f"output_dir={out}", f"model_dir={model_dir}", "tiny_model=false", "benchmarks=[mini]",
         f"data_dir={data_dir}", f"limit={N_ITEMS}", f"max_new_tokens={EVAL_MAX_NEW}", "dtype=float32", "device=cpu",
