@@ -13,7 +13,9 @@ Tokenisation. ``prompt_ids = tok(prompt)`` and ``chosen_ids = tok(chosen)`` are 
 separately (no special tokens added) and concatenated, which is what the policy produced during
 the search: it saw the prompt's tokens and wrote the step's tokens. Nothing is appended after the
 step by default: the search stops a candidate before ``"Step {l+1}:"`` or at EOS, so neither the
-next header nor EOS belongs to the compared candidates. ``eos_after_final_step=True`` appends the
+next header nor EOS belongs to the compared candidates. A step that holds a complete ``\boxed{}``
+ends the chain: its trailing newline (``format_step`` adds one, but the policy never wrote it: it
+stopped at EOS, as the SFT responses taught it) is dropped. ``eos_after_final_step=True`` appends the
 tokenizer's EOS to a chosen/rejected step that contains a complete ``\boxed{}`` (the chain ends
 there), so the preference also covers stopping after the final answer; off by default because
 the two candidates of a pair are then compared on an extra token only one of them may get.
@@ -132,8 +134,13 @@ def tokenize_pair(
     prompt = _encode(tok, pair.policy_prompt(tok))
     resp = []
     for text in (pair.chosen, pair.rejected):
+        final = final_answer_reached(text)
+        if final:
+            # the chain ended here: the policy wrote EOS, not the newline format_step adds (the
+            # SFT responses end the same way), and "}.\n" may even be one token of its own
+            text = text.rstrip()
         ids = _encode(tok, text)
-        if eos_after_final_step and final_answer_reached(text):
+        if eos_after_final_step and final:
             if tok.eos_token_id is None:
                 raise ValueError("eos_after_final_step=true but the tokenizer has no EOS token")
             ids.append(int(tok.eos_token_id))

@@ -159,10 +159,34 @@ def test_tokenized_pairs_put_loss_exactly_on_the_step_tokens(tmp_path, tiny_mode
         for row, text, ids in ((i, pairs[i].chosen, ex[i].chosen_ids), (B + i, pairs[i].rejected, ex[i].rejected_ids)):
             sel = batch["targets"][row][batch["mask"][row].bool()].tolist()
             assert sel == ids
-            assert tok.decode(sel) == text  # exactly "Step l: body\n", nothing appended
+            # exactly "Step l: body\n", nothing appended; a final step without its newline
+            shown = text.rstrip("\n") if "boxed" in text else text
+            assert tok.decode(sel) == shown
             full = batch["input_ids"][row][batch["attention_mask"][row].bool()].tolist()
-            assert tok.decode(full) == pairs[i].policy_prompt(tok) + text
+            assert tok.decode(full) == pairs[i].policy_prompt(tok) + shown
     assert batch["logits_to_keep"] == batch["mask"].shape[1] + 1
+
+
+def test_a_final_step_is_trained_as_the_policy_wrote_it_without_the_newline(tmp_path, tiny_model_dir):
+    # the search stores "Step l: body\n" for every step, but a step with the final \boxed{} ended
+    # the chain at EOS: its newline was never generated (SFT responses end "...}." + EOS too)
+    from psr.models.hf import load_tokenizer
+
+    tok = load_tokenizer(tiny_model_dir)
+    path = tmp_path / "p.jsonl"
+    recs = [{"question": "2 + 3 + 4?", "prev_steps": ["2 + 3 = 5."], "chosen": format_step(2, "5 + 4 = 9. \\boxed{9}."),
+             "rejected": format_step(2, "5 + 4 = 8. \\boxed{8}.")},
+            {"question": "2 + 3 + 4?", "prev_steps": [], "chosen": format_step(1, "2 + 3 = 5."),
+             "rejected": format_step(1, "2 + 3 = 6.")}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    pairs = load_pairs(path)
+    final, middle = tokenize_pairs(tok, pairs, max_seq_len=4096)
+    assert tok.decode(final.chosen_ids) == "Step 2: 5 + 4 = 9. \\boxed{9}."
+    assert tok.decode(final.rejected_ids) == "Step 2: 5 + 4 = 8. \\boxed{8}."
+    assert tok.decode(middle.chosen_ids) == "Step 1: 2 + 3 = 5.\n"  # a middle step keeps its newline
+    with_eos = tokenize_pairs(tok, pairs, max_seq_len=4096, eos_after_final_step=True)
+    assert with_eos[0].chosen_ids == final.chosen_ids + [tok.eos_token_id]
+    assert with_eos[1].chosen_ids == middle.chosen_ids
 
 
 def test_overlong_pairs_are_dropped_or_truncated_and_counted(tmp_path, tiny_model_dir):
