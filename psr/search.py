@@ -38,6 +38,8 @@ Rollbacks count as iterations (each is a full sample-and-judge round). The quest
 
 * the kept step contains a complete ``\boxed{}`` (``final_answer``), or the best candidate ended
   with EOS (``eos``: the model finished its solution),
+* every candidate is empty and rollbacks are off (``empty_step``: nothing is kept; in pairs mode
+  an all-empty round is a tie and rolls back, never a consensus step),
 * the chain has ``max_steps`` steps (``max_steps``),
 * it has used ``max_iterations`` iterations (``max_iterations``; the paper uses 20).
 
@@ -319,7 +321,9 @@ class _State:
             "worst": res.worst,
         }
         tie = res.rollback
-        consensus = tie and not cfg.rollback_on_identical and len(set(self.bodies)) == 1
+        # w copies of one non-empty step; w empty candidates are no step at all (a tie: roll back)
+        consensus = (tie and not cfg.rollback_on_identical and len(set(self.bodies)) == 1
+                     and bool(self.bodies[0].strip()))
         if consensus:
             self.stats["consensus_keeps"] += 1
         if tie and cfg.rollback and not consensus:
@@ -333,6 +337,10 @@ class _State:
                 self.step_tokens.pop()
                 if self.pairs.pop() is not None:
                     self.stats["pairs_dropped"] += 1
+        elif not self.bodies[res.best].strip():
+            # every candidate empty and no rollback (mode=tts): nothing to keep, the chain ends
+            rnd["action"] = "stop_empty"
+            self._stop("empty_step")
         else:
             best = self.bodies[res.best]
             self.steps.append(best)

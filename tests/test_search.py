@@ -157,6 +157,28 @@ def test_a_tie_between_different_candidates_still_rolls_back_when_identical_ones
     assert (r.stats["consensus_keeps"], r.stats["rollbacks"], r.stats["pairs_dropped"]) == (2, 2, 0)
 
 
+def test_all_empty_candidates_are_never_kept_as_a_step():
+    # seen on a DPO-damaged model: six empty step-2 candidates were kept as a "consensus" step and
+    # the next pair's prev_steps held "", which step_dpo rejects
+    step2_calls = []
+
+    def policy(req):
+        if req.step == 1:
+            return ["x = 2"] * 3
+        step2_calls.append(req)
+        return [""] * 3 if len(step2_calls) == 1 else ["p", r"\boxed{6}", "q"]
+
+    gen = ScriptedGenerator(policy, prefer({"p": 1, "q": 0, r"\boxed{6}": 2}, tie_text=TIE))
+    r = one(gen, QC2, cfg(rollback_on_identical=False))
+    assert [rd["action"] for rd in r.rounds] == ["keep_consensus", "rollback", "keep_consensus", "keep"]
+    assert r.steps == ["x = 2", r"\boxed{6}"] and all(p["prev_steps"] == ["x = 2"] for p in r.pairs)
+    assert r.stats["consensus_keeps"] == 2 and r.stats["empty_candidates"] == 3
+    # without rollbacks (test-time scaling) the chain ends instead of keeping an empty step
+    gen = ScriptedGenerator(lambda req: ["x = 2"] * 3 if req.step == 1 else [""] * 3, always(TIE))
+    r = one(gen, QC2, cfg(mode="tts"))
+    assert r.steps == ["x = 2"] and r.stop_reason == "empty_step" and r.rounds[-1]["action"] == "stop_empty"
+
+
 # --- case D: repeated rollbacks up to the iteration limit ----------------------------------------
 def alternating_policy(req):
     return ["good", "bad", "bad2"] if req.step == 1 else [f"c{req.step}", f"d{req.step}", f"e{req.step}"]
