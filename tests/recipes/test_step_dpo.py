@@ -87,6 +87,33 @@ def test_loss_drops_over_20_steps_saved_dir_reproduces_logits_and_ref_cache_is_r
     assert len(list(cache.glob("*.safetensors"))) == 2
 
 
+def test_nll_weight_adds_the_chosen_steps_per_token_nll_to_the_dpo_loss(assets, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from psr.data.pairs import load_pairs
+    from psr.models.hf import load_tokenizer
+    from psr.training.dpo import collate_pairs, forward_logps, tokenize_pairs
+
+    mod = load_recipe("step_dpo")
+    model_dir, pairs = assets
+    tok = load_tokenizer(model_dir)
+    ex = tokenize_pairs(tok, load_pairs(pairs), max_seq_len=512)  # all 32: step 1 is one batch of them all
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+    with torch.no_grad():
+        b = collate_pairs(ex, tok.pad_token_id)
+        pc, _ = forward_logps(model, b, torch.device("cpu"))
+    per_token = (-pc / torch.tensor([len(t.chosen_ids) for t in ex], dtype=torch.float32)).tolist()
+    assert all(x > 0.5 for x in per_token)  # a random model: far from the chosen steps
+    res = mod.main(_cfg(mod, assets, tmp_path / "run", max_steps=1, nll_weight=0.5, batch_size=32,
+                        micro_batch_size=32))
+    logged = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert res.summary["nll_weight"] == 0.5
+    assert logged[0]["nll/chosen"] == pytest.approx(sum(per_token) / 32, rel=1e-4)
+    assert res.losses[0] == pytest.approx(math.log(2) + 0.5 * sum(per_token) / 32, rel=1e-4)
+    with pytest.raises(ConfigError, match="nll_weight"):
+        mod.main(_cfg(mod, assets, tmp_path / "bad", nll_weight=-1))
+
+
 def test_kill_and_resume_reproduces_uninterrupted_losses(assets, tmp_path, monkeypatch):
     mod = load_recipe("step_dpo")
     kw = dict(max_steps=6, epochs=1, save_every_n_steps=2)
