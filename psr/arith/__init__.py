@@ -34,7 +34,7 @@ from psr.arith.checker import (
 from psr.arith.data import benchmark_records, eft_records, ift_records, load_problems, m0_records, write_initial_data
 from psr.arith.model import ArithModelConfig, build_model_dir, load_model_config, n_params
 from psr.arith.problems import PRESETS, NumberRanges, Problem, generate_problems, make_splits
-from psr.arith.teacher import ArithTeacher, judge_explanation
+from psr.arith.teacher import ArithTeacher, CheckerJudged, judge_explanation
 from psr.arith.tokenizer import build_arith_tokenizer
 
 __all__ = [
@@ -42,6 +42,6 @@ __all__ = [
     "ArithOracle", "StepCheck", "check_solution", "check_step", "check_step_detail", "check_steps",
     "final_answer", "score_steps", "benchmark_records", "eft_records", "ift_records", "load_problems", "m0_records",
     "write_initial_data", "ArithModelConfig", "build_model_dir", "load_model_config", "n_params",
-    "PRESETS", "NumberRanges", "Problem", "generate_problems", "make_splits", "ArithTeacher", "judge_explanation",
+    "PRESETS", "NumberRanges", "Problem", "generate_problems", "make_splits", "ArithTeacher", "CheckerJudged", "judge_explanation",
     "build_arith_tokenizer",
 ]

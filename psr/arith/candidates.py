@@ -10,7 +10,13 @@ Wrong-step kinds (:data:`WRONG_KINDS`), for step ``l`` of a problem after its re
 * ``wrong_quantity``: one operand replaced by another number of the question, computed correctly
   (``36 + 12 = 48`` where 12 belongs to another sentence);
 * ``copied_number``: the result copied from an operand or another number of the question instead
-  of computed (``36 + 5 = 36``).
+  of computed (``36 + 5 = 36``);
+* ``early_answer``: the right computation boxed as the final answer before the last step;
+* ``repeated_step``: the previous step again;
+* ``skipped_operation``: the *following* sentence's operation applied to the running value,
+  computed correctly, skipping this step's (``36 + 5 = 41`` → ``36 * 2 = 72``). It is the error
+  the arith pipeline's M1 makes on problems longer than its training ones: measured on held-out
+  4-operation problems, it skips a middle operation to finish in the three steps it was trained on.
 
 A wrong step is worded with the same templates as the reference (the template picked at random),
 and a wrong final step boxes its own (wrong) result. The generator never consults the checker: it
@@ -35,6 +41,7 @@ WRONG_KINDS = (
     "copied_number",
     "early_answer",
     "repeated_step",
+    "skipped_operation",
 )
 
 
@@ -108,6 +115,14 @@ def wrong_step(problem: Problem, l: int, kind: str, rng: random.Random) -> Optio
     elif kind == "copied_number":
         options = sorted({o.x, o.y, *problem.givens} - {o.result})
         claimed, shown = rng.choice(options), o
+    elif kind == "skipped_operation":
+        if o.kind == "g" or _final(problem, l):
+            return None
+        nxt = problem.operations[l]
+        r = apply_op(o.x, nxt.op, nxt.y)
+        if r is None or r <= 0 or r in set(problem.values):
+            return None
+        shown, claimed = Operation(nxt.kind, o.x, nxt.op, nxt.y, r), r
     elif kind == "early_answer":
         if _final(problem, l):
             return None

@@ -46,10 +46,12 @@ def benchmark_records(problems: Iterable[Problem]) -> list[dict]:
     ]
 
 
-def eft_pair_records(problem: Problem, l: int, rng: random.Random, both_orders: bool = True) -> list[dict]:
+def eft_pair_records(problem: Problem, l: int, rng: random.Random, both_orders: bool = True,
+                     judge_style: str = "assess") -> list[dict]:
     """EFT records of one pair at step ``l`` (1-based): a correct and a wrong candidate after the
     reference steps ``1..l-1``; both orders (ids ``.../ab`` with the correct step as A, ``.../ba``),
-    or one order picked by ``rng``."""
+    or one order picked by ``rng``. ``judge_style``: the explanations' style
+    (:func:`psr.arith.teacher.judge_explanation`)."""
     prev = list(problem.steps[: l - 1])
     good = correct_step(problem, l, rng)
     bad = random_wrong_step(problem, l, rng)
@@ -58,7 +60,7 @@ def eft_pair_records(problem: Problem, l: int, rng: random.Random, both_orders: 
     out = []
     for order in orders:
         a, b = (shown_good, shown_bad) if order == "ab" else (shown_bad, shown_good)
-        verdict, text = judge_explanation(problem, prev, a, b, rng)
+        verdict, text = judge_explanation(problem, prev, a, b, rng, judge_style)
         expected = "A" if order == "ab" else "B"
         if verdict != expected:  # the checker must separate every generated pair
             raise AssertionError(f"{problem.id} step {l}: checker verdict {verdict} for {order} ({bad.kind})")
@@ -77,7 +79,8 @@ def eft_pair_records(problem: Problem, l: int, rng: random.Random, both_orders: 
 
 
 def eft_records(
-    problems: Iterable[Problem], seed: int, pairs_per_problem: int = 1, both_orders: bool = True
+    problems: Iterable[Problem], seed: int, pairs_per_problem: int = 1, both_orders: bool = True,
+    judge_style: str = "assess",
 ) -> list[dict]:
     """EFT records for ``pairs_per_problem`` distinct random step positions of each problem
     (fewer for problems with fewer steps); deterministic from ``seed`` and the problem ids."""
@@ -86,7 +89,7 @@ def eft_records(
         rng = random.Random(f"arith-eft:{seed}:{p.id}")
         positions = rng.sample(range(1, p.n_ops + 1), min(pairs_per_problem, p.n_ops))
         for l in sorted(positions):
-            out += eft_pair_records(p, l, rng, both_orders)
+            out += eft_pair_records(p, l, rng, both_orders, judge_style)
     return out
 
 
@@ -101,6 +104,7 @@ def write_initial_data(
     n_eft_train_problems: int | None = None,
     ranges: NumberRanges | Mapping | None = None,
     step_wordings: int = 3,
+    judge_style: str = "assess",
 ) -> dict[str, Path]:
     """Write ``problems_{train,test}.jsonl``, ``ift_train.jsonl``, ``m0_train.jsonl``,
     ``eft_train.jsonl``, ``eft_test.jsonl`` (held out: from the test split) and
@@ -108,6 +112,8 @@ def write_initial_data(
     EFT train uses the first ``n_eft_train_problems`` training problems (all by default).
     ``ranges``: a :class:`NumberRanges` or a mapping of its fields (None: the defaults).
     ``step_wordings``: wordings per kind of step (1: one fixed wording; see ``generate_problem``).
+    ``judge_style``: how the EFT judgments explain (``"assess"`` or ``"derive"``, see
+    :mod:`psr.arith.teacher`); the held-out EFT set is written in the same style.
     Returns the paths by name."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -122,8 +128,8 @@ def write_initial_data(
         "problems_test": [p.to_dict() for p in test],
         "ift_train": ift_records(train),
         "m0_train": m0_records(train),
-        "eft_train": eft_records(eft_src, seed, eft_pairs_per_problem),
-        "eft_test": eft_records(test, seed + 1, eft_pairs_per_problem),
+        "eft_train": eft_records(eft_src, seed, eft_pairs_per_problem, judge_style=judge_style),
+        "eft_test": eft_records(test, seed + 1, eft_pairs_per_problem, judge_style=judge_style),
         "benchmark_test": benchmark_records(test),
     }
     paths = {}

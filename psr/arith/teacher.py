@@ -10,12 +10,28 @@ The verdict comes last on purpose: a small judge decides after re-doing each ste
 in the text, rather than committing to a name in its first token (measured: with a
 verdict-first wording a ~4M model stayed at chance judge accuracy).
 
+Two styles (``style``):
+
+* ``"assess"``: the two clauses and the verdict, as above;
+* ``"derive"``: first works out the step that should come next -- the question's numbers in
+  order, those the previous steps used, the next one and its equation -- then the two clauses
+  and the verdict::
+
+    The question gives 3, 12, 5, 9, 4. Used: 3, 12, 5. Next: 9, so 41 - 9 = 32. Assistant A: 41 - 9 = 32 is correct. Assistant B: 41 / 4 = 10 uses 10, ... [[A]]
+
+  A judge trained on it solves the step itself before it compares, the way the paper's teacher
+  (GPT-4o) reasons about the problem before it names the better step, and the number lists are
+  a scratchpad for the part a small model gets wrong: which sentence comes next. Measured in the
+  arith pipeline: the assess-style judge fell from 92% on first steps to 61% on third steps,
+  and M1 itself skips a middle operation on problems longer than its training ones.
+
 When both steps are correct or both are wrong there is no verdict (``None``): EFT pairs always
 hold one correct and one wrong step, and eft_build's filters drop undecided pairs.
 
 :class:`ArithTeacher` is a :class:`psr.generation.base.Generator` that answers Figure 5 prompts
 (plain or chat-wrapped) with those explanations: the templated teacher of the arith pipeline's
-EFT stage (the checker standing in for the paper's teacher model).
+EFT stage (the checker standing in for the paper's teacher model). :class:`CheckerJudged` puts it
+in the judge's seat of a self-rewarding search, as a diagnostic upper bound.
 """
 
 from __future__ import annotations
@@ -25,8 +41,8 @@ import re
 import zlib
 from typing import Any, Iterable, Optional, Sequence
 
-from psr.arith.checker import ArithOracle, StepCheck, check_step_detail, strip_header
-from psr.arith.problems import Problem
+from psr.arith.checker import ArithOracle, StepCheck, analyze_step, derived_values, strip_header
+from psr.arith.problems import Operation, Problem, eq_text
 from psr.generation.base import Completion, SamplingParams
 from psr.steps import parse_steps
 
@@ -51,6 +67,7 @@ _WRONG = {
     "no_progress": ["Assistant {X}: the step does not compute anything new.", "Assistant {X} makes no progress."],
     "empty": ["Assistant {X} gives no step.", "Assistant {X}: the step is empty."],
 }
+STYLES = ("assess", "derive")
 _VERDICT = ["So Assistant {W} is better. [[{W}]]", "Assistant {W}'s step is the correct one. [[{W}]]", "[[{W}]]"]
 
 
@@ -67,10 +84,40 @@ def clause(who: str, check: StepCheck, rng: random.Random) -> str:
     return rng.choice(_WRONG[reason]).format(X=who, eq=check.equation, lhs=lhs, true=check.true_value, n=check.number)
 
 
-def explain(check_a: StepCheck, check_b: StepCheck, rng: random.Random) -> tuple[Optional[str], str]:
-    """``(verdict, text)``: a clause for A, a clause for B, then the verdict when exactly one of
-    the two steps is correct (else no ``[[.]]``)."""
-    text = clause("A", check_a, rng) + " " + clause("B", check_b, rng)
+def next_operation(problem: Problem, derived) -> Optional[Operation]:
+    """The first operation of ``problem`` whose result is not among the ``derived`` values (the
+    step that should come next), or None when every one is derived (only the answer is left)."""
+    for o in problem.operations:
+        if o.result not in derived:
+            return o
+    return None
+
+
+def _nums(values) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def derivation(problem: Problem, derived, rng: random.Random) -> str:
+    """The ``derive`` style's lead: the question's numbers in order, those the correct previous
+    steps have used, the next one and the step it gives, e.g. ``"The question gives 3, 12, 5, 9.
+    Used: 3, 12. Next: 5, so 36 + 5 = 41."`` (every operation takes the next number of the
+    question: the first one two, ``x op y`` with the running value ``x`` after that)."""
+    o = next_operation(problem, derived)
+    head = f"The question gives {_nums(problem.givens)}."
+    if o is None:
+        return f"{head} Used: all. The answer is {problem.answer}."
+    j = problem.operations.index(o)
+    eq = eq_text(o.x, o.op, o.y, o.result)
+    tail = ", the final answer." if j == len(problem.operations) - 1 else "."
+    if j == 0:
+        return f"{head} Used: none. Next: {o.x} and {o.y}, so {eq}{tail}"
+    return f"{head} Used: {_nums(problem.givens[: j + 1])}. Next: {o.y}, so {eq}{tail}"
+
+
+def explain(check_a: StepCheck, check_b: StepCheck, rng: random.Random, lead: str = "") -> tuple[Optional[str], str]:
+    """``(verdict, text)``: ``lead`` (if any), a clause for A, a clause for B, then the verdict
+    when exactly one of the two steps is correct (else no ``[[.]]``)."""
+    text = (lead + " " if lead else "") + clause("A", check_a, rng) + " " + clause("B", check_b, rng)
     if check_a.correct == check_b.correct:
         return None, text + (" Both steps are correct." if check_a.correct else " Both steps are wrong.")
     winner = "A" if check_a.correct else "B"
@@ -78,17 +125,22 @@ def explain(check_a: StepCheck, check_b: StepCheck, rng: random.Random) -> tuple
 
 
 def judge_explanation(
-    problem: Problem, prev_steps: Sequence[str], step_a: str, step_b: str, rng: Optional[random.Random] = None
+    problem: Problem, prev_steps: Sequence[str], step_a: str, step_b: str, rng: Optional[random.Random] = None,
+    style: str = "assess",
 ) -> tuple[Optional[str], str]:
     """``(verdict, text)`` for one comparison decided by the checker; ``verdict`` is None (and
     the text has no ``[[.]]``) when both steps are correct or both wrong. Without ``rng`` the
-    wording is picked by a hash of the inputs (deterministic)."""
+    wording is picked by a hash of the inputs (deterministic). ``style``: one of :data:`STYLES`
+    (module docstring)."""
+    if style not in STYLES:
+        raise ValueError(f"unknown judge explanation style {style!r} (styles: {', '.join(STYLES)})")
     if rng is None:
         key = "\x1f".join([problem.question, *prev_steps, step_a, step_b])
         rng = random.Random(zlib.crc32(key.encode()))
-    ca = check_step_detail(problem, prev_steps, step_a)
-    cb = check_step_detail(problem, prev_steps, step_b)
-    return explain(ca, cb, rng)
+    derived = derived_values(problem, prev_steps)
+    ca = analyze_step(problem, derived, step_a)
+    cb = analyze_step(problem, derived, step_b)
+    return explain(ca, cb, rng, derivation(problem, derived, rng) if style == "derive" else "")
 
 
 _CTX_RE = re.compile(r"\[Question and Intermediate Reasoning Steps Provided\]\n(.*?)\n\[The Start of Assistant A", re.S)
@@ -121,9 +173,13 @@ class ArithTeacher:
     version = "checker-templates-1"
     tokenizer = None
 
-    def __init__(self, problems: Optional[Iterable[Problem]] = None, problems_file: Any = None):
-        """Problems as for :class:`ArithOracle` (objects and/or ``problems_*.jsonl`` paths)."""
+    def __init__(self, problems: Optional[Iterable[Problem]] = None, problems_file: Any = None, style: str = "assess"):
+        """Problems as for :class:`ArithOracle` (objects and/or ``problems_*.jsonl`` paths);
+        ``style`` as for :func:`judge_explanation`."""
+        if style not in STYLES:
+            raise ValueError(f"unknown judge explanation style {style!r} (styles: {', '.join(STYLES)})")
         self.oracle = ArithOracle(problems, problems_file)
+        self.style = style
         self.n_prompts = 0
 
     def judge(self, prompt: str, seed: Optional[int] = None) -> str:
@@ -135,7 +191,7 @@ class ArithTeacher:
         if problem is None:
             return "I do not know this problem."
         rng = random.Random(seed) if seed is not None else None
-        return judge_explanation(problem, prev, strip_header(step_a), strip_header(step_b), rng)[1]
+        return judge_explanation(problem, prev, strip_header(step_a), strip_header(step_b), rng, self.style)[1]
 
     def generate(self, prompts, params: SamplingParams, stops=None, seeds=None) -> list[list[Completion]]:
         self.n_prompts += len(prompts)
@@ -147,3 +203,38 @@ class ArithTeacher:
 
     def close(self) -> None:
         pass
+
+
+class CheckerJudged:
+    """A Generator that answers Figure 5 prompts with :class:`ArithTeacher` (the exact checker)
+    and everything else with ``policy`` -- the self-rewarding loop with a perfect judge.
+
+    A diagnostic, never the paper's method: step_search's ``checker_judge_problems`` uses it to
+    measure what the loop's search + DPO can do when the judge is not the limit (the pairs are
+    then right whenever the candidates differ in correctness)."""
+
+    def __init__(self, policy: Any, problems: Optional[Iterable[Problem]] = None, problems_file: Any = None,
+                 style: str = "assess"):
+        self.policy = policy
+        self.teacher = ArithTeacher(problems, problems_file, style)
+        self.tokenizer = policy.tokenizer
+        self.name = f"{policy.name}+arith-checker-judge"
+        self.version = f"{policy.version}; {ArithTeacher.version}"
+
+    def generate(self, prompts, params: SamplingParams, stops=None, seeds=None) -> list[list[Completion]]:
+        judge = [i for i, p in enumerate(prompts) if parse_judge_prompt(p) is not None]
+        is_judge = set(judge)
+        policy = [i for i in range(len(prompts)) if i not in is_judge]
+        out: list[Optional[list[Completion]]] = [None] * len(prompts)
+        for idx, gen in ((judge, self.teacher), (policy, self.policy)):
+            if not idx:
+                continue
+            got = gen.generate([prompts[i] for i in idx], params,
+                               None if stops is None else [stops[i] for i in idx],
+                               None if seeds is None else [seeds[i] for i in idx])
+            for i, c in zip(idx, got):
+                out[i] = c
+        return out  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self.policy.close()

@@ -16,6 +16,7 @@ EXPECTED_REASON = {
     "copied_number": "arithmetic",
     "early_answer": "wrong_answer",
     "repeated_step": "no_progress",
+    "skipped_operation": "wrong_quantity",
 }
 
 

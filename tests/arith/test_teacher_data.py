@@ -1,7 +1,9 @@
+import pytest
 import random
 from collections import Counter
 
 from psr.arith.checker import ArithOracle
+from psr.arith.candidates import WRONG_KINDS
 from psr.arith.data import eft_records, ift_records, load_problems, m0_records, write_initial_data
 from psr.arith.problems import generate_problems
 from psr.arith.teacher import ArithTeacher, judge_explanation, parse_judge_prompt
@@ -28,6 +30,74 @@ def test_judge_explanation_names_the_correct_step(apples):
     assert v is None and parse_verdict(text) is None  # both wrong
 
 
+def test_derive_style_works_out_the_next_step_before_judging(apples):
+    prev = ["3 * 12 = 36"]
+    good, skipped = "Step 2: 36 + 5 = 41 apples.", "Step 2: 36 - 9 = 27 apples."
+    v, text = judge_explanation(apples, prev, skipped, good, random.Random(0), style="derive")
+    assert v == "B" and text.endswith("[[B]]")
+    lead = text.split(" Assistant A")[0]
+    assert "36 + 5 = 41" in lead and "27" not in lead  # the next step, from the checker, first
+    assert text.index("36 + 5 = 41") < text.index("36 - 9 = 27")
+    # the same verdicts as the assess style; only the text grows a lead
+    for a, b in [(good, skipped), (skipped, good), (good, "36 + 5 = 41"), (skipped, "36 + 9 = 45")]:
+        assert judge_explanation(apples, prev, a, b, style="derive")[0] == judge_explanation(apples, prev, a, b)[0]
+    # after a wrong previous step the next step is still the first value not derived
+    _, text = judge_explanation(apples, ["3 * 12 = 35"], "3 * 12 = 36", "36 + 5 = 41", random.Random(1), style="derive")
+    assert "3 * 12 = 36" in text.split(" Assistant A")[0]
+    # the last operation is named as the answer, and after it only the answer is left
+    _, text = judge_explanation(apples, ["3 * 12 = 36", "36 + 5 = 41", "41 - 9 = 32"], "32 / 4 = 8. \\boxed{8}", "x",
+                                random.Random(2), style="derive")
+    assert "32 / 4 = 8" in text and ("final answer" in text.split(" Assistant A")[0] or "is the answer" in text)
+    all_steps = ["3 * 12 = 36", "36 + 5 = 41", "41 - 9 = 32", "32 / 4 = 8"]
+    _, text = judge_explanation(apples, all_steps, "The answer is \\boxed{8}.", "x", random.Random(3), style="derive")
+    assert "8" in text.split(" Assistant A")[0]
+
+
+def test_unknown_judge_style_is_rejected(apples):
+    with pytest.raises(ValueError, match="derive"):
+        judge_explanation(apples, [], "3 * 12 = 36", "3 * 12 = 35", style="deriv")
+    with pytest.raises(ValueError, match="assess"):
+        ArithTeacher([apples], style="x")
+
+
+def test_derive_style_eft_records_lead_with_the_reference_step():
+    problems = generate_problems(30, seed=3)
+    recs = eft_records(problems, seed=0, judge_style="derive")
+    by_id = {p.id: p for p in problems}
+    for r in recs:
+        p = by_id[r["id"].split("/")[0]]
+        o = p.operations[len(r["prev_steps"])]
+        assert r["judgment"].split(" Assistant A")[0].find(f"{o.x} {o.op} {o.y} = {o.result}") > 0
+    assert [r["label"] for r in recs] == [r["label"] for r in eft_records(problems, seed=0)]
+
+
+def test_checker_judged_search_keeps_the_correct_step_and_never_asks_the_policy_to_judge(apples):
+    from fakes import ScriptedGenerator
+    from psr.arith import CheckerJudged
+    from psr.search import SearchConfig, run_search
+
+    steps = ["3 * 12 = 36 apples.", "36 + 5 = 41 apples.", "41 - 9 = 32 apples.",
+             "32 / 4 = 8 apples. The answer is \\boxed{8}."]
+
+    def policy(req):  # one wrong and two correct candidates at every step
+        l = req.step
+        good = steps[l - 1]
+        return ["3 * 12 = 35 apples.", good, good] if l == 1 else [good, "36 - 5 = 31 apples.", good]
+
+    def judge(req):
+        raise AssertionError("the policy model was asked to judge")
+
+    policy_gen = ScriptedGenerator(policy, judge)
+    gen = CheckerJudged(policy_gen, [apples])
+    cfg = SearchConfig(width=3, judge_orders=2, max_iterations=20, max_steps=10, questions_in_flight=4, seed=0)
+    (r,) = list(run_search(gen, [{"id": apples.id, "problem": apples.question}], cfg))
+    assert r.steps == list(steps) and r.stop_reason == "final_answer"
+    assert [(p["chosen"], p["rejected"]) for p in r.pairs][:2] == [
+        (f"Step 1: {steps[0]}\n", "Step 1: 3 * 12 = 35 apples.\n"), (f"Step 2: {steps[1]}\n", "Step 2: 36 - 5 = 31 apples.\n")]
+    assert {c["kind"] for c in policy_gen.calls} == {"policy"}
+    assert gen.teacher.n_prompts == r.stats["judge_calls"] > 0 and "checker" in gen.name
+
+
 def test_eft_records_both_orders_consistent_labels_and_schema():
     problems = generate_problems(200, seed=11)
     recs = eft_records(problems, seed=0, pairs_per_problem=2)
@@ -45,7 +115,7 @@ def test_eft_records_both_orders_consistent_labels_and_schema():
         l = len(ab["prev_steps"]) + 1
         assert ab["step_a"].startswith(f"Step {l}: ") and ab["step_b"].startswith(f"Step {l}: ")
     kinds = Counter(r["id"].split("/")[2] for r in recs)
-    assert len(kinds) == 7 and min(kinds.values()) > 30
+    assert set(kinds) == set(WRONG_KINDS) and min(kinds.values()) > 30
     assert eft_records(problems[:20], seed=0) == eft_records(problems[:20], seed=0)
     assert eft_records(problems[:20], seed=0) != eft_records(problems[:20], seed=1)
 
