@@ -73,9 +73,13 @@ def collect(out: Path, iterations: int, pair_checker: Optional[PairChecker] = No
             verdicts = [pair_checker(i, p) for p in pairs]
             known = [v for v in verdicts if v is not None]
             if known:
-                q["pair_quality"] = 100.0 * sum(c and not r for c, r in known) / len(known)
-                q["chosen_correct"] = 100.0 * sum(c for c, _ in known) / len(known)
-                q["rejected_correct"] = 100.0 * sum(r for _, r in known) / len(known)
+                share = lambda f: 100.0 * sum(1 for c, r in known if f(c, r)) / len(known)  # noqa: E731
+                q["pair_quality"] = share(lambda c, r: c and not r)
+                q["inverted"] = share(lambda c, r: r and not c)
+                q["both_correct"] = share(lambda c, r: c and r)
+                q["both_wrong"] = share(lambda c, r: not c and not r)
+                q["chosen_correct"] = share(lambda c, r: c)
+                q["rejected_correct"] = share(lambda c, r: r)
         searches.append(q)
     return {"models": models, "searches": searches, "timings": _json(out / "timings.json")}
 
@@ -126,6 +130,8 @@ def render(data: dict, plots: list[str]) -> str:
     ms, ss = data["models"], data["searches"]
     ops = sorted({o for m in ms for o in m["accuracy_by_ops"]}, key=int)
     lines = ["# Process-based Self-Rewarding: pipeline report", ""]
+    if data.get("judge"):
+        lines += [f"**Judge of the iterations: {data['judge']}**, not the model itself.", ""]
     lines += ["## Accuracy (Table 1 shape): greedy, held-out split", "",
               "| model | n | accuracy | " + " | ".join(f"{o} ops" for o in ops) + (" |" if ops else ""),
               "|---|---|---|" + "---|" * len(ops)]
@@ -146,13 +152,15 @@ def render(data: dict, plots: list[str]) -> str:
         if m["tts_accuracy"] is not None:
             lines.append(f"| {m['model']} | {_fmt(m['tts_n'])} | {_fmt(m['accuracy'])} | {_fmt(m['tts_accuracy'])} |")
     lines += ["", "## Preference data per iteration (PPD(M_i))", "",
-              "| iteration | model | questions | pairs | rollbacks | unparseable verdicts | pair quality | chosen correct | rejected correct |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| iteration | model | questions | pairs | rollbacks | unparseable verdicts | pair quality | inverted | both correct | both wrong |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for s in ss:
         lines.append(f"| {s['iteration']} | {s['model']} | {_fmt(s['questions'])} | {_fmt(s['pairs'])} | {_fmt(s['rollbacks'])} | "
-                     f"{_fmt(s['unparseable'])} | {_fmt(s.get('pair_quality'))} | {_fmt(s.get('chosen_correct'))} | {_fmt(s.get('rejected_correct'))} |")
-    lines += ["", "Pair quality: share of pairs whose chosen step is correct and rejected step wrong, by the exact checker "
-              "(used only to measure, never inside the loop).", ""]
+                     f"{_fmt(s['unparseable'])} | {_fmt(s.get('pair_quality'))} | {_fmt(s.get('inverted'))} | "
+                     f"{_fmt(s.get('both_correct'))} | {_fmt(s.get('both_wrong'))} |")
+    lines += ["", "By the exact checker (used only to measure, never inside the loop), % of pairs: pair quality = chosen "
+              "step correct and rejected wrong; inverted = chosen wrong and rejected correct; both wrong is mostly "
+              "steps after an already wrong step. DPO can only help where pair quality exceeds inverted.", ""]
     t = data["timings"]
     if t:
         lines += ["## Time per stage (s)", "", "| stage | seconds |", "|---|---|"]
@@ -163,10 +171,15 @@ def render(data: dict, plots: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(out: str | Path, iterations: int, pair_checker: Optional[PairChecker] = None, plots: bool = True) -> Path:
-    """Write report.md, report.json and the plots into ``out``; returns report.md's path."""
+def write_report(out: str | Path, iterations: int, pair_checker: Optional[PairChecker] = None, plots: bool = True,
+                 judge: Optional[str] = None) -> Path:
+    """Write report.md, report.json and the plots into ``out``; returns report.md's path.
+    ``judge``: who judged the iterations' candidates when it was not the model itself (shown
+    at the top of the report)."""
     out = Path(out)
     data = collect(out, iterations, pair_checker)
+    if judge:
+        data["judge"] = judge
     (out / "report.json").write_text(json.dumps(data, indent=1))
     files = _plots(out, data) if plots else []
     path = out / "report.md"

@@ -32,6 +32,11 @@ endpoint of the eft config) replace ``data`` and ``m0``; the iterations take con
 the ``questions`` file; eval uses the eval config's benchmarks, and the report has no pair quality
 (there is no checker).
 
+``checker_judge=true`` is a diagnostic, not the paper's method: the exact checker judges the
+iterations' candidates (step_search ``checker_judge_problems``), so the report shows what search +
+DPO do with a perfect judge. Copy a run's ``data`` and ``stages/{m0,m1}*`` into a new output_dir to
+reuse its M1.
+
 Re-running the same command skips finished stages (``output_dir/stages/<stage>.done``); a stage
 killed midway is run again with the recipe's own resume (training recipes get
 ``resume_from_checkpoint=true``, search and eval skip finished ids).
@@ -107,6 +112,10 @@ class PipelineConfig:
     tts_limit: Optional[int] = 100
     # Evaluate test-time scaling for M1 and later (it is the most expensive evaluation).
     eval_tts: bool = True
+    # Diagnostic (source=arith only), never the paper's method: the exact checker judges the
+    # iterations' candidates instead of the model (step_search checker_judge_problems), so the
+    # report shows what search + DPO do when the judge is perfect. Use its own output_dir.
+    checker_judge: bool = False
     # Extra torchrun options for every stage, e.g. ["--nproc_per_node", "2"] (empty: one process).
     launcher: list = field(default_factory=list)
 
@@ -254,9 +263,10 @@ class Pipeline:
         self.run_recipe("m1", "eft_ift_sft", c.sft, [f"model_dir={self.model(0)}", *self.sft_data()],
                         resume_key="resume_from_checkpoint")
         for i in range(1, c.iterations + 1):
+            judge = [f"checker_judge_problems={self.data / f'iter{i}_problems.jsonl'}"] if c.checker_judge else []
             self.run_recipe(f"search_{i}", "step_search", c.search,
                             [f"model_dir={self.model(i)}", f"questions={self.data / f'iter{i}_questions.jsonl'}",
-                             f"seed={c.seed + i}"])
+                             f"seed={c.seed + i}", *judge])
             pairs = self.stages / f"search_{i}" / "pairs.jsonl"
             if not self.done(f"dpo_{i}") and not read_jsonl(pairs):
                 # No preference data (every round tied): nothing to optimise, M_{i+1} = M_i.
@@ -309,7 +319,8 @@ class Pipeline:
         from psr.report import write_report
 
         t0 = time.time()
-        path = write_report(self.out, self.cfg.iterations, pair_checker=self.pair_checker() if self.arith else None)
+        path = write_report(self.out, self.cfg.iterations, pair_checker=self.pair_checker() if self.arith else None,
+                            judge="the exact checker (diagnostic: checker_judge=true)" if self.cfg.checker_judge else None)
         self.timings["report"] = round(time.time() - t0, 1)
         (self.out / "timings.json").write_text(json.dumps(self.timings, indent=1))
         return path
@@ -324,6 +335,8 @@ def main(cfg: Any) -> Path:
     io = cfg.iteration_ops
     if io is not None and not (len(io) == 2 and all(isinstance(x, int) for x in io) and 1 <= io[0] <= io[1]):
         raise ConfigError(f"iteration_ops must be [min, max] with 1 <= min <= max, got {list(io)}")
+    if cfg.checker_judge and cfg.source != "arith":
+        raise ConfigError("checker_judge: needs source=arith (the exact checker of the arith world)")
     if cfg.source not in ("arith", "recipes"):
         raise ConfigError(f"source must be arith or recipes, got {cfg.source!r}")
     keys = ["sft", "search", "dpo", "eval"] + (["m0"] if cfg.source == "arith" else ["ift", "prm", "eft"])

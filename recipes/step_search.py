@@ -112,6 +112,10 @@ class StepSearchConfig:
     # instead of rolling back (psr.search: identical candidates are consensus, not a judge tie).
     rollback_on_identical: bool = True
     trace_judge_text: bool = False  # keep every raw judge output in the trace (else unparseable ones only)
+    # Diagnostic, not the paper's method: an arith problems jsonl (psr.arith) whose exact checker
+    # answers the judge prompts instead of the model (psr.arith.CheckerJudged) -- what search +
+    # DPO can do with a perfect judge. null: the model judges itself.
+    checker_judge_problems: Optional[str] = None
     # Retry questions recorded as errors by an earlier run.
     retry_failed: bool = False
     # torch CPU threads per process (None: torch's default). 1 is fastest for tiny models and on a
@@ -309,6 +313,11 @@ def main(cfg) -> dict | None:
         gen = make_generator(cfg.backend, model_dir, device=cfg.device, dtype=cfg.dtype,
                              expected_tokens=budget, stage="search",
                              **OmegaConf.to_container(cfg.backend_kwargs, resolve=True))
+        if cfg.checker_judge_problems:
+            from psr.arith import CheckerJudged
+
+            gen = CheckerJudged(gen, problems_file=cfg.checker_judge_problems)
+            psr_dist.print0(f"step_search: judge = the exact checker on {cfg.checker_judge_problems} (diagnostic)")
         backend_name, backend_version = gen.name, gen.version
         bar = None
         if psr_dist.is_rank0():

@@ -48,6 +48,9 @@ def test_collect_reads_every_stage_and_checks_pairs(tmp_path):
     s = data["searches"][0]
     assert (s["pairs"], s["rollbacks"], s["unparseable"]) == (2, 5, 1)
     assert s["pair_quality"] == 50.0 and s["chosen_correct"] == 50.0 and s["rejected_correct"] == 0.0
+    assert (s["inverted"], s["both_correct"], s["both_wrong"]) == (0.0, 0.0, 50.0)
+    s = collect(tmp_path, 1, lambda i, pair: (pair["chosen"] == "Step 1: a", pair["chosen"] != "Step 1: a"))["searches"][0]
+    assert (s["pair_quality"], s["inverted"], s["both_correct"], s["both_wrong"]) == (50.0, 50.0, 0.0, 0.0)
     assert checked == [(1, "Step 1: a"), (1, "Step 1: c")]
 
 
@@ -59,7 +62,7 @@ def test_report_tables_and_plots(tmp_path):
     assert "| M2 | 10 | 100.0 | 0 |" in md  # judge table
     assert "| M1 | 2.50 | 11.0 |" in md  # steps table
     assert "| M2 | 4 | 75.0 | 100.0 |" in md  # test-time scaling
-    assert "| 1 | M1 | 3 | 2 | 5 | 1 | - | - | - |" in md  # no checker: pair quality unknown
+    assert "| 1 | M1 | 3 | 2 | 5 | 1 | - | - | - | - |" in md  # no checker: pair quality unknown
     assert "| **total** | 11.0 |" in md
     for png in ("accuracy.png", "steps.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"

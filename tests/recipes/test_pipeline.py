@@ -119,6 +119,38 @@ def test_recipes_source_wires_ift_prm_eft_into_m1_and_slices_new_questions(tmp_p
     assert OmegaConf.to_container(cfg.prm, resolve=True)["overrides"][0] == "model_dir=/m/smol"
 
 
+def test_checker_judge_diagnostic_hands_the_iterations_problems_to_step_search(tmp_path, monkeypatch):
+    sys.path.insert(0, str(REPO))
+    from psr.config import load_config
+    from psr.report import write_report
+    from recipes.pipeline import Pipeline, PipelineConfig
+
+    cfg = load_config(PipelineConfig, str(REPO / "configs/arith/pipeline_smoke.yaml"),
+                      [f"output_dir={tmp_path / 'run'}", "checker_judge=true"])
+    p = Pipeline(cfg)
+    calls = {}
+
+    def fake_run(stage, recipe, spec, overrides, resume_key=None):
+        calls[stage] = list(overrides)
+        (p.stages / stage).mkdir(parents=True, exist_ok=True)
+        if recipe == "step_search":
+            (p.stages / stage / "pairs.jsonl").write_text(json.dumps({"chosen": "a", "rejected": "b"}) + "\n")
+        p.mark(stage, 0.0)
+
+    monkeypatch.setattr(p, "run_recipe", fake_run)
+    p.stage_data()
+    p.stage_train()
+    problems = p.data / "iter1_problems.jsonl"
+    assert calls["search_1"][-1] == f"checker_judge_problems={problems}" and problems.exists()
+    assert not any(o.startswith("checker_judge_problems=") for o in calls["m1"] + calls["dpo_1"])
+    (tmp_path / "r").mkdir()
+    md = write_report(tmp_path / "r", 0, plots=False, judge="the exact checker").read_text()
+    assert "**Judge of the iterations: the exact checker**" in md
+    assert "Judge of the iterations" not in write_report(tmp_path / "r", 0, plots=False).read_text()
+    r = _run(["--config", "smollm2_135m/pipeline", f"output_dir={tmp_path}", "base_model=/m", "checker_judge=true"])
+    assert r.returncode == 2 and "checker_judge: needs source=arith" in r.stderr
+
+
 def test_recipes_source_needs_its_keys_and_enough_questions(tmp_path):
     p = _run(["--config", "smollm2_135m/pipeline", f"output_dir={tmp_path}", "questions=gsm8k/train.jsonl"])
     assert p.returncode == 2 and "base_model: required with source=recipes" in p.stderr
