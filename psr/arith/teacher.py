@@ -17,7 +17,7 @@ Two styles (``style``):
   order, those the previous steps used, the next one and its equation -- then the two clauses
   and the verdict::
 
-    The question gives 3, 12, 5, 9, 4. Used: 3, 12, 5. Next: 9, so 41 - 9 = 32. Assistant A: 41 - 9 = 32 is correct. Assistant B: 41 / 4 = 10 uses 10, ... [[A]]
+    The question gives 3, 12, 5, 9, 4. Used: 3, 12, 5. Next: 9, so 41 - 9 = 32. Assistant A: 41 - 9 = 32 is correct. Assistant B: 41 / 4 = 10 is wrong, since 41 / 4 = 10.25. So Assistant A is better. [[A]]
 
   A judge trained on it solves the step itself before it compares, the way the paper's teacher
   (GPT-4o) reasons about the problem before it names the better step, and the number lists are
@@ -97,7 +97,7 @@ def _nums(values) -> str:
     return ", ".join(str(v) for v in values)
 
 
-def derivation(problem: Problem, derived, rng: random.Random) -> str:
+def derivation(problem: Problem, derived) -> str:
     """The ``derive`` style's lead: the question's numbers in order, those the correct previous
     steps have used, the next one and the step it gives, e.g. ``"The question gives 3, 12, 5, 9.
     Used: 3, 12. Next: 5, so 36 + 5 = 41."`` (every operation takes the next number of the
@@ -140,7 +140,7 @@ def judge_explanation(
     derived = derived_values(problem, prev_steps)
     ca = analyze_step(problem, derived, step_a)
     cb = analyze_step(problem, derived, step_b)
-    return explain(ca, cb, rng, derivation(problem, derived, rng) if style == "derive" else "")
+    return explain(ca, cb, rng, derivation(problem, derived) if style == "derive" else "")
 
 
 _CTX_RE = re.compile(r"\[Question and Intermediate Reasoning Steps Provided\]\n(.*?)\n\[The Start of Assistant A", re.S)
