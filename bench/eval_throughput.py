@@ -36,10 +36,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    add_backend_args,
-    run_bench,
-    BACKENDS, backend_dtype, break_even_text, best_of, load_line, load_questions, make_backend,
-    memory_text, peak_memory, ratio_line, reset_peak,
+    add_backend_args, break_even_text, load_line, load_questions, measure, memory_text, open_backend,
+    print_ratios, reset_peak, run_bench,
 )
 
 
@@ -56,9 +54,7 @@ def run_one(args) -> dict:
     from psr.prompts import chat, judge_prompt, reasoning_prompt
 
     items = load_questions(args.items)
-    vkw = {"max_model_len": args.vllm_max_model_len} if args.vllm_max_model_len else {}
-    gen, start = make_backend(args.only, args.model_dir, args.device,
-                              args.vllm_dtype if args.only == "vllm" else args.dtype, args.cpu_threads, vkw)
+    gen, start = open_backend(args)
     tok = gen.tokenizer
     greedy_prompts = [chat(tok, reasoning_prompt(it["problem"])) for it in items]
     judge_prompts = [chat(tok, judge_prompt(r["question"], r["prev_steps"], r["step_a"], r["step_b"]))
@@ -85,16 +81,16 @@ def run_one(args) -> dict:
                 "wall_s": gw + jw, "tokens": gt + jt, "tokens_per_s": (gt + jt) / (gw + jw),
                 "greedy_digests": [hashlib.sha1(c.text.encode()).hexdigest()[:12] for c in g]}
 
-    m = best_of(args.repeats, once, args.device)
-    gen.close()
-    return {"backend": args.only, "version": gen.version, "dtype": backend_dtype(gen), "start_s": start,
-            **m, **peak_memory(args.device)}
+    return measure(args, gen, start, once)
 
 
 def print_report(args, res: dict) -> None:
+    from psr.generation.factory import eval_token_budget
+
+    budget = eval_token_budget(args.items, args.max_new_tokens) + eval_token_budget(args.items, args.judge_tokens)
     print(f"model: {args.model_dir}; device {args.device}; {args.items} items, batch {args.batch_size}, "
           f"greedy {args.max_new_tokens} / judge {args.judge_tokens} max new tokens (token budget "
-          f"{args.items * (args.max_new_tokens + args.judge_tokens):,}); best of {args.repeats} x {args.rounds} "
+          f"{budget:,}); best of {args.repeats} x {args.rounds} "
           f"round(s); {load_line()}")
     nat = res.get("native")
     for which, r in res.items():
@@ -109,24 +105,16 @@ def print_report(args, res: dict) -> None:
               f"{r['judge_tokens_per_s']:9.1f} tokens/s ({r['judge_parsed']} verdicts parsed) | both "
               f"{r['tokens_per_s']:9.1f} tokens/s  [{r['tokens']} tokens in {r['wall_s']:.2f} s; start "
               f"{r['start_s']:.1f} s; {memory_text(r)}; rounds tok/s {[round(x) for x in r['rounds']]}{extra}]")
-    ratio, what = ratio_line(res)
-    for k in ("greedy_tokens_per_s", "judge_calls_per_s"):
-        print(f"{k} ratio ({what.split(' tokens')[0]}): {ratio_line(res, k)[0]:.2f}")
-    print(f"ratio is {what} (greedy + judge)")
-    print(f"ratio={ratio:.3f}")
+    print_ratios(res, ("greedy_tokens_per_s", "judge_calls_per_s"), " (greedy + judge)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_backend_args(ap)
+    add_backend_args(ap, "greedy + judge passes per child after start-up (best kept)")
     ap.add_argument("--items", type=int, default=32)
     ap.add_argument("--batch_size", type=int, default=64, help="items per generate call (eval's batch_size)")
     ap.add_argument("--max_new_tokens", type=int, default=64)
     ap.add_argument("--judge_tokens", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=1, help="greedy + judge passes per child after start-up (best kept)")
-    ap.add_argument("--rounds", type=int, default=1, help="child processes per backend, interleaved (best kept)")
-    ap.add_argument("--cpu_threads", default="auto", help="native backend's torch threads on CPU: auto or a number")
-    ap.add_argument("--only", choices=list(BACKENDS), default=None, help=argparse.SUPPRESS)
     run_bench(__file__, ap.parse_args(), run_one, print_report)
 
 

@@ -38,10 +38,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    add_backend_args,
-    run_bench,
-    BACKENDS, backend_dtype, break_even_text, best_of, load_line, load_questions, make_backend,
-    memory_text, peak_memory, ratio_line, reset_peak,
+    add_backend_args, break_even_text, load_line, load_questions, measure, memory_text, open_backend,
+    print_ratios, reset_peak, run_bench,
 )
 
 
@@ -58,8 +56,10 @@ def token_budget(args) -> int:
     """The search's generated-token bound (what the recipes pass to the auto rule)."""
     from psr.generation.factory import search_token_budget
 
-    return search_token_budget(args.questions, width=args.width, judge_orders=2, max_iterations=args.iterations,
-                               max_new_tokens_step=args.step_tokens, max_new_tokens_judge=args.judge_tokens)
+    cfg = search_config(args)
+    return search_token_budget(args.questions, width=cfg.width, judge_orders=cfg.judge_orders,
+                               max_iterations=cfg.max_iterations, max_new_tokens_step=cfg.max_new_tokens_step,
+                               max_new_tokens_judge=cfg.max_new_tokens_judge)
 
 
 def run_one(args) -> dict:
@@ -69,9 +69,7 @@ def run_one(args) -> dict:
 
     cfg = search_config(args)
     questions = load_questions(args.questions)
-    vkw = {"max_model_len": args.vllm_max_model_len} if args.vllm_max_model_len else {}
-    gen, start = make_backend(args.only, args.model_dir, args.device,
-                              args.vllm_dtype if args.only == "vllm" else args.dtype, args.cpu_threads, vkw)
+    gen, start = open_backend(args)
     gen.generate(["Step 1:"] * 2, SamplingParams(n=2, temperature=1.0, max_new_tokens=4), seeds=[0, 1])
     reset_peak(args.device)
 
@@ -85,15 +83,12 @@ def run_one(args) -> dict:
                 "candidate_steps_per_s": s["candidates"] / wall, "judge_calls_per_s": s["judge_calls"] / wall,
                 "tokens_per_s": s["tokens_generated"] / wall}
 
-    m = best_of(args.repeats, once, args.device)
-    gen.close()
-    return {"backend": args.only, "version": gen.version, "dtype": backend_dtype(gen), "start_s": start,
-            **m, **peak_memory(args.device)}
+    return measure(args, gen, start, once)
 
 
 def print_report(args, res: dict) -> None:
     print(f"model: {args.model_dir}; device {args.device}; {args.questions} questions in flight, w={args.width}, "
-          f"judge_orders=2, {args.iterations} iterations, {args.step_tokens}/{args.judge_tokens} max new tokens "
+          f"judge_orders={search_config(args).judge_orders}, {args.iterations} iterations, {args.step_tokens}/{args.judge_tokens} max new tokens "
           f"(step/judge), token budget {token_budget(args):,}; best of {args.repeats} searches x {args.rounds} "
           f"round(s); {load_line()}")
     nat = res.get("native")
@@ -106,26 +101,17 @@ def print_report(args, res: dict) -> None:
               f"[{r['candidates']} candidates, {r['judge_calls']} judge calls, {r['tokens']} tokens, "
               f"{r['iterations']} iterations in {r['wall_s']:.2f} s; start {r['start_s']:.1f} s; {memory_text(r)}; "
               f"rounds tok/s {[round(x) for x in r['rounds']]}{extra}]")
-    ratio, what = ratio_line(res)
-    for k in ("candidate_steps_per_s", "judge_calls_per_s"):
-        print(f"{k} ratio ({what.split(' tokens')[0]}): {ratio_line(res, k)[0]:.2f}")
-    print(f"ratio is {what}")
-    print(f"ratio={ratio:.3f}")
+    print_ratios(res, ("candidate_steps_per_s", "judge_calls_per_s"))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_backend_args(ap)
+    add_backend_args(ap, "searches per child after start-up (best kept)")
     ap.add_argument("--questions", type=int, default=4, help="questions, all in flight together")
     ap.add_argument("--width", type=int, default=6)
     ap.add_argument("--iterations", type=int, default=1, help="sample-and-judge rounds per question")
     ap.add_argument("--step_tokens", type=int, default=32)
     ap.add_argument("--judge_tokens", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=1, help="searches per child after start-up (best kept)")
-    ap.add_argument("--rounds", type=int, default=1, help="child processes per backend, interleaved (best kept)")
-    ap.add_argument("--cpu_threads", default="auto",
-                    help="native backend's torch threads on CPU: auto or a number; the naive baseline uses torch's default")
-    ap.add_argument("--only", choices=list(BACKENDS), default=None, help=argparse.SUPPRESS)
     run_bench(__file__, ap.parse_args(), run_one, print_report)
 
 
