@@ -184,24 +184,17 @@ class Pipeline:
             return
         t0 = time.time()
         from psr.arith import build_model_dir, generate_problems, load_model_config, write_initial_data
-        from psr.arith.problems import DEFAULT_RANGES, NumberRanges
+        from psr.arith.problems import NumberRanges, dedup_questions
 
         w = OmegaConf.to_container(self.cfg.world, resolve=True)
         paths = write_initial_data(self.data, seed=self.cfg.seed, **w)
-        test_q = {r["question"] for r in read_jsonl(paths["problems_test"])}
-        train_q = {r["question"] for r in read_jsonl(paths["problems_train"])}
-        ranges = NumberRanges.from_mapping(w["ranges"]) if w.get("ranges") else DEFAULT_RANGES
+        # the iterations' questions are new: not in test, not in the SFT data, no repeats
+        old_q = {r["question"] for name in ("problems_test", "problems_train") for r in read_jsonl(paths[name])}
+        ranges, wordings = NumberRanges.of(w.get("ranges")), int(w.get("step_wordings", 3))
+        ops = self.cfg.iteration_ops or w.get("train_ops", [2, 4])
         for i, n in enumerate(self.cfg.questions_per_iteration, 1):  # all of them: a later run may add iterations
-            ops = self.cfg.iteration_ops or w.get("train_ops", [2, 4])
-            probs = generate_problems(int(n) * 2, self.cfg.seed, f"iter{i}", int(ops[0]), int(ops[1]), ranges,
-                                      int(w.get("step_wordings", 3)))
-            fresh, seen = [], set()
-            for p in probs:  # new questions: not in test, not in the SFT data, no repeats
-                if p.question in test_q or p.question in train_q or p.question in seen:
-                    continue
-                seen.add(p.question)
-                fresh.append(p)
-            fresh = fresh[: int(n)]
+            probs = generate_problems(int(n) * 2, self.cfg.seed, f"iter{i}", int(ops[0]), int(ops[1]), ranges, wordings)
+            fresh = dedup_questions(probs, old_q)[: int(n)]
             write_jsonl(self.data / f"iter{i}_problems.jsonl", [p.to_dict() for p in fresh])
             write_jsonl(self.data / f"iter{i}_questions.jsonl", [{"id": p.id, "problem": p.question} for p in fresh])
         # the held-out split as a local benchmark file for the eval recipe
@@ -297,7 +290,8 @@ class Pipeline:
 
     def pair_checker(self):
         """(chosen correct, rejected correct) of a pair by the exact checker (measurement only)."""
-        from psr.arith import check_step, load_problems
+        from psr.arith import load_problems
+        from psr.arith.checker import analyze_step, derived_values
         from psr.steps import next_step_body
 
         by_q = {}
@@ -309,9 +303,9 @@ class Pipeline:
             prob = by_q.get((i, pair["question"]))
             if prob is None:
                 return None
-            l, prev = pair["step"], list(pair["prev_steps"])
-            return (check_step(prob, prev, next_step_body(pair["chosen"], l)),
-                    check_step(prob, prev, next_step_body(pair["rejected"], l)))
+            l, derived = pair["step"], derived_values(prob, list(pair["prev_steps"]))  # once for both steps
+            return (analyze_step(prob, derived, next_step_body(pair["chosen"], l)).correct,
+                    analyze_step(prob, derived, next_step_body(pair["rejected"], l)).correct)
 
         return check
 

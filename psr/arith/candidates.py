@@ -56,12 +56,18 @@ def _final(problem: Problem, l: int) -> bool:
     return l == problem.n_ops
 
 
+def _wording(problem: Problem, rng: random.Random) -> int:
+    """A random template number for a step of ``problem`` (3 wordings in files written before
+    ``ctx["wordings"]`` existed)."""
+    return rng.randrange(problem.ctx.get("wordings", 3))
+
+
 def correct_step(problem: Problem, l: int, rng: random.Random) -> str:
     """A correct body for step ``l`` (1-based) worded with a random template (may equal the
     reference wording)."""
     o = problem.operations[l - 1]
     eq = eq_text(o.x, o.op, o.y, o.result)
-    return render_step(problem.ctx, o, rng.randrange(problem.ctx.get("wordings", 3)), eq, str(o.result) if _final(problem, l) else None)
+    return render_step(problem.ctx, o, _wording(problem, rng), eq, str(o.result) if _final(problem, l) else None)
 
 
 def _wrong_operation(problem: Problem, o: Operation, rng: random.Random) -> Optional[tuple[Operation, int]]:
@@ -127,13 +133,13 @@ def wrong_step(problem: Problem, l: int, kind: str, rng: random.Random) -> Optio
         if _final(problem, l):
             return None
         eq = eq_text(o.x, o.op, o.y, o.result)
-        return render_step(problem.ctx, o, rng.randrange(problem.ctx.get("wordings", 3)), eq, str(o.result))
+        return render_step(problem.ctx, o, _wording(problem, rng), eq, str(o.result))
     else:  # repeated_step
         if l == 1:
             return None
         return correct_step(problem, l - 1, rng)
     eq = eq_text(shown.x, shown.op, shown.y, claimed)
-    return render_step(problem.ctx, shown, rng.randrange(problem.ctx.get("wordings", 3)), eq, str(claimed) if _final(problem, l) else None)
+    return render_step(problem.ctx, shown, _wording(problem, rng), eq, str(claimed) if _final(problem, l) else None)
 
 
 def wrong_steps(problem: Problem, l: int, rng: random.Random, kinds=WRONG_KINDS) -> list[Candidate]:

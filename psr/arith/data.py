@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from psr.arith.candidates import correct_step, random_wrong_step
-from psr.arith.problems import DEFAULT_RANGES, NumberRanges, Problem, make_splits
+from psr.arith.problems import NumberRanges, Problem, make_splits
 from psr.arith.teacher import judge_explanation
 from psr.data.jsonl import read_jsonl, write_jsonl
 from psr.steps import format_step, format_steps
@@ -117,11 +117,8 @@ def write_initial_data(
     Returns the paths by name."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if ranges is None:
-        ranges = DEFAULT_RANGES
-    elif not isinstance(ranges, NumberRanges):
-        ranges = NumberRanges.from_mapping(ranges)
-    train, test = make_splits(n_train, n_test, seed, tuple(train_ops), tuple(test_ops), ranges, step_wordings)
+    train, test = make_splits(n_train, n_test, seed, tuple(train_ops), tuple(test_ops), NumberRanges.of(ranges),
+                              step_wordings)
     eft_src = train if n_eft_train_problems is None else train[:n_eft_train_problems]
     files = {
         "problems_train": [p.to_dict() for p in train],

@@ -58,6 +58,13 @@ class NumberRanges:
         base.update({k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in m.items()})
         return cls(**base)
 
+    @classmethod
+    def of(cls, value) -> "NumberRanges":
+        """``value`` as NumberRanges: None gives the defaults, a mapping :meth:`from_mapping`."""
+        if value is None:
+            return cls()
+        return value if isinstance(value, NumberRanges) else cls.from_mapping(value)
+
 
 # Measured on one GPU (greedy accuracy on held-out problems / judge accuracy on a held-out EFT
 # set, after SFT on IFT + EFT from scratch, llama ~3.7M, hidden 256, batches of 32, lr 2e-3):
@@ -366,14 +373,15 @@ def make_splits(
 a step may take (see :func:`generate_problem`)."""
     if test_ops[1] <= train_ops[1]:
         raise ValueError(f"test_ops {test_ops} must reach beyond train_ops {train_ops}")
-    train = _dedup(generate_problems(n_train, seed, "train", *train_ops, ranges=ranges, step_wordings=step_wordings), set())
+    train = dedup_questions(generate_problems(n_train, seed, "train", *train_ops, ranges=ranges, step_wordings=step_wordings), set())
     seen = {p.question for p in train}
-    test = _dedup(generate_problems(n_test, seed, "test", *test_ops, ranges=ranges, step_wordings=step_wordings), seen)
+    test = dedup_questions(generate_problems(n_test, seed, "test", *test_ops, ranges=ranges, step_wordings=step_wordings), seen)
     assert not seen & {p.question for p in test}
     return train, test
 
 
-def _dedup(problems: list[Problem], seen: set[str]) -> list[Problem]:
+def dedup_questions(problems: list[Problem], seen: set[str]) -> list[Problem]:
+    """``problems`` without repeated questions and without those in ``seen``, in order."""
     seen = set(seen)
     out = []
     for p in problems:

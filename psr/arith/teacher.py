@@ -42,7 +42,7 @@ import zlib
 from typing import Any, Iterable, Optional, Sequence
 
 from psr.arith.checker import ArithOracle, StepCheck, analyze_step, derived_values, strip_header
-from psr.arith.problems import Operation, Problem, eq_text
+from psr.arith.problems import Problem, eq_text
 from psr.generation.base import Completion, SamplingParams
 from psr.steps import parse_steps
 
@@ -67,8 +67,13 @@ _WRONG = {
     "no_progress": ["Assistant {X}: the step does not compute anything new.", "Assistant {X} makes no progress."],
     "empty": ["Assistant {X} gives no step.", "Assistant {X}: the step is empty."],
 }
-STYLES = ("assess", "derive")
 _VERDICT = ["So Assistant {W} is better. [[{W}]]", "Assistant {W}'s step is the correct one. [[{W}]]", "[[{W}]]"]
+STYLES = ("assess", "derive")
+
+
+def _check_style(style: str) -> None:
+    if style not in STYLES:
+        raise ValueError(f"unknown judge explanation style {style!r} (styles: {', '.join(STYLES)})")
 
 
 def clause(who: str, check: StepCheck, rng: random.Random) -> str:
@@ -84,13 +89,11 @@ def clause(who: str, check: StepCheck, rng: random.Random) -> str:
     return rng.choice(_WRONG[reason]).format(X=who, eq=check.equation, lhs=lhs, true=check.true_value, n=check.number)
 
 
-def next_operation(problem: Problem, derived) -> Optional[Operation]:
-    """The first operation of ``problem`` whose result is not among the ``derived`` values (the
-    step that should come next), or None when every one is derived (only the answer is left)."""
-    for o in problem.operations:
-        if o.result not in derived:
-            return o
-    return None
+def next_operation(problem: Problem, derived) -> Optional[int]:
+    """The index of the first operation of ``problem`` whose result is not among the ``derived``
+    values (the step that should come next), or None when every one is derived (only the answer
+    is left)."""
+    return next((j for j, o in enumerate(problem.operations) if o.result not in derived), None)
 
 
 def _nums(values) -> str:
@@ -102,11 +105,11 @@ def derivation(problem: Problem, derived) -> str:
     steps have used, the next one and the step it gives, e.g. ``"The question gives 3, 12, 5, 9.
     Used: 3, 12. Next: 5, so 36 + 5 = 41."`` (every operation takes the next number of the
     question: the first one two, ``x op y`` with the running value ``x`` after that)."""
-    o = next_operation(problem, derived)
+    j = next_operation(problem, derived)
     head = f"The question gives {_nums(problem.givens)}."
-    if o is None:
+    if j is None:
         return f"{head} Used: all. The answer is {problem.answer}."
-    j = problem.operations.index(o)
+    o = problem.operations[j]
     eq = eq_text(o.x, o.op, o.y, o.result)
     tail = ", the final answer." if j == len(problem.operations) - 1 else "."
     if j == 0:
@@ -132,8 +135,7 @@ def judge_explanation(
     the text has no ``[[.]]``) when both steps are correct or both wrong. Without ``rng`` the
     wording is picked by a hash of the inputs (deterministic). ``style``: one of :data:`STYLES`
     (module docstring)."""
-    if style not in STYLES:
-        raise ValueError(f"unknown judge explanation style {style!r} (styles: {', '.join(STYLES)})")
+    _check_style(style)
     if rng is None:
         key = "\x1f".join([problem.question, *prev_steps, step_a, step_b])
         rng = random.Random(zlib.crc32(key.encode()))
@@ -176,8 +178,7 @@ class ArithTeacher:
     def __init__(self, problems: Optional[Iterable[Problem]] = None, problems_file: Any = None, style: str = "assess"):
         """Problems as for :class:`ArithOracle` (objects and/or ``problems_*.jsonl`` paths);
         ``style`` as for :func:`judge_explanation`."""
-        if style not in STYLES:
-            raise ValueError(f"unknown judge explanation style {style!r} (styles: {', '.join(STYLES)})")
+        _check_style(style)
         self.oracle = ArithOracle(problems, problems_file)
         self.style = style
         self.n_prompts = 0
@@ -213,10 +214,9 @@ class CheckerJudged:
     measure what the loop's search + DPO can do when the judge is not the limit (the pairs are
     then right whenever the candidates differ in correctness)."""
 
-    def __init__(self, policy: Any, problems: Optional[Iterable[Problem]] = None, problems_file: Any = None,
-                 style: str = "assess"):
+    def __init__(self, policy: Any, problems: Optional[Iterable[Problem]] = None, problems_file: Any = None):
         self.policy = policy
-        self.teacher = ArithTeacher(problems, problems_file, style)
+        self.teacher = ArithTeacher(problems, problems_file)
         self.tokenizer = policy.tokenizer
         self.name = f"{policy.name}+arith-checker-judge"
         self.version = f"{policy.version}; {ArithTeacher.version}"
