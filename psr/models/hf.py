@@ -101,7 +101,19 @@ def save_model_dir(
     sd = {k: v.detach().to("cpu") for k, v in sd.items()}
     if dtype is not None:
         dt = torch_dtype(dtype)
-        sd = {k: (v.to(dt) if v.is_floating_point() else v) for k, v in sd.items()}
+        # one cast per shared tensor: tied weights (embedding / LM head) must stay one tensor, or
+        # save_pretrained writes both copies
+        cast: dict = {}
+
+        def _cast(v: torch.Tensor) -> torch.Tensor:
+            if not v.is_floating_point():
+                return v
+            key = (v.data_ptr(), tuple(v.shape), v.stride())
+            if key not in cast:
+                cast[key] = v.to(dt)
+            return cast[key]
+
+        sd = {k: _cast(v) for k, v in sd.items()}
     else:
         dt = next(iter(v for v in sd.values() if v.is_floating_point())).dtype
     config = model.config
@@ -138,26 +150,7 @@ def save_model_dir(
 
 
 def build_tiny_llama_dir(path: str | os.PathLike, seed: int = 0, hidden_size: int = 64, num_layers: int = 2) -> Path:
-    """A random LlamaForCausalLM (SmolLM2's architecture, untied head off) + the tiny tokenizer."""
-    path = Path(path)
-    if (path / "config.json").exists():
-        return path
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    """A random LlamaForCausalLM (SmolLM2's architecture, tied head) + the tiny tokenizer."""
+    from psr.models.tiny import build_tiny_model_dir
 
-    from psr.models.tiny import build_tiny_tokenizer
-
-    tok = build_tiny_tokenizer()
-    cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=2048, tie_word_embeddings=True, rope_theta=10000.0,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(cfg)
-    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(path))
-    tok.save_pretrained(str(path))
-    return path
+    return build_tiny_model_dir(path, seed=seed, hidden_size=hidden_size, num_layers=num_layers, arch="llama")

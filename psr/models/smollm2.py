@@ -302,18 +302,13 @@ def convert_gguf(gguf_path: Path, out_dir: Path, dtype: str = "float32", wheel: 
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
     )
-    if dtype != "float32":
-        # cast the module (tied embedding / LM head stay one tensor) rather than the saved state
-        # dict, which would write the tied weight twice
-        model = model.to(getattr(torch, dtype))
-    out = save_model_dir(model, tok, out_dir)
+    out = save_model_dir(model, tok, out_dir, dtype=dtype)
 
     reloaded = AutoTokenizer.from_pretrained(str(out))
     for text in ROUNDTRIP_TEXTS:
         a, b = tok(text).input_ids, reloaded(text).input_ids
         if a != b:
             raise ConversionError(f"{out}: the saved tokenizer tokenizes {text!r} as {b}, the converted one as {a}")
-    import gguf as gguf_pkg
     import transformers
 
     source = {
@@ -322,7 +317,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, dtype: str = "float32", wheel: 
         "gguf_file": gguf_path.name,
         "gguf_sha256": _sha256(gguf_path), "gguf": meta, "dtype": dtype,
         "pre_tokenizer_restored": pre_fixed, "transformers": transformers.__version__,
-        "gguf_package": getattr(gguf_pkg, "__version__", None) or _dist_version("gguf"),
+        "gguf_package": _dist_version("gguf"),  # the gguf package has no __version__
         "torch": torch.__version__,
     }
     (out / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")

@@ -50,6 +50,12 @@ def test_save_dtype_bf16_and_tokenizer_files(tmp_path):
     assert (out / "tokenizer.json").exists() and (out / "generation_config.json").exists()
     assert not (tmp_path / "bf16.tmp").exists()
     assert AutoTokenizer.from_pretrained(str(out)).eos_token == "<|im_end|>"
+    # the tied embedding / LM head is cast once and written once, as save_pretrained does for fp32
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert model.config.tie_word_embeddings and "model.embed_tokens.weight" in keys and "lm_head.weight" not in keys
 
 
 def test_bf16_compute_keeps_fp32_master_weights_and_learns(tmp_path):
