@@ -52,16 +52,6 @@ def search_config(args):
                         questions_in_flight=args.questions, seed=0)
 
 
-def token_budget(args) -> int:
-    """The search's generated-token bound (what the recipes pass to the auto rule)."""
-    from psr.generation.factory import search_token_budget
-
-    cfg = search_config(args)
-    return search_token_budget(args.questions, width=cfg.width, judge_orders=cfg.judge_orders,
-                               max_iterations=cfg.max_iterations, max_new_tokens_step=cfg.max_new_tokens_step,
-                               max_new_tokens_judge=cfg.max_new_tokens_judge)
-
-
 def run_one(args) -> dict:
     """The child process: one backend, the search ``--repeats`` times, metrics as JSON."""
     from psr.generation import SamplingParams
@@ -89,7 +79,7 @@ def run_one(args) -> dict:
 def print_report(args, res: dict) -> None:
     print(f"model: {args.model_dir}; device {args.device}; {args.questions} questions in flight, w={args.width}, "
           f"judge_orders={search_config(args).judge_orders}, {args.iterations} iterations, {args.step_tokens}/{args.judge_tokens} max new tokens "
-          f"(step/judge), token budget {token_budget(args):,}; best of {args.repeats} searches x {args.rounds} "
+          f"(step/judge), token budget {search_config(args).token_budget(args.questions):,}; best of {args.repeats} searches x {args.rounds} "
           f"round(s); {load_line()}")
     nat = res.get("native")
     for which, r in res.items():

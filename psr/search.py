@@ -169,6 +169,15 @@ class SearchConfig:
             n=self.width, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens_step
         )
 
+    def token_budget(self, questions: int) -> int:
+        """The most tokens a search over ``questions`` questions generates with these settings
+        (:func:`psr.generation.factory.search_token_budget`: what backend=auto is given)."""
+        from psr.generation.factory import search_token_budget
+
+        return search_token_budget(questions, width=self.width, judge_orders=self.judge_orders,
+                                   max_iterations=self.max_iterations, max_new_tokens_step=self.max_new_tokens_step,
+                                   max_new_tokens_judge=self.max_new_tokens_judge)
+
     def judge_params(self) -> SamplingParams:
         t = self.temperature if self.judge_temperature is None else self.judge_temperature
         p = self.top_p if self.judge_top_p is None else self.judge_top_p

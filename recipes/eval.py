@@ -208,10 +208,8 @@ def _graded(gen, grader, chunk, prompts, responses, n_tokens, bench):
     return recs
 
 
-def tts_records(cfg, grader):
-    from psr.search import SearchConfig, tts_solve
-
-    scfg = SearchConfig(**OmegaConf.to_container(cfg.tts, resolve=True), seed=cfg.seed)
+def tts_records(cfg, grader, scfg):
+    from psr.search import tts_solve
 
     def make(gen, chunk, bench):
         questions = [{"id": str(it["id"]), "question": it["problem"]} for it in chunk]
@@ -296,6 +294,7 @@ def main(cfg) -> dict:
         D.barrier()
 
     from psr.generation import make_generator
+    from psr.generation.factory import eval_token_budget
 
     # Load (and validate) all data before the engine starts: bad input fails fast.
     if cfg.mode == "judge":
@@ -309,14 +308,13 @@ def main(cfg) -> dict:
 
     t0 = time.time()
     # backend=auto picks by this rank's generated-token budget (psr.generation.factory)
-    from psr.generation.factory import eval_token_budget, search_token_budget
-    from psr.search import SearchConfig
-
     n_items = -(-sum(map(len, tasks.values())) // D.get_world_size())  # this rank's share, rounded up
+    scfg = None
     if cfg.mode == "tts":
-        t = SearchConfig(**OmegaConf.to_container(cfg.tts, resolve=True))
-        budget = search_token_budget(n_items, width=t.width, judge_orders=t.judge_orders, max_iterations=t.max_iterations,
-                                     max_new_tokens_step=t.max_new_tokens_step, max_new_tokens_judge=t.max_new_tokens_judge)
+        from psr.search import SearchConfig
+
+        scfg = SearchConfig(**OmegaConf.to_container(cfg.tts, resolve=True), seed=cfg.seed)
+        budget = scfg.token_budget(n_items)
     else:
         budget = eval_token_budget(n_items, cfg.judge_max_new_tokens if cfg.mode == "judge" else cfg.max_new_tokens)
     gen = make_generator(cfg.backend, cfg.model_dir, device=str(device), dtype=cfg.dtype, expected_tokens=budget,
@@ -350,7 +348,7 @@ def main(cfg) -> dict:
                                 "unparseable": sum(r["verdict"] is None for r in recs)}
         else:
             grader = _Grader(cfg.grader_workers, cfg.grader_timeout_s)
-            make = tts_records(cfg, grader) if cfg.mode == "tts" else greedy_records(cfg, grader)
+            make = tts_records(cfg, grader, scfg) if cfg.mode == "tts" else greedy_records(cfg, grader)
             for bench, items in tasks.items():
                 gb = grader_benchmark(bench, items)
                 run_items(cfg, gen, items, out / bench, bench, lambda g, c, b=gb: make(g, c, b))

@@ -304,14 +304,11 @@ def main(cfg) -> dict | None:
     backend_name, backend_version, n_failed = "", "", 0
     tokens_now = 0
     if todo:
-        from psr.generation.factory import make_generator, search_token_budget
+        from psr.generation.factory import make_generator
 
         # backend=auto picks by this rank's generated-token budget (psr.generation.factory)
-        budget = search_token_budget(len(todo), width=scfg.width, judge_orders=scfg.judge_orders,
-                                     max_iterations=scfg.max_iterations, max_new_tokens_step=scfg.max_new_tokens_step,
-                                     max_new_tokens_judge=scfg.max_new_tokens_judge)
         gen = make_generator(cfg.backend, model_dir, device=cfg.device, dtype=cfg.dtype,
-                             expected_tokens=budget, stage="search",
+                             expected_tokens=scfg.token_budget(len(todo)), stage="search",
                              **OmegaConf.to_container(cfg.backend_kwargs, resolve=True))
         if cfg.checker_judge_problems:
             from psr.arith import CheckerJudged

@@ -80,12 +80,9 @@ def vllm_available() -> bool:
 
 
 def _on_gpu(device: Any) -> bool:
-    d = str(device or "auto")
-    if d == "auto":
-        import torch
+    from psr.distributed import default_device
 
-        return torch.cuda.is_available()
-    return d.startswith("cuda")
+    return default_device(str(device) if device else None).type == "cuda"
 
 
 def search_token_budget(questions: int, *, width: int, judge_orders: int, max_iterations: int,
@@ -118,12 +115,13 @@ def choose_backend(backend: str, expected_tokens: Optional[int] = None, stage: O
         return "vllm", "vllm is installed and the stage runs on a GPU"
     if expected_tokens is None:
         return "native", "CPU and no token budget given (vLLM's ~1 min engine start may not pay back)"
-    need = CPU_BREAK_EVEN_TOKENS.get(stage, DEFAULT_CPU_BREAK_EVEN) if stage else DEFAULT_CPU_BREAK_EVEN
+    need = CPU_BREAK_EVEN_TOKENS.get(stage, DEFAULT_CPU_BREAK_EVEN)
     if need is None:
         return "native", f"CPU, and vLLM was measured no faster per token than native{f' for {stage}' if stage else ''}"
-    where = f"CPU, token budget {int(expected_tokens):,} {'>=' if expected_tokens >= need else '<'} " \
+    pays = expected_tokens >= need
+    where = f"CPU, token budget {int(expected_tokens):,} {'>=' if pays else '<'} " \
             f"the measured break-even {need:,}{f' for {stage}' if stage else ''}"
-    if expected_tokens >= need:
+    if pays:
         return "vllm", where + " (vLLM's faster decoding pays back its engine start)"
     return "native", where + " (vLLM's engine start would not pay back)"
 

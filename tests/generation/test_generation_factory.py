@@ -76,6 +76,11 @@ def test_token_budgets_of_the_stages():
     assert factory.search_token_budget(0, width=6, judge_orders=2, max_iterations=20, max_new_tokens_step=512,
                                        max_new_tokens_judge=512) == 0
     assert factory.eval_token_budget(500, 2048) == 1_024_000
+    # what step_search and eval's tts mode pass: the budget of their SearchConfig
+    from psr.search import SearchConfig
+
+    cfg = SearchConfig(width=3, judge_orders=1, max_iterations=2, max_new_tokens_step=16, max_new_tokens_judge=8)
+    assert cfg.token_budget(3) == 3 * 2 * (3 * 16 + 3 * 8)
 
 
 def test_make_generator_logs_the_auto_choice_and_reason(monkeypatch, tiny_model_dir, caplog, capsys):
