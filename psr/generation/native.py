@@ -128,28 +128,23 @@ def sample_tokens(
     if top_p < 1.0:
         V = probs.shape[1]
         k = min(V, max(1, int(top_k_first)))
+        short, n_short = None, 0
         if k < V:
-            probs_k, order = _top_k_sorted(probs, k)
+            probs_k, order_k = _top_k_sorted(probs, k)
             # full sort where the nucleus may reach beyond the k tokens, or where tokens tied
             # with the k-th straddle the cut (topk's choice among them is not the stable order)
             short = (probs_k.cumsum(dim=1)[:, -1] < top_p) | ((probs >= probs_k[:, -1:]).sum(dim=1) > k)
             n_short = int(short.sum())
-            if 2 * n_short > probs.shape[0]:
-                probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
-            elif n_short:
-                rows = short.nonzero().squeeze(1)
-                full_p, full_o = torch.sort(probs.index_select(0, rows), dim=-1, descending=True, stable=True)
-                probs = torch.zeros((probs.shape[0], V), dtype=probs.dtype, device=probs.device)
-                probs[:, :k] = probs_k
-                probs[rows] = full_p
-                o = torch.zeros((probs.shape[0], V), dtype=order.dtype, device=order.device)
-                o[:, :k] = order
-                o[rows] = full_o
-                order = o
-            else:
-                probs = probs_k
-        else:
+        if short is None or 2 * n_short > probs.shape[0]:  # all rows (or most) sorted in full
             probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+        elif n_short:  # the short rows sorted in full, the others' top k padded with zeros
+            rows = short.nonzero().squeeze(1)
+            full_p, full_o = torch.sort(probs.index_select(0, rows), dim=-1, descending=True, stable=True)
+            probs = torch.nn.functional.pad(probs_k, (0, V - k))
+            order = torch.nn.functional.pad(order_k, (0, V - k))
+            probs[rows], order[rows] = full_p, full_o
+        else:
+            probs, order = probs_k, order_k
         before = torch.cumsum(probs, dim=-1) - probs  # mass of strictly more likely tokens
         probs = probs.masked_fill(before >= top_p, 0.0)
         probs[:, 0] = torch.where(probs[:, 0] > 0, probs[:, 0], torch.ones_like(probs[:, 0]))
