@@ -105,6 +105,7 @@ def write_initial_data(
     ranges: NumberRanges | Mapping | None = None,
     step_wordings: int = 3,
     judge_style: str = "assess",
+    train_ops_weights: Sequence[float] | None = None,
 ) -> dict[str, Path]:
     """Write ``problems_{train,test}.jsonl``, ``ift_train.jsonl``, ``m0_train.jsonl``,
     ``eft_train.jsonl``, ``eft_test.jsonl`` (held out: from the test split) and
@@ -112,13 +113,15 @@ def write_initial_data(
     EFT train uses the first ``n_eft_train_problems`` training problems (all by default).
     ``ranges``: a :class:`NumberRanges` or a mapping of its fields (None: the defaults).
     ``step_wordings``: wordings per kind of step (1: one fixed wording; see ``generate_problem``).
-    ``judge_style``: how the EFT judgments explain (``"assess"`` or ``"derive"``, see
+    ``judge_style``: how the EFT judgments explain (``"assess"``, ``"derive"`` or ``"worked"``, see
     :mod:`psr.arith.teacher`); the held-out EFT set is written in the same style.
+    ``train_ops_weights``: relative frequency of each operation count in the training split
+    (None: an even spread; see :func:`psr.arith.problems.generate_problems`).
     Returns the paths by name."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train, test = make_splits(n_train, n_test, seed, tuple(train_ops), tuple(test_ops), NumberRanges.of(ranges),
-                              step_wordings)
+                              step_wordings, train_ops_weights)
     eft_src = train if n_eft_train_problems is None else train[:n_eft_train_problems]
     files = {
         "problems_train": [p.to_dict() for p in train],

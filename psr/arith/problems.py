@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 OPS = ("+", "-", "*", "/")
 MAX_VALUE = 999  # the largest max_value a preset uses (the "hard" one)
@@ -340,18 +340,30 @@ def generate_problem(rng: random.Random, n_ops: int, pid: str, ranges: NumberRan
 
 def generate_problems(
     n: int, seed: int, split: str = "train", min_ops: int = 2, max_ops: int = 4,
-    ranges: NumberRanges = DEFAULT_RANGES, step_wordings: int = 3,
+    ranges: NumberRanges = DEFAULT_RANGES, step_wordings: int = 3, ops_weights: Optional[Sequence[float]] = None,
 ) -> list[Problem]:
     """``n`` problems of ``split`` from ``seed``; problem ``i`` has ``min_ops + i % (max_ops -
     min_ops + 1)`` operations (an even spread of difficulties) and id ``arith-{split}-{seed}-{i}``.
-    Duplicated questions are not removed here (see :func:`make_splits`)."""
+    ``ops_weights`` (one weight per operation count min_ops..max_ops) instead draws each problem's
+    count with those relative weights, from a stream of its own (the problem text still comes from
+    ``arith:{split}:{seed}:{i}``). Duplicated questions are not removed here (see :func:`make_splits`)."""
     if not 1 <= min_ops <= max_ops:
         raise ValueError(f"need 1 <= min_ops <= max_ops, got {min_ops}, {max_ops}")
-    out = []
     span = max_ops - min_ops + 1
+    counts = list(range(min_ops, max_ops + 1))
+    if ops_weights is not None:
+        ops_weights = [float(x) for x in ops_weights]
+        if len(ops_weights) != span or min(ops_weights) < 0 or sum(ops_weights) <= 0:
+            raise ValueError(f"ops_weights must be {span} non-negative weights (one per operation count "
+                             f"{min_ops}..{max_ops}) with a positive sum, got {ops_weights}")
+    out = []
     for i in range(n):
         rng = random.Random(f"arith:{split}:{seed}:{i}")
-        out.append(generate_problem(rng, min_ops + i % span, f"arith-{split}-{seed}-{i}", ranges, step_wordings))
+        if ops_weights is None:
+            k = min_ops + i % span
+        else:
+            k = random.Random(f"arith-ops:{split}:{seed}:{i}").choices(counts, ops_weights)[0]
+        out.append(generate_problem(rng, k, f"arith-{split}-{seed}-{i}", ranges, step_wordings))
     return out
 
 
@@ -363,6 +375,7 @@ def make_splits(
     test_ops: tuple[int, int] = (2, 6),
     ranges: NumberRanges = DEFAULT_RANGES,
     step_wordings: int = 3,
+    train_ops_weights: Optional[Sequence[float]] = None,
 ) -> tuple[list[Problem], list[Problem]]:
     """Train and test problems from disjoint random streams (split names differ), with duplicate
     questions dropped inside each split and every test question that also occurs in train dropped
@@ -370,10 +383,12 @@ def make_splits(
     ``n_test`` by those drops, which the caller sees in ``len``). ``test_ops[1]`` must exceed
     ``train_ops[1]``: the test split has longer problems than any training problem. ``ranges``
 (the same for both splits) sets how large the numbers get, ``step_wordings`` how many wordings
-a step may take (see :func:`generate_problem`)."""
+a step may take (see :func:`generate_problem`), ``train_ops_weights`` how often each operation
+count occurs in train (see :func:`generate_problems`; None: evenly)."""
     if test_ops[1] <= train_ops[1]:
         raise ValueError(f"test_ops {test_ops} must reach beyond train_ops {train_ops}")
-    train = dedup_questions(generate_problems(n_train, seed, "train", *train_ops, ranges=ranges, step_wordings=step_wordings), set())
+    train = dedup_questions(generate_problems(n_train, seed, "train", *train_ops, ranges=ranges, step_wordings=step_wordings,
+                                                ops_weights=train_ops_weights), set())
     seen = {p.question for p in train}
     test = dedup_questions(generate_problems(n_test, seed, "test", *test_ops, ranges=ranges, step_wordings=step_wordings), seen)
     assert not seen & {p.question for p in test}

@@ -1,4 +1,5 @@
 import re
+from collections import Counter
 
 import pytest
 
@@ -30,6 +31,33 @@ def test_splits_are_disjoint_and_test_has_longer_problems():
 def test_test_ops_must_exceed_train_ops():
     with pytest.raises(ValueError, match="must reach beyond"):
         make_splits(10, 10, train_ops=(2, 4), test_ops=(2, 4))
+
+
+def test_ops_weights_set_how_often_each_operation_count_occurs():
+    even = generate_problems(60, seed=0, min_ops=1, max_ops=3)
+    assert [p.n_ops for p in even[:6]] == [1, 2, 3, 1, 2, 3]
+    weighted = generate_problems(4000, seed=0, min_ops=1, max_ops=4, ops_weights=[1, 1, 1, 0.2])
+    counts = Counter(p.n_ops for p in weighted)
+    assert set(counts) == {1, 2, 3, 4}
+    assert 0.04 < counts[4] / 4000 < 0.08  # 0.2 / 3.2 = 6.25%
+    assert all(0.28 < counts[k] / 4000 < 0.34 for k in (1, 2, 3))
+    # a zero weight never occurs; the same seed gives the same problems
+    assert {p.n_ops for p in generate_problems(200, seed=0, min_ops=1, max_ops=3, ops_weights=[1, 0, 1])} == {1, 3}
+    again = generate_problems(4000, seed=0, min_ops=1, max_ops=4, ops_weights=[1, 1, 1, 0.2])
+    assert [p.to_dict() for p in again] == [p.to_dict() for p in weighted]
+
+
+@pytest.mark.parametrize("weights", [[1, 1], [1, -1, 1], [0, 0, 0]])
+def test_bad_ops_weights_are_refused(weights):
+    with pytest.raises(ValueError, match="ops_weights must be 3 non-negative weights"):
+        generate_problems(5, seed=0, min_ops=1, max_ops=3, ops_weights=weights)
+
+
+def test_train_ops_weights_leave_the_test_split_alone():
+    train, test = make_splits(400, 200, seed=0, train_ops=(1, 4), test_ops=(1, 5), train_ops_weights=[1, 1, 1, 0.1])
+    _, test_even = make_splits(400, 200, seed=0, train_ops=(1, 4), test_ops=(1, 5))
+    assert [p.question for p in test] == [p.question for p in test_even]
+    assert Counter(p.n_ops for p in test)[5] == 40
 
 
 def test_reference_solution_shape_one_operation_per_step():
