@@ -24,6 +24,11 @@ Two styles (``style``):
   a scratchpad for the part a small model gets wrong: which sentence comes next. Measured in the
   arith pipeline: the assess-style judge fell from 92% on first steps to 61% on third steps,
   and M1 itself skips a middle operation on problems longer than its training ones.
+* ``"worked"``: ``derive`` with the next equation worked out on the units digit first
+  (:func:`worked`), ``Next: 9. 11 - 9 = 2, so 41 - 9 = 32.``: the judge re-does the
+  arithmetic by a route the policy's step does not take, so that its errors are not the
+  policy's own (where the policy hesitates between ``10 + 7 = 17`` and ``= 19``, a judge that
+  computes the same way hesitates alike).
 
 When both steps are correct or both are wrong there is no verdict (``None``): EFT pairs always
 hold one correct and one wrong step, and eft_build's filters drop undecided pairs.
@@ -68,7 +73,7 @@ _WRONG = {
     "empty": ["Assistant {X} gives no step.", "Assistant {X}: the step is empty."],
 }
 _VERDICT = ["So Assistant {W} is better. [[{W}]]", "Assistant {W}'s step is the correct one. [[{W}]]", "[[{W}]]"]
-STYLES = ("assess", "derive")
+STYLES = ("assess", "derive", "worked")
 
 
 def _check_style(style: str) -> None:
@@ -100,21 +105,40 @@ def _nums(values) -> str:
     return ", ".join(str(v) for v in values)
 
 
-def derivation(problem: Problem, derived) -> str:
+def worked(x: int, op: str, y: int, r) -> str:
+    """``x op y = r`` worked out on the units digit first when ``x`` has two digits and ``y`` one,
+    e.g. ``"1 + 4 = 5, so 21 + 4 = 25"``, ``"12 - 5 = 7, so 32 - 5 = 27"`` (borrowing),
+    ``"10 * 2 = 20, 7 * 2 = 14, so 17 * 2 = 34"``; otherwise (and for division) the equation."""
+    eq = eq_text(x, op, y, r)
+    if not (10 <= x <= 99 and 0 <= y <= 9) or op == "/":
+        return eq
+    u = x % 10
+    if op == "+":
+        return f"{u} + {y} = {u + y}, so {eq}"
+    if op == "-":
+        b = u if u >= y else u + 10
+        return f"{b} - {y} = {b - y}, so {eq}"
+    return f"{x - u} * {y} = {(x - u) * y}, {u} * {y} = {u * y}, so {eq}"
+
+
+def derivation(problem: Problem, derived, work: bool = False) -> str:
     """The ``derive`` style's lead: the question's numbers in order, those the correct previous
     steps have used, the next one and the step it gives, e.g. ``"The question gives 3, 12, 5, 9.
     Used: 3, 12. Next: 5, so 36 + 5 = 41."`` (every operation takes the next number of the
-    question: the first one two, ``x op y`` with the running value ``x`` after that)."""
+    question: the first one two, ``x op y`` with the running value ``x`` after that). ``work``
+    (the ``worked`` style): the equation is worked out digit by digit (:func:`worked`), e.g.
+    ``"Next: 5. 6 + 5 = 11, so 36 + 5 = 41."``."""
     j = next_operation(problem, derived)
     head = f"The question gives {_nums(problem.givens)}."
     if j is None:
         return f"{head} Used: all. The answer is {problem.answer}."
     o = problem.operations[j]
-    eq = eq_text(o.x, o.op, o.y, o.result)
+    eq = worked(o.x, o.op, o.y, o.result) if work else eq_text(o.x, o.op, o.y, o.result)
+    so = ". " if work else ", so "
     tail = ", the final answer." if j == len(problem.operations) - 1 else "."
     if j == 0:
-        return f"{head} Used: none. Next: {o.x} and {o.y}, so {eq}{tail}"
-    return f"{head} Used: {_nums(problem.givens[: j + 1])}. Next: {o.y}, so {eq}{tail}"
+        return f"{head} Used: none. Next: {o.x} and {o.y}{so}{eq}{tail}"
+    return f"{head} Used: {_nums(problem.givens[: j + 1])}. Next: {o.y}{so}{eq}{tail}"
 
 
 def explain(check_a: StepCheck, check_b: StepCheck, rng: random.Random, lead: str = "") -> tuple[Optional[str], str]:
@@ -142,7 +166,7 @@ def judge_explanation(
     derived = derived_values(problem, prev_steps)
     ca = analyze_step(problem, derived, step_a)
     cb = analyze_step(problem, derived, step_b)
-    return explain(ca, cb, rng, derivation(problem, derived) if style == "derive" else "")
+    return explain(ca, cb, rng, "" if style == "assess" else derivation(problem, derived, work=style == "worked"))
 
 
 _CTX_RE = re.compile(r"\[Question and Intermediate Reasoning Steps Provided\]\n(.*?)\n\[The Start of Assistant A", re.S)

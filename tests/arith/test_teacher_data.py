@@ -6,7 +6,7 @@ from psr.arith.checker import ArithOracle
 from psr.arith.candidates import WRONG_KINDS
 from psr.arith.data import eft_records, ift_records, load_problems, m0_records, write_initial_data
 from psr.arith.problems import generate_problems
-from psr.arith.teacher import ArithTeacher, judge_explanation, parse_judge_prompt
+from psr.arith.teacher import ArithTeacher, judge_explanation, parse_judge_prompt, worked
 from psr.data.jsonl import read_jsonl
 from psr.data.schemas import validate_eft, validate_ift
 from psr.generation.base import SamplingParams
@@ -51,6 +51,29 @@ def test_derive_style_works_out_the_next_step_before_judging(apples):
     all_steps = ["3 * 12 = 36", "36 + 5 = 41", "41 - 9 = 32", "32 / 4 = 8"]
     _, text = judge_explanation(apples, all_steps, "The answer is \\boxed{8}.", "x", random.Random(3), style="derive")
     assert "8" in text.split(" Assistant A")[0]
+
+
+@pytest.mark.parametrize("x, op, y, r, text", [
+    (21, "+", 4, 25, "1 + 4 = 5, so 21 + 4 = 25"),
+    (21, "+", 9, 30, "1 + 9 = 10, so 21 + 9 = 30"),  # carry
+    (15, "-", 4, 11, "5 - 4 = 1, so 15 - 4 = 11"),
+    (32, "-", 5, 27, "12 - 5 = 7, so 32 - 5 = 27"),  # borrow
+    (17, "*", 2, 34, "10 * 2 = 20, 7 * 2 = 14, so 17 * 2 = 34"),
+    (34, "/", 2, 17, "34 / 2 = 17"),  # division and one-digit operands: the plain equation
+    (8, "-", 5, 3, "8 - 5 = 3"),
+    (36, "+", 12, 48, "36 + 12 = 48"),
+])
+def test_worked_equations_go_through_the_units_digit(x, op, y, r, text):
+    assert worked(x, op, y, r) == text
+
+
+def test_worked_style_leads_with_the_worked_next_equation(apples):
+    prev = ["3 * 12 = 36"]
+    good, bad = "Step 2: 36 + 5 = 41 apples.", "Step 2: 36 + 5 = 43 apples."
+    v, text = judge_explanation(apples, prev, bad, good, random.Random(0), style="worked")
+    assert v == "B" and text.endswith("[[B]]")
+    assert text.startswith("The question gives 3, 12, 5, 9, 4. Used: 3, 12. Next: 5. 6 + 5 = 11, so 36 + 5 = 41. ")
+    assert judge_explanation(apples, prev, good, bad, style="worked")[0] == "A"
 
 
 def test_unknown_judge_style_is_rejected(apples):
