@@ -10,7 +10,7 @@ The verdict comes last on purpose: a small judge decides after re-doing each ste
 in the text, rather than committing to a name in its first token (measured: with a
 verdict-first wording a ~4M model stayed at chance judge accuracy).
 
-Two styles (``style``):
+Three styles (``style``):
 
 * ``"assess"``: the two clauses and the verdict, as above;
 * ``"derive"``: first works out the step that should come next -- the question's numbers in
@@ -28,7 +28,11 @@ Two styles (``style``):
   (:func:`worked`), ``Next: 9. 11 - 9 = 2, so 41 - 9 = 32.``: the judge re-does the
   arithmetic by a route the policy's step does not take, so that its errors are not the
   policy's own (where the policy hesitates between ``10 + 7 = 17`` and ``= 19``, a judge that
-  computes the same way hesitates alike).
+  computes the same way hesitates alike). Measured (README, 4-operation-weighted world): where
+  M1's candidates differed only in arithmetic, 20 right-over-wrong against 8 inverted (derive:
+  16 against 13), judge accuracy 88.7%, but M1 solved 60.6% instead of 68.2%. Its judgments are
+  up to 81 tokens: give the judge 96 (search ``max_new_tokens_judge``, eval
+  ``judge_max_new_tokens`` and ``tts.max_new_tokens_judge``).
 
 When both steps are correct or both are wrong there is no verdict (``None``): EFT pairs always
 hold one correct and one wrong step, and eft_build's filters drop undecided pairs.
