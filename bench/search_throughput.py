@@ -77,9 +77,10 @@ def run_one(args) -> dict:
 
 
 def print_report(args, res: dict) -> None:
+    cfg = search_config(args)
     print(f"model: {args.model_dir}; device {args.device}; {args.questions} questions in flight, w={args.width}, "
-          f"judge_orders={search_config(args).judge_orders}, {args.iterations} iterations, {args.step_tokens}/{args.judge_tokens} max new tokens "
-          f"(step/judge), token budget {search_config(args).token_budget(args.questions):,}; best of {args.repeats} searches x {args.rounds} "
+          f"judge_orders={cfg.judge_orders}, {args.iterations} iterations, {args.step_tokens}/{args.judge_tokens} max new tokens "
+          f"(step/judge), token budget {cfg.token_budget(args.questions):,}; best of {args.repeats} searches x {args.rounds} "
           f"round(s); {load_line()}")
     nat = res.get("native")
     for which, r in res.items():

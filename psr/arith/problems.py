@@ -349,18 +349,17 @@ def generate_problems(
     ``arith:{split}:{seed}:{i}``). Duplicated questions are not removed here (see :func:`make_splits`)."""
     if not 1 <= min_ops <= max_ops:
         raise ValueError(f"need 1 <= min_ops <= max_ops, got {min_ops}, {max_ops}")
-    span = max_ops - min_ops + 1
     counts = list(range(min_ops, max_ops + 1))
     if ops_weights is not None:
         ops_weights = [float(x) for x in ops_weights]
-        if len(ops_weights) != span or min(ops_weights) < 0 or sum(ops_weights) <= 0:
-            raise ValueError(f"ops_weights must be {span} non-negative weights (one per operation count "
+        if len(ops_weights) != len(counts) or min(ops_weights) < 0 or sum(ops_weights) <= 0:
+            raise ValueError(f"ops_weights must be {len(counts)} non-negative weights (one per operation count "
                              f"{min_ops}..{max_ops}) with a positive sum, got {ops_weights}")
     out = []
     for i in range(n):
         rng = random.Random(f"arith:{split}:{seed}:{i}")
         if ops_weights is None:
-            k = min_ops + i % span
+            k = counts[i % len(counts)]
         else:
             k = random.Random(f"arith-ops:{split}:{seed}:{i}").choices(counts, ops_weights)[0]
         out.append(generate_problem(rng, k, f"arith-{split}-{seed}-{i}", ranges, step_wordings))
