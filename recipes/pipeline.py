@@ -189,7 +189,8 @@ class Pipeline:
         w = OmegaConf.to_container(self.cfg.world, resolve=True)
         paths = write_initial_data(self.data, seed=self.cfg.seed, **w)
         # the iterations' questions are new: not in test, not in the SFT data, no repeats
-        old_q = {r["question"] for name in ("problems_test", "problems_train") for r in read_jsonl(paths[name])}
+        old_q = {r["question"] for name in ("problems_test", "problems_train", "problems_eft") if name in paths
+                 for r in read_jsonl(paths[name])}
         ranges, wordings = NumberRanges.of(w.get("ranges")), int(w.get("step_wordings", 3))
         ops = self.cfg.iteration_ops or w.get("train_ops", [2, 4])
         for i, n in enumerate(self.cfg.questions_per_iteration, 1):  # all of them: a later run may add iterations

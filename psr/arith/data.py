@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from psr.arith.candidates import correct_step, random_wrong_step
-from psr.arith.problems import NumberRanges, Problem, make_splits
+from psr.arith.problems import NumberRanges, Problem, dedup_questions, generate_problems, make_splits
 from psr.arith.teacher import judge_explanation
 from psr.data.jsonl import read_jsonl, write_jsonl
 from psr.steps import format_step, format_steps
@@ -106,11 +106,18 @@ def write_initial_data(
     step_wordings: int = 3,
     judge_style: str = "assess",
     train_ops_weights: Sequence[float] | None = None,
+    eft_ops: Sequence[int] | None = None,
+    eft_ops_weights: Sequence[float] | None = None,
 ) -> dict[str, Path]:
     """Write ``problems_{train,test}.jsonl``, ``ift_train.jsonl``, ``m0_train.jsonl``,
     ``eft_train.jsonl``, ``eft_test.jsonl`` (held out: from the test split) and
     ``benchmark_test.jsonl`` (the test split in the benchmark schema) into ``out_dir``.
-    EFT train uses the first ``n_eft_train_problems`` training problems (all by default).
+    EFT train uses the first ``n_eft_train_problems`` training problems (all by default), or, with
+    ``eft_ops`` ([min, max] operations), ``n_eft_train_problems`` (default ``n_train``) problems of
+    their own (split ``"eft"``, none of them in the test split; written to ``problems_eft.jsonl``), whose operation counts are spread
+    like ``eft_ops_weights`` (None: evenly). Like the paper's EFT data, which comes from a tree
+    search on other questions than the IFT solutions, this lets the judge see longer problems more
+    often than the policy's SFT data does; ``eft_ops[1]`` must stay below ``test_ops[1]``.
     ``ranges``: a :class:`NumberRanges` or a mapping of its fields (None: the defaults).
     ``step_wordings``: wordings per kind of step (1: one fixed wording; see ``generate_problem``).
     ``judge_style``: how the EFT judgments explain (``"assess"``, ``"derive"`` or ``"worked"``, see
@@ -122,7 +129,18 @@ def write_initial_data(
     out.mkdir(parents=True, exist_ok=True)
     train, test = make_splits(n_train, n_test, seed, tuple(train_ops), tuple(test_ops), NumberRanges.of(ranges),
                               step_wordings, train_ops_weights)
-    eft_src = train if n_eft_train_problems is None else train[:n_eft_train_problems]
+    if eft_ops is not None:
+        if len(eft_ops) != 2 or int(eft_ops[1]) >= int(test_ops[1]):
+            raise ValueError(f"eft_ops {list(eft_ops)} must be [min, max] with max below test_ops' {test_ops[1]} "
+                             "(the test split keeps problems longer than any training one)")
+        n_eft = n_train if n_eft_train_problems is None else n_eft_train_problems
+        eft_src = dedup_questions(
+            generate_problems(n_eft, seed, "eft", int(eft_ops[0]), int(eft_ops[1]), NumberRanges.of(ranges), step_wordings,
+                              eft_ops_weights), {p.question for p in test})
+    elif eft_ops_weights is not None:
+        raise ValueError("eft_ops_weights needs eft_ops")
+    else:
+        eft_src = train if n_eft_train_problems is None else train[:n_eft_train_problems]
     files = {
         "problems_train": [p.to_dict() for p in train],
         "problems_test": [p.to_dict() for p in test],
@@ -132,6 +150,8 @@ def write_initial_data(
         "eft_test": eft_records(test, seed + 1, eft_pairs_per_problem, judge_style=judge_style),
         "benchmark_test": benchmark_records(test),
     }
+    if eft_ops is not None:
+        files["problems_eft"] = [p.to_dict() for p in eft_src]
     paths = {}
     for name, recs in files.items():
         paths[name] = out / f"{name}.jsonl"

@@ -201,6 +201,27 @@ def test_write_initial_data(tmp_path):
         assert paths[name].read_bytes() == again[name].read_bytes()
 
 
+def test_eft_ops_give_the_judge_problems_of_their_own(tmp_path):
+    kw = dict(n_train=60, n_test=40, seed=3, train_ops=[1, 3], test_ops=[1, 5], eft_pairs_per_problem=1)
+    plain = write_initial_data(tmp_path / "plain", **kw)
+    paths = write_initial_data(tmp_path / "eft", eft_ops=[2, 4], eft_ops_weights=[0, 1, 3], n_eft_train_problems=80, **kw)
+    for name in plain:  # the policy's data and the test split do not change
+        if name != "eft_train":
+            assert paths[name].read_bytes() == plain[name].read_bytes(), name
+    eft_problems = load_problems(paths["problems_eft"])
+    test_q = {p.question for p in load_problems(paths["problems_test"])}
+    assert len(eft_problems) <= 80 and len(eft_problems) >= 75  # duplicates and test questions dropped
+    assert not {p.question for p in eft_problems} & test_q
+    counts = [p.n_ops for p in eft_problems]
+    assert set(counts) == {3, 4} and counts.count(4) > 2 * counts.count(3)  # weight 0 for 2 operations
+    eft = read_jsonl(paths["eft_train"])
+    assert len(eft) == 2 * len(eft_problems) and {r["question"] for r in eft} == {p.question for p in eft_problems}
+    with pytest.raises(ValueError, match="below test_ops"):
+        write_initial_data(tmp_path / "bad", eft_ops=[1, 5], **kw)
+    with pytest.raises(ValueError, match="needs eft_ops"):
+        write_initial_data(tmp_path / "bad2", eft_ops_weights=[1, 1], **kw)
+
+
 def test_oracle_and_teacher_build_from_problem_files(tmp_path):
     paths = write_initial_data(tmp_path, n_train=20, n_test=10, seed=4)
     train = load_problems(paths["problems_train"])

@@ -26,17 +26,27 @@ def test_pipeline_configs_validate_and_bad_keys_are_named(tmp_path):
     assert p.returncode == 2
 
 
-def test_data_stage_writes_every_iterations_questions_in_the_worlds_number_ranges(tmp_path):
+def test_data_stage_writes_every_iterations_questions_in_the_worlds_number_ranges(tmp_path, monkeypatch):
     sys.path.insert(0, str(REPO))
     from omegaconf import OmegaConf
 
+    import psr.arith
     from psr.arith import load_problems
     from recipes.pipeline import Pipeline, PipelineConfig
 
+    real = psr.arith.generate_problems
+
+    def with_eft_questions(n, seed, split, *args, **kw):  # half of iteration 1's draw repeats EFT problems
+        if split != "iter1":
+            return real(n, seed, split, *args, **kw)
+        return real(n // 2, seed, "eft", *args, **kw) + real(n, seed, split, *args, **kw)[n // 2:]
+
+    monkeypatch.setattr(psr.arith, "generate_problems", with_eft_questions)
+
     cfg = OmegaConf.merge(OmegaConf.structured(PipelineConfig), {
         "output_dir": str(tmp_path), "iterations": 1, "questions_per_iteration": [5, 7], "iteration_ops": [2, 3],
-        "world": {"n_train": 30, "n_test": 10, "train_ops": [1, 2], "test_ops": [1, 3],
-                  "ranges": {"start": [2, 5], "add": [1, 3], "mul": [2, 2], "div": [2, 2], "max_value": 30}},
+        "world": {"n_train": 30, "n_test": 10, "train_ops": [1, 2], "test_ops": [1, 4], "eft_ops": [2, 3],
+                  "n_eft_train_problems": 200, "ranges": {"start": [2, 5], "add": [1, 3], "mul": [2, 2], "div": [2, 2], "max_value": 30}},
         "model": {"hidden_size": 32, "num_layers": 1, "intermediate_size": 64}})
     Pipeline(cfg).stage_data()
     data = tmp_path / "data"
@@ -48,7 +58,8 @@ def test_data_stage_writes_every_iterations_questions_in_the_worlds_number_range
         assert all(o.y <= 3 for p in probs for o in p.operations if o.op in "+-")
     test_q = {json.loads(line)["problem"] for line in (data / "arith" / "test.jsonl").open()}
     iter_q = {json.loads(line)["problem"] for line in (data / "iter1_questions.jsonl").open()}
-    assert not test_q & iter_q
+    eft_q = {p.question for p in load_problems(data / "problems_eft.jsonl")}
+    assert len(eft_q) > 5 and not test_q & iter_q and not eft_q & iter_q  # new to the judge's data too
 
 
 @pytest.mark.slow
