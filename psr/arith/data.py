@@ -114,8 +114,8 @@ def write_initial_data(
     ``benchmark_test.jsonl`` (the test split in the benchmark schema) into ``out_dir``.
     EFT train uses the first ``n_eft_train_problems`` training problems (all by default), or, with
     ``eft_ops`` ([min, max] operations), ``n_eft_train_problems`` (default ``n_train``) problems of
-    their own (split ``"eft"``, none of them in the test split; written to ``problems_eft.jsonl``), whose operation counts are spread
-    like ``eft_ops_weights`` (None: evenly). Like the paper's EFT data, which comes from a tree
+    their own (split ``"eft"``, none of them in the test split; written to ``problems_eft.jsonl``),
+    their operation counts spread like ``eft_ops_weights`` (None: evenly). Like the paper's EFT data, which comes from a tree
     search on other questions than the IFT solutions, this lets the judge see longer problems more
     often than the policy's SFT data does; ``eft_ops[1]`` must stay below ``test_ops[1]``.
     ``ranges``: a :class:`NumberRanges` or a mapping of its fields (None: the defaults).
