@@ -115,9 +115,10 @@ def write_initial_data(
     EFT train uses the first ``n_eft_train_problems`` training problems (all by default), or, with
     ``eft_ops`` ([min, max] operations), ``n_eft_train_problems`` (default ``n_train``) problems of
     their own (split ``"eft"``, none of them in the test split; written to ``problems_eft.jsonl``),
-    their operation counts spread like ``eft_ops_weights`` (None: evenly). Like the paper's EFT data, which comes from a tree
-    search on other questions than the IFT solutions, this lets the judge see longer problems more
-    often than the policy's SFT data does; ``eft_ops[1]`` must stay below ``test_ops[1]``.
+    their operation counts spread like ``eft_ops_weights`` (None: evenly). Like the paper's EFT
+    data, which comes from a tree search on other questions than the IFT solutions, this lets the
+    judge see longer problems more often than the policy's SFT data does; ``eft_ops[1]`` must stay
+    below ``test_ops[1]``.
     ``ranges``: a :class:`NumberRanges` or a mapping of its fields (None: the defaults).
     ``step_wordings``: wordings per kind of step (1: one fixed wording; see ``generate_problem``).
     ``judge_style``: how the EFT judgments explain (``"assess"``, ``"derive"`` or ``"worked"``, see
@@ -127,16 +128,17 @@ def write_initial_data(
     Returns the paths by name."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    train, test = make_splits(n_train, n_test, seed, tuple(train_ops), tuple(test_ops), NumberRanges.of(ranges),
-                              step_wordings, train_ops_weights)
+    ranges = NumberRanges.of(ranges)
+    train, test = make_splits(n_train, n_test, seed, tuple(train_ops), tuple(test_ops), ranges, step_wordings,
+                              train_ops_weights)
     if eft_ops is not None:
         if len(eft_ops) != 2 or int(eft_ops[1]) >= int(test_ops[1]):
             raise ValueError(f"eft_ops {list(eft_ops)} must be [min, max] with max below test_ops' {test_ops[1]} "
                              "(the test split keeps problems longer than any training one)")
         n_eft = n_train if n_eft_train_problems is None else n_eft_train_problems
         eft_src = dedup_questions(
-            generate_problems(n_eft, seed, "eft", int(eft_ops[0]), int(eft_ops[1]), NumberRanges.of(ranges), step_wordings,
-                              eft_ops_weights), {p.question for p in test})
+            generate_problems(n_eft, seed, "eft", int(eft_ops[0]), int(eft_ops[1]), ranges, step_wordings, eft_ops_weights),
+            {p.question for p in test})
     elif eft_ops_weights is not None:
         raise ValueError("eft_ops_weights needs eft_ops")
     else:
