@@ -6,6 +6,7 @@ Reads what the stages wrote under a pipeline ``output_dir``::
     stages/eval_M<k>/summary.json, stages/eval_M<k>/<bench>/items.jsonl   greedy accuracy, steps
     stages/judge_M<k>/summary.json                                        judge accuracy
     stages/tts_M<k>/summary.json                                          test-time scaling
+    stages/headroom_M<k>/headroom.json                                    the loop's headroom (arith)
     stages/search_<i>/summary.json, stages/search_<i>/pairs.jsonl         search statistics
     timings.json                                                          seconds per stage
 """
@@ -60,6 +61,7 @@ def collect(out: Path, iterations: int, pair_checker: Optional[PairChecker] = No
             "judge_accuracy": j.get("accuracy"), "judge_n": j.get("n"), "judge_unparseable": j.get("unparseable"),
             "tts_accuracy": t.get("accuracy"), "tts_n": t.get("n"),
             "accuracy_by_ops": {o: 100.0 * c / n for o, (c, n) in sorted(by_ops.items(), key=lambda kv: int(kv[0]))},
+            "headroom": _json(st / f"headroom_M{k}" / "headroom.json") or None,
         })
     searches = []
     for i in range(1, iterations + 1):
@@ -151,6 +153,22 @@ def render(data: dict, plots: list[str]) -> str:
     for m in ms:
         if m["tts_accuracy"] is not None:
             lines.append(f"| {m['model']} | {_fmt(m['tts_n'])} | {_fmt(m['accuracy'])} | {_fmt(m['tts_accuracy'])} |")
+    hr = [m for m in ms if m.get("headroom")]
+    if hr:
+        h0 = hr[0]["headroom"]
+        lines += ["", "## Headroom: what the search can pick from", "",
+                  f"Greedy failures on the held-out split whose first wrong step (by the checker) has a correct candidate "
+                  f"among w = {h0['width']} samples at T = {h0['temperature']}, top_p = {h0['top_p']}, after the model's "
+                  "own previous steps. Only these can become a (correct, wrong) pair where greedy goes wrong; the rest "
+                  "need DPO on other questions to generalise.", "",
+                  "| model | greedy failures | with a correct candidate | mean correct candidates | "
+                  + " | ".join(f"{o} ops" for o in ops) + (" |" if ops else ""),
+                  "|---|---|---|---|" + "---|" * len(ops)]
+        for m in hr:
+            h, by = m["headroom"], m["headroom"].get("by_ops", {})
+            cells = [f"{by[o]['with_correct']}/{by[o]['failures']}" if o in by else "-" for o in ops]
+            lines.append(f"| {m['model']} | {h['failures']} | {h['with_correct']} | {_fmt(h['mean_correct'], 2)} | "
+                         + " | ".join(cells) + (" |" if ops else ""))
     lines += ["", "## Preference data per iteration (PPD(M_i))", "",
               "| iteration | model | questions | pairs | rollbacks | unparseable verdicts | pair quality | inverted | both correct | both wrong |",
               "|---|---|---|---|---|---|---|---|---|---|"]

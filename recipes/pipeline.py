@@ -21,7 +21,9 @@ this config, its log in ``output_dir/logs/<stage>.log``:
                  iteration's questions → pairs; ``dpo_i`` step_dpo on those pairs → M_{i+1}. The
                  checker is never used inside this loop.
 5. ``eval_M<k>`` the eval recipe on every model: greedy accuracy on the held-out split, judge
-                 accuracy on the held-out EFT set, and (M1 on) test-time-scaling accuracy.
+                 accuracy on the held-out EFT set, and (M1 on) test-time-scaling accuracy;
+                 ``headroom_M<k>`` (arith, M1 on): of the greedy failures, those with a correct
+                 candidate among the search's w samples at their first wrong step.
 6. ``report``    report.md (tables shaped like the paper's Tables 1, 3, 4, 5, plus the search
                  statistics and pair quality measured with the checker) and PNG plots.
 
@@ -112,6 +114,10 @@ class PipelineConfig:
     tts_limit: Optional[int] = 100
     # Evaluate test-time scaling for M1 and later (it is the most expensive evaluation).
     eval_tts: bool = True
+    # source=arith, M1 and later: how many greedy failures on the held-out split have a correct
+    # candidate among the search's w samples at their first wrong step (psr.arith.headroom): what a
+    # perfect judge could pick from. ~5 s per model.
+    eval_headroom: bool = True
     # Diagnostic (source=arith only), never the paper's method: the exact checker judges the
     # iterations' candidates instead of the model (step_search checker_judge_problems), so the
     # report shows what search + DPO do when the judge is perfect. Use its own output_dir.
@@ -165,6 +171,10 @@ class Pipeline:
                 f"output_dir={stage_out}", *overrides, *[str(o) for o in spec.overrides]]
         if resume_key and stage_out.exists() and any(stage_out.iterdir()):
             args.append(f"{resume_key}=true")
+        self.run_process(stage, recipe, args)
+
+    def run_process(self, stage: str, what: str, args: list[str]) -> None:
+        """Run ``args`` for ``stage`` with its output in the stage's log; mark the stage done."""
         t0 = time.time()
         log = self.logs / f"{stage}.log"
         with log.open("a") as f:
@@ -173,7 +183,7 @@ class Pipeline:
             rc = subprocess.call(args, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if rc != 0:
             tail = "".join(log.read_text().splitlines(keepends=True)[-25:])
-            raise StageError(f"stage {stage} ({recipe}) failed with exit code {rc}; log: {log}\n{tail}")
+            raise StageError(f"stage {stage} ({what}) failed with exit code {rc}; log: {log}\n{tail}")
         self.mark(stage, time.time() - t0)
 
     # ----------------------------------------------------------------- stages
@@ -181,7 +191,7 @@ class Pipeline:
         if not self.arith:
             return self.stage_real_data()
         if self.done("data"):
-            return
+            return self.check_judge_budgets()  # the stage configs may have changed since
         t0 = time.time()
         from psr.arith import build_model_dir, generate_problems, load_model_config, write_initial_data
         from psr.arith.problems import NumberRanges, dedup_questions
@@ -208,6 +218,29 @@ class Pipeline:
         mcfg = load_model_config(None, **OmegaConf.to_container(self.cfg.model, resolve=True))
         build_model_dir(self.data / "init_model", mcfg)
         self.mark("data", time.time() - t0)
+        self.check_judge_budgets()
+
+    def check_judge_budgets(self) -> None:
+        """Fail before any training when a judge token budget of the search or eval stages is
+        shorter than the world's EFT judgments (+1 for EOS): the model's verdicts would be cut
+        off before ``[[A]]``/``[[B]]`` and count as unparseable. Measured: the default world's
+        longest judgment is 77 tokens (the configs give 80); ``judge_style: worked`` with 4-operation
+        training problems wrote 88."""
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(self.data / "init_model" / "tokenizer.json"))
+        texts = [r["judgment"] for name in ("eft_train", "eft_test") for r in read_jsonl(self.data / f"{name}.jsonl")]
+        if not texts:
+            return
+        need = max(len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)) + 1
+        for stage, key in (("search", "max_new_tokens_judge"), ("eval", "judge_max_new_tokens"),
+                           ("eval", "tts.max_new_tokens_judge")):
+            have = OmegaConf.select(self.stage_config(self.cfg[stage]), key)
+            if have is not None and int(have) < need:
+                raise ConfigError(
+                    f"{stage}: {key}={have} is shorter than the world's longest EFT judgment ({need - 1} tokens + EOS, "
+                    f"world.judge_style={self.cfg.world.get('judge_style', 'assess')}): the judge's verdicts would be cut "
+                    f"off; add {key}={need} to {stage}.overrides")
 
     def stage_real_data(self) -> None:
         """source=recipes: IFT (ift_build), the PRM (prm_train), EFT (eft_build with that PRM and
@@ -288,6 +321,37 @@ class Pipeline:
             if c.eval_tts and k >= 1:
                 lim = [f"limit={c.tts_limit}"] if c.tts_limit else []
                 self.run_recipe(f"tts_M{k}", "eval", c.eval, base + ["mode=tts", *bench, *lim])
+            if self.arith and c.eval_headroom and k >= 1:
+                self.stage_headroom(k)
+
+    @staticmethod
+    def stage_config(spec: Any) -> Any:
+        """A stage's YAML with its overrides merged in (no schema: a key both leave out is absent)."""
+        from psr.config import resolve_config_path
+
+        return OmegaConf.merge(OmegaConf.load(resolve_config_path(spec.config)),
+                               OmegaConf.from_dotlist([str(o) for o in spec.overrides]))
+
+    def search_sampling(self) -> dict:
+        """width, temperature, top_p and max_new_tokens_step of the iterations' step search (its
+        config + overrides; a key they leave out has step_search's default)."""
+        node = self.stage_config(self.cfg.search)
+        return {"width": int(node.get("width", 6)), "temperature": float(node.get("temperature", 0.5)),
+                "top_p": float(node.get("top_p", 0.95)), "max_new_tokens": int(node.get("max_new_tokens_step", 512))}
+
+    def stage_headroom(self, k: int) -> None:
+        """headroom_M<k> (arith): the share of M_k's greedy failures on the held-out split whose first
+        wrong step has a correct candidate among the search's w samples (psr.arith.headroom)."""
+        stage = f"headroom_M{k}"
+        if self.done(stage):
+            return
+        sp = self.search_sampling()
+        args = [sys.executable, "-m", "psr.arith", "headroom", "--model", str(self.model(k)),
+                "--problems", str(self.data / "problems_test.jsonl"),
+                "--greedy", str(self.stages / f"eval_M{k}" / "arith" / "items.jsonl"), "--out", str(self.stages / stage),
+                "--width", str(sp["width"]), "--temperature", str(sp["temperature"]), "--top-p", str(sp["top_p"]),
+                "--max-new-tokens", str(sp["max_new_tokens"]), "--seed", str(self.cfg.seed)]
+        self.run_process(stage, "psr.arith headroom", args)
 
     def pair_checker(self):
         """(chosen correct, rejected correct) of a pair by the exact checker (measurement only)."""

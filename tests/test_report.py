@@ -25,6 +25,9 @@ def _fake_run(out, iterations=1):
         _w(st / f"judge_M{k}" / "summary.json", {"benchmarks": {"judge": {"n": 10, "accuracy": 40.0 + 30 * k, "unparseable": 2 - k if k < 2 else 0}}})
         if k:
             _w(st / f"tts_M{k}" / "summary.json", {"benchmarks": {"arith": {"n": 4, "accuracy": acc + 25}}})
+    _w(st / "headroom_M1" / "headroom.json", {"failures": 2, "located": 2, "unlocated": 0, "with_correct": 1, "mean_correct": 1.5,
+                                              "width": 6, "temperature": 0.5, "top_p": 0.95,
+                                              "by_ops": {"3": {"failures": 2, "located": 2, "with_correct": 1}}})
     _w(st / "search_1" / "summary.json", {"questions_written": 3, "rollbacks": 5, "unparseable_verdicts": 1, "judge_calls": 90})
     _w(st / "search_1" / "pairs.jsonl", [{"question": "q", "step": 1, "prev_steps": [], "chosen": "Step 1: a", "rejected": "Step 1: b"},
                                           {"question": "q", "step": 1, "prev_steps": [], "chosen": "Step 1: c", "rejected": "Step 1: d"}])
@@ -64,6 +67,8 @@ def test_report_tables_and_plots(tmp_path):
     assert "| M2 | 4 | 75.0 | 100.0 |" in md  # test-time scaling
     assert "| 1 | M1 | 3 | 2 | 5 | 1 | - | - | - | - |" in md  # no checker: pair quality unknown
     assert "| **total** | 11.0 |" in md
+    assert "among w = 6 samples at T = 0.5, top_p = 0.95" in md
+    assert "| M1 | 2 | 1 | 1.50 | - | 1/2 |" in md and "| M2 | 2 |" not in md  # headroom: M1's stage only
     for png in ("accuracy.png", "steps.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "report.json").read_text())["models"][0]["model"] == "M0"
@@ -71,4 +76,5 @@ def test_report_tables_and_plots(tmp_path):
 
 def test_render_with_missing_stages_shows_dashes(tmp_path):
     md = render(collect(tmp_path, 2), [])
+    assert "Headroom" not in md
     assert "| M3 | - | - |" in md and "| 2 | M2 | - | 0 |" in md

@@ -16,8 +16,12 @@ Public API (see each module's docstring for the precise definitions):
 * tokenizer/model: :func:`build_arith_tokenizer`, :class:`ArithModelConfig`,
   :func:`load_model_config`, :func:`build_model_dir`
 
+* headroom: :func:`psr.arith.headroom.headroom` -- how many greedy failures have a correct
+  candidate among w samples at their first wrong step (what step search can pick from)
+
 Command line: ``python -m psr.arith data --out DIR`` and ``python -m psr.arith model-dir --out DIR``
-(``--help`` for options); ``python -m psr.arith stats`` prints token lengths.
+(``--help`` for options); ``python -m psr.arith stats`` prints token lengths;
+``python -m psr.arith headroom --model M --problems P --greedy G --out DIR``.
 """
 
 from psr.arith.candidates import WRONG_KINDS, Candidate, correct_step, random_wrong_step, wrong_step, wrong_steps

@@ -3,6 +3,8 @@
     python -m psr.arith data --out /tmp/arith_data [--n-train 2000 --n-test 300 --seed 0]
     python -m psr.arith model-dir --out /tmp/arith_init [--config configs/arith/model.yaml]
     python -m psr.arith stats [--config configs/arith/model.yaml]   # token lengths, parameter count
+    python -m psr.arith headroom --model M --problems problems_test.jsonl --greedy items.jsonl --out DIR
+        # how many of M's greedy failures have a correct candidate among w samples (psr.arith.headroom)
 """
 
 from __future__ import annotations
@@ -27,7 +29,26 @@ def main(argv=None) -> None:
     s = sub.add_parser("stats", help="token lengths of typical records and the parameter count")
     s.add_argument("--config", default=None)
     s.add_argument("--n", type=int, default=300)
+    h = sub.add_parser("headroom", help="sample w candidates at the first wrong step of each greedy failure; count the correct ones")
+    h.add_argument("--model", required=True, help="HF model dir")
+    h.add_argument("--problems", required=True, help="problems jsonl (e.g. <pipeline data>/problems_test.jsonl)")
+    h.add_argument("--greedy", required=True, help="the eval recipe's greedy records of the model on those problems")
+    h.add_argument("--out", required=True)
+    h.add_argument("--width", type=int, default=6)
+    h.add_argument("--temperature", type=float, default=0.5)
+    h.add_argument("--top-p", type=float, default=0.95)
+    h.add_argument("--max-new-tokens", type=int, default=32)
+    h.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+
+    if args.cmd == "headroom":
+        from psr.arith.headroom import write_headroom
+
+        s = write_headroom(args.model, args.problems, args.greedy, args.out, args.width, args.temperature, args.top_p,
+                           args.max_new_tokens, args.seed)
+        print(f"{s['with_correct']} of {s['failures']} greedy failures have a correct candidate among {s['width']} "
+              f"at their first wrong step (mean {s['mean_correct']} correct); {args.out}/headroom.json")
+        return
 
     from psr.arith.model import build_model_dir, load_model_config, n_params
 

@@ -31,8 +31,9 @@ Three styles (``style``):
   computes the same way hesitates alike). Measured (README, 4-operation-weighted world): where
   M1's candidates differed only in arithmetic, 20 right-over-wrong against 8 inverted (derive:
   16 against 13), judge accuracy 88.7%, but M1 solved 60.6% instead of 68.2%. Its judgments are
-  up to 81 tokens: give the judge 96 (search ``max_new_tokens_judge``, eval
-  ``judge_max_new_tokens`` and ``tts.max_new_tokens_judge``).
+  up to 81 tokens (88 with 4-operation training problems): give the judge 96 (search
+  ``max_new_tokens_judge``, eval ``judge_max_new_tokens`` and ``tts.max_new_tokens_judge``); the
+  pipeline stops with an error naming the key when a budget is shorter than its EFT judgments.
 
 When both steps are correct or both are wrong there is no verdict (``None``): EFT pairs always
 hold one correct and one wrong step, and eft_build's filters drop undecided pairs.

@@ -61,6 +61,36 @@ def test_data_stage_writes_every_iterations_questions_in_the_worlds_number_range
     eft_q = {p.question for p in load_problems(data / "problems_eft.jsonl")}
     assert len(eft_q) > 5 and not test_q & iter_q and not eft_q & iter_q  # new to the judge's data too
 
+    # judge budgets shorter than the world's EFT judgments stop the run before any training,
+    # whether the data stage is new or done
+    from psr.config import ConfigError
+
+    p = Pipeline(cfg)
+    p.check_judge_budgets()  # the configs' 80 tokens hold these judgments
+    cfg.search.overrides = ["max_new_tokens_judge=20"]
+    with pytest.raises(ConfigError, match=r"search: max_new_tokens_judge=20 is shorter than the world's longest EFT "
+                                          r"judgment \((\d+) tokens \+ EOS.*add max_new_tokens_judge=\d+ to search.overrides"):
+        p.stage_data()
+    cfg.search.overrides = []
+    cfg.eval.overrides = ["tts.max_new_tokens_judge=20"]
+    with pytest.raises(ConfigError, match=r"eval: tts.max_new_tokens_judge=20 is shorter"):
+        p.check_judge_budgets()
+    cfg.eval.overrides = ["judge_max_new_tokens=20"]
+    with pytest.raises(ConfigError, match=r"eval: judge_max_new_tokens=20 is shorter"):
+        p.check_judge_budgets()
+
+
+def test_headroom_samples_like_the_iterations_search_config_and_its_overrides(tmp_path):
+    sys.path.insert(0, str(REPO))
+    from omegaconf import OmegaConf
+
+    from recipes.pipeline import Pipeline, PipelineConfig
+
+    cfg = OmegaConf.merge(OmegaConf.structured(PipelineConfig), {"output_dir": str(tmp_path)})
+    assert Pipeline(cfg).search_sampling() == {"width": 6, "temperature": 0.5, "top_p": 0.95, "max_new_tokens": 32}
+    cfg.search.overrides = ["width=3", "temperature=0.8"]
+    assert Pipeline(cfg).search_sampling() == {"width": 3, "temperature": 0.8, "top_p": 0.95, "max_new_tokens": 32}
+
 
 @pytest.mark.slow
 def test_smoke_pipeline_runs_every_stage_and_resumes(tmp_path):
@@ -69,9 +99,10 @@ def test_smoke_pipeline_runs_every_stage_and_resumes(tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     stages = {f.stem for f in (out / "stages").glob("*.done")}
     assert stages >= {"data", "m0", "m1", "search_1", "dpo_1", "eval_M0", "eval_M1", "eval_M2",
-                      "judge_M0", "judge_M1", "judge_M2", "tts_M1", "tts_M2"}
+                      "judge_M0", "judge_M1", "judge_M2", "tts_M1", "tts_M2", "headroom_M1", "headroom_M2"}
     report = (out / "report.md").read_text()
     assert "## Accuracy (Table 1 shape)" in report and "| M2 |" in report
+    assert "## Headroom" in report and "among w = 3 samples" in report  # the smoke search's width
     data = json.loads((out / "report.json").read_text())
     assert [m["model"] for m in data["models"]] == ["M0", "M1", "M2"]
     assert all(m["n"] == 24 or m["n"] is None for m in data["models"])
