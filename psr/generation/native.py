@@ -400,8 +400,8 @@ class NativeGenerator:
             judge prompts of one step) compute it once; 0 disables prefix sharing.
         cpu_threads: torch intra-op threads while generating on CPU (restored afterwards);
             "auto" = one share of the cores per local process (cores // LOCAL_WORLD_SIZE,
-            so 1 under torchrun with one rank per core) for models with hidden size < 512, else
-            torch's setting; None = torch's setting; set 1 on an oversubscribed machine.
+            so 1 under torchrun with one rank per core; at most ``OMP_NUM_THREADS`` when it is
+            set) for models with hidden size < 512, else torch's setting; None = torch's setting; set 1 on an oversubscribed machine.
             Measured on an idle 2-core machine (bench/search_throughput.py, 4.1M model):
             ratio to the naive baseline 2.15 with 1 thread, 3.78 with 2. Measured on the
             shared 2-core machine under load (~8 busy processes): with 2 threads a test
@@ -505,6 +505,8 @@ class NativeGenerator:
         text_cfg = self.model.config.get_text_config(decoder=True)
         if cpu_threads == "auto":
             share = max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
+            if os.environ.get("OMP_NUM_THREADS", "").strip().isdigit() and int(os.environ["OMP_NUM_THREADS"]) >= 1:
+                share = min(share, int(os.environ["OMP_NUM_THREADS"]))  # the user's (or torchrun's) limit
             cpu_threads = share if (getattr(text_cfg, "hidden_size", 0) or 0) < 512 else None
         if cpu_threads is not None and int(cpu_threads) < 1:
             raise ValueError(f"cpu_threads must be >= 1, 'auto' or None, got {cpu_threads!r}")

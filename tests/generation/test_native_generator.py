@@ -370,7 +370,16 @@ def test_cpu_threads_apply_during_generation_only(model_dir, monkeypatch):
 
     cores = os.cpu_count() or 1
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert NativeGenerator(model_dir, device="cpu", dtype="float32").cpu_threads == cores  # tiny model, one process
+    # an explicit OMP_NUM_THREADS caps it: two processes started with OMP_NUM_THREADS=1 on two
+    # cores must not each spin two threads (measured: step search 10-20x slower)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert NativeGenerator(model_dir, device="cpu", dtype="float32").cpu_threads == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", str(cores + 4))
+    assert NativeGenerator(model_dir, device="cpu", dtype="float32").cpu_threads == cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "x")  # not a number: ignored
+    assert NativeGenerator(model_dir, device="cpu", dtype="float32").cpu_threads == cores
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores))  # one torchrun rank per core: one thread each
     g = NativeGenerator(model_dir, device="cpu", dtype="float32")
     assert g.cpu_threads == 1
