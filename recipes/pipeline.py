@@ -238,9 +238,8 @@ class Pipeline:
             have = OmegaConf.select(self.stage_config(self.cfg[stage]), key)
             if have is not None and int(have) < need:
                 raise ConfigError(
-                    f"{stage}: {key}={have} is shorter than the world's longest EFT judgment ({need - 1} tokens + EOS, "
-                    f"world.judge_style={self.cfg.world.get('judge_style', 'assess')}): the judge's verdicts would be cut "
-                    f"off; add {key}={need} to {stage}.overrides")
+                    f"{stage}: {key}={have} is shorter than the longest EFT judgment of {self.data} ({need - 1} tokens "
+                    f"+ EOS): the judge's verdicts would be cut off; add {key}={need} to {stage}.overrides")
 
     def stage_real_data(self) -> None:
         """source=recipes: IFT (ift_build), the PRM (prm_train), EFT (eft_build with that PRM and

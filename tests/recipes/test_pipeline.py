@@ -68,8 +68,8 @@ def test_data_stage_writes_every_iterations_questions_in_the_worlds_number_range
     p = Pipeline(cfg)
     p.check_judge_budgets()  # the configs' 80 tokens hold these judgments
     cfg.search.overrides = ["max_new_tokens_judge=20"]
-    with pytest.raises(ConfigError, match=r"search: max_new_tokens_judge=20 is shorter than the world's longest EFT "
-                                          r"judgment \((\d+) tokens \+ EOS.*add max_new_tokens_judge=\d+ to search.overrides"):
+    with pytest.raises(ConfigError, match=r"search: max_new_tokens_judge=20 is shorter than the longest EFT judgment "
+                                          r"of .*data \((\d+) tokens \+ EOS.*add max_new_tokens_judge=\d+ to search.overrides"):
         p.stage_data()
     cfg.search.overrides = []
     cfg.eval.overrides = ["tts.max_new_tokens_judge=20"]
