@@ -401,7 +401,8 @@ class NativeGenerator:
         cpu_threads: torch intra-op threads while generating on CPU (restored afterwards);
             "auto" = one share of the cores per local process (cores // LOCAL_WORLD_SIZE,
             so 1 under torchrun with one rank per core; at most ``OMP_NUM_THREADS`` when it is
-            set) for models with hidden size < 512, else torch's setting; None = torch's setting; set 1 on an oversubscribed machine.
+            set) for models with hidden size < 512, else torch's setting; None = torch's
+            setting; set 1 on an oversubscribed machine.
             Measured on an idle 2-core machine (bench/search_throughput.py, 4.1M model):
             ratio to the naive baseline 2.15 with 1 thread, 3.78 with 2. Measured on the
             shared 2-core machine under load (~8 busy processes): with 2 threads a test
