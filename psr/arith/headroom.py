@@ -53,7 +53,8 @@ def _summary(n_fail: int, rows: Sequence[Mapping[str, Any]], width: int) -> dict
 
 
 def headroom(generator: Any, problems: Iterable[Problem], greedy: Iterable[Mapping[str, Any]], width: int = 6,
-             temperature: float = 0.5, top_p: float = 0.95, max_new_tokens: int = 32, seed: int = 0) -> tuple[dict, list[dict]]:
+             temperature: float = 0.5, top_p: float = 0.95, max_new_tokens: int = 32,
+             seed: int = 0) -> tuple[dict, list[dict]]:
     """``(summary, rows)`` for the failed ``greedy`` records (eval records: ``id``, ``prompt``,
     ``response``, ``correct``) of ``problems``, sampling ``width`` candidates per located failure
     from ``generator`` (one call). ``summary`` has the counts of the module docstring overall and
@@ -71,9 +72,11 @@ def headroom(generator: Any, problems: Iterable[Problem], greedy: Iterable[Mappi
         if hit is not None:
             todo.append((p, r["prompt"], *hit))
     params = SamplingParams(n=width, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
-    outs = generator.generate([prompt + format_steps(prev) for _, prompt, prev, _, _ in todo], params,
-                              stops=[next_step_stop(k + 1) for *_, k, _ in todo],
-                              seeds=[derive_seed(seed, p.id, "headroom", k + 1) for p, _, _, k, _ in todo]) if todo else []
+    outs = []
+    if todo:
+        outs = generator.generate([prompt + format_steps(prev) for _, prompt, prev, _, _ in todo], params,
+                                  stops=[next_step_stop(k + 1) for *_, k, _ in todo],
+                                  seeds=[derive_seed(seed, p.id, "headroom", k + 1) for p, _, _, k, _ in todo])
     rows = []
     for (p, _, prev, k, reason), comps in zip(todo, outs):
         bodies = [next_step_body(c.text, k + 1) for c in comps]
