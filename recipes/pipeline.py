@@ -233,9 +233,10 @@ class Pipeline:
         if not texts:
             return
         need = max(len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)) + 1
+        configs = {stage: self.stage_config(self.cfg[stage]) for stage in ("search", "eval")}
         for stage, key in (("search", "max_new_tokens_judge"), ("eval", "judge_max_new_tokens"),
                            ("eval", "tts.max_new_tokens_judge")):
-            have = OmegaConf.select(self.stage_config(self.cfg[stage]), key)
+            have = OmegaConf.select(configs[stage], key)
             if have is not None and int(have) < need:
                 raise ConfigError(
                     f"{stage}: {key}={have} is shorter than the longest EFT judgment of {self.data} ({need - 1} tokens "

@@ -126,21 +126,21 @@ def write_initial_data(
     ``train_ops_weights``: relative frequency of each operation count in the training split
     (None: an even spread; see :func:`psr.arith.problems.generate_problems`).
     Returns the paths by name."""
+    if eft_ops is not None and (len(eft_ops) != 2 or int(eft_ops[1]) >= int(test_ops[1])):
+        raise ValueError(f"eft_ops {list(eft_ops)} must be [min, max] with max below test_ops' {test_ops[1]} "
+                         "(the test split keeps problems longer than any training one)")
+    if eft_ops is None and eft_ops_weights is not None:
+        raise ValueError("eft_ops_weights needs eft_ops")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ranges = NumberRanges.of(ranges)
     train, test = make_splits(n_train, n_test, seed, tuple(train_ops), tuple(test_ops), ranges, step_wordings,
                               train_ops_weights)
     if eft_ops is not None:
-        if len(eft_ops) != 2 or int(eft_ops[1]) >= int(test_ops[1]):
-            raise ValueError(f"eft_ops {list(eft_ops)} must be [min, max] with max below test_ops' {test_ops[1]} "
-                             "(the test split keeps problems longer than any training one)")
         n_eft = n_train if n_eft_train_problems is None else n_eft_train_problems
         eft_src = dedup_questions(
             generate_problems(n_eft, seed, "eft", int(eft_ops[0]), int(eft_ops[1]), ranges, step_wordings, eft_ops_weights),
             {p.question for p in test})
-    elif eft_ops_weights is not None:
-        raise ValueError("eft_ops_weights needs eft_ops")
     else:
         eft_src = train if n_eft_train_problems is None else train[:n_eft_train_problems]
     files = {
