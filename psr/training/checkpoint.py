@@ -56,12 +56,13 @@ def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None
 
 class Checkpointer:
     def __init__(self, output_dir: str | os.PathLike, setup: ModelSetup, optimizer: torch.optim.Optimizer,
-                 scheduler: Any = None, save_dtype: Optional[str] = None):
+                 scheduler: Any = None, save_dtype: Optional[str] = None, max_shard_size: str = "5GB"):
         self.output_dir = Path(output_dir)
         self.setup = setup
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.save_dtype = save_dtype
+        self.max_shard_size = max_shard_size
 
     @property
     def resume_dir(self) -> Path:

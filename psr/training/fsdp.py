@@ -76,6 +76,8 @@ def setup_model(
     activation_checkpointing: bool = False,
     master_weights_fp32: bool = True,
     reshard_after_forward: bool = True,
+    cpu_offload: bool = False,
+    hybrid_shard: bool = False,
 ) -> ModelSetup:
     """Load ``model_dir`` for training on this rank (see module docstring). Joins the process
     group first when launched by torchrun."""

@@ -72,8 +72,26 @@ class TrainConfig:
     dtype: str = "float32"
     # Keep fp32 parameters + optimizer state under bf16 compute (needed at lr ~1e-6); false = bf16 params.
     master_weights_fp32: bool = True
-    # Recompute each decoder block's activations in backward (memory for compute).
+    # Recompute each decoder block's activations in backward (memory for compute): activations held
+    # for backward drop from every layer's intermediates to one hidden state per layer and token.
     activation_checkpointing: bool = False
+    # FSDP2: free each block's gathered parameters after its forward and gather them again for
+    # backward. true = one block's full parameters live at a time (least memory); false = every
+    # block's gathered (compute-dtype) parameters stay from forward to backward (faster, costs a
+    # whole unsharded model copy per GPU). Ignored with one process.
+    reshard_after_forward: bool = True
+    # FSDP2 CPUOffloadPolicy: sharded parameters, gradients and optimizer state live in host memory
+    # and the optimizer step runs on the CPU; the GPU holds only the blocks being computed and the
+    # activations (the 72B fallback when the shards do not fit; slower). Ignored with one process.
+    cpu_offload: bool = False
+    # 2-D device mesh for multi-node runs (HSDP): shard within a node (LOCAL_WORLD_SIZE GPUs),
+    # replicate across nodes. Parameter, gradient and optimizer memory per GPU is then 1/gpus-per-node
+    # of the model instead of 1/all-GPUs, but the big all-gathers stay on the fast intra-node links.
+    # false = one flat mesh over every rank (least memory).
+    hybrid_shard: bool = False
+    # Saved model dirs are split into model-0000k-of-0000N.safetensors files of at most this size
+    # (with model.safetensors.index.json), written one tensor at a time without gathering the model.
+    max_shard_size: str = "5GB"
     epochs: int = 1
     # Stop after this many optimizer steps in total (null = all epochs); also sets the LR schedule length.
     max_steps: Optional[int] = None
@@ -120,6 +138,8 @@ def setup_from_config(cfg: Any) -> ModelSetup:
         cfg.model_dir, device=cfg.device, dtype=cfg.dtype,
         activation_checkpointing=cfg.activation_checkpointing,
         master_weights_fp32=cfg.master_weights_fp32,
+        reshard_after_forward=cfg.reshard_after_forward, cpu_offload=cfg.cpu_offload,
+        hybrid_shard=cfg.hybrid_shard,
     )
 
 
@@ -165,7 +185,8 @@ def train(
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, tuple(cfg.adam_betas), cfg.adam_eps)
     warmup = warmup_steps_for(total, cfg.warmup_steps, cfg.warmup_ratio)
     scheduler = build_lr_scheduler(optimizer, total, warmup, cfg.min_lr_ratio)
-    ckpt = Checkpointer(out, setup, optimizer, scheduler, save_dtype=cfg.save_dtype)
+    ckpt = Checkpointer(out, setup, optimizer, scheduler, save_dtype=cfg.save_dtype,
+                        max_shard_size=cfg.max_shard_size)
 
     step, start_epoch, start_batch = 0, 0, 0
     if cfg.resume_from_checkpoint:
