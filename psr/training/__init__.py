@@ -6,9 +6,10 @@ Modules (each starts with its own API summary):
                              train(cfg, setup, examples, lengths, collate, loss_fn, epoch_indices)
                              — the loop: grad accumulation, clipping, warmup+cosine, metrics,
                              per-epoch / every-n-step HF saves, exact resume.
-    psr.training.fsdp        setup_model(...) -> ModelSetup (fully_shard per block then root under
-                             torchrun; bf16 compute; activation checkpointing), full_state_dict,
-                             clip_grad_norm, all_reduce_sum
+    psr.training.fsdp        setup_model(...) -> ModelSetup (meta build, fully_shard per block then
+                             root under torchrun, each rank loads only its shards; bf16 compute;
+                             activation checkpointing, CPU offload, HSDP), clip_grad_norm,
+                             all_reduce_sum
     psr.training.checkpoint  Checkpointer: save_model(name) (HF dir), save_resume / load_resume
                              (DCP model+optimizer + recipe_state.pt), link_final
     psr.training.batching    global_batches / rank_micro_batches / grad_accum_steps: a batch plan

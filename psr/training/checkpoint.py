@@ -35,7 +35,7 @@ import torch
 
 from psr import distributed as D
 from psr.models.hf import save_model_dir
-from psr.training.fsdp import ModelSetup, full_state_dict
+from psr.training.fsdp import ModelSetup
 
 RESUME_DIR = "resume_state"
 STATE_FILE = "recipe_state.pt"
@@ -69,12 +69,9 @@ class Checkpointer:
         return self.output_dir / RESUME_DIR
 
     def save_model(self, name: str) -> Path:
-        sd = full_state_dict(self.setup)
-        out = self.output_dir / name
-        if D.is_rank0():
-            save_model_dir(self.setup.model, self.setup.tokenizer, out, dtype=self.save_dtype, state_dict=sd)
-        D.barrier()
-        return out
+        # collective: tensors are gathered one at a time, rank 0 writes file by file
+        return save_model_dir(self.setup.model, self.setup.tokenizer, self.output_dir / name,
+                              dtype=self.save_dtype, max_shard_size=self.max_shard_size)
 
     def link_final(self, name: str) -> Path:
         link = self.output_dir / "final"
