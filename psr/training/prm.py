@@ -178,10 +178,10 @@ class PRMScorer:
         self.tok = tokenizer if tokenizer is not None else load_tokenizer(self.model_dir)
         self.ids = prm_token_ids(self.tok, self.step_tag, self.good_token, self.bad_token)
         self.device = torch.device(device)
-        if model is None:
-            from transformers import AutoModelForCausalLM
+        if model is None:  # the training path's meta build + slice load, one shard, on the device
+            from psr.models.hf import load_model_for_training
 
-            model = AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=torch_dtype(dtype))
+            model = load_model_for_training(self.model_dir, dtype=torch_dtype(dtype), device=self.device)
         self.model = model.to(self.device).eval()
         self.batch_size = int(batch_size)
         self.calls = 0
