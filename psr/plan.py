@@ -10,7 +10,8 @@ Launch::
     python -m psr.plan step_search --config qwen2_5_math_72b/step_search --nnodes 4 --nproc_per_node 1 \
         --gpu_mem_gb 80 --model_config .../config.json
 
-``key=value`` overrides work as for the recipe. The model's ``config.json`` comes from
+``key=value`` overrides work as for the recipe; ``--header`` prints the plan as the comment
+block the configs/qwen2_5_math_* headers carry. The model's ``config.json`` comes from
 ``--model_config``, else ``--model_dir``, else the config's ``model_dir``. Exit status: 0 fits
 (or no ``--gpu_mem_gb`` given, or a CPU run: no verdict), 1 does not fit (the message names the
 largest term and the key that would shrink it), 2 bad input (one line). ``--gpu_mem_gb`` is in
@@ -803,6 +804,38 @@ def format_plan(plan: Plan) -> str:
     return "\n".join(out)
 
 
+def header_comment(plan: Plan, command: str, width: int = 100) -> list[str]:
+    """The "Memory plan" comment block of a config header (configs/qwen2_5_math_*): the command,
+    the per-GPU terms in GiB and the verdict. tests/test_plan.py checks the committed headers."""
+    import textwrap
+
+    parts = []
+    for t in plan.terms:
+        extra = ""
+        if t.name == "activations" and plan.kind == "train":
+            ck = plan.settings["activation_checkpointing"]
+            alt = plan.values["activations_full" if ck else "activations_checkpointed"]
+            extra = f" ({'checkpointed' if ck else 'no checkpointing'}; {alt / GIB:.2f} {'without' if ck else 'with'})"
+        if t.name == "weights":
+            extra = f" (tensor_parallel_size {plan.settings['tensor_parallel_size']})"
+        parts.append(f"{t.name} {t.bytes / GIB:.2f}{extra}")
+    body = f"per GPU, GiB: {', '.join(parts)}"
+    if plan.kind == "train":
+        tail = f"total {plan.total / GIB:.1f} of {plan.usable / GIB:.1f} usable ({plan.gpu_mem_bytes / GIB:g} - " \
+               f"{plan.headroom_bytes / GIB:.1f} headroom)"
+        if plan.host_bytes_per_node is not None:
+            tail += f"; host RAM per node {plan.host_bytes_per_node / GIB:.1f}"
+    else:
+        v = plan.values
+        tail = (f"KV {v['kv_tokens']:,} tokens ({v['kv_bytes_per_token_gpu']:,} B/token/GPU) = "
+                f"{v['max_len_sequences']:,} sequences of {plan.settings['max_model_len']}")
+    verdict = "fits" if plan.fits else ("DOES NOT FIT" if plan.fits is False else "no verdict")
+    lines = [f"# Memory plan ({command}):"]
+    lines += textwrap.wrap(f"{body}; {tail}: {verdict}", width=width - 4,
+                           initial_indent="#   ", subsequent_indent="#   ", break_on_hyphens=False)
+    return lines
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2 (main catches it)
         raise PlanError(message)
@@ -819,6 +852,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--gpu_mem_gb", type=float, default=None, help="GiB per GPU (e.g. 80 for an H100 80GB)")
     ap.add_argument("--model_dir", default=None, help="model dir whose config.json is read (weights are not)")
     ap.add_argument("--model_config", default=None, help="a config.json to use instead of the model dir's")
+    ap.add_argument("--header", action="store_true",
+                    help="print the plan as the '# Memory plan' comment block of a config header")
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0
@@ -833,7 +868,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except PlanError as e:
         print(f"psr plan: error: {e}", file=sys.stderr)
         return 2
-    print(format_plan(plan))
+    if args.header:
+        cmd = " ".join(["python -m psr.plan", args.recipe, "--config", args.config, "--nnodes", str(args.nnodes),
+                        "--nproc_per_node", str(args.nproc_per_node)]
+                       + (["--gpu_mem_gb", f"{args.gpu_mem_gb:g}"] if args.gpu_mem_gb is not None else [])
+                       + (["--model_dir", args.model_dir] if args.model_dir else [])
+                       + (["--model_config", args.model_config] if args.model_config and not args.model_dir else [])
+                       + list(args.overrides))
+        print("\n".join(header_comment(plan, cmd)))
+    else:
+        print(format_plan(plan))
     return 1 if plan.fits is False else 0
 
 
