@@ -25,14 +25,39 @@ Behaviour:
   ``stop_reason``, or the client-side cut), else ``"eos"``;
 * ``n_tokens``: the tokenizer's count when one is given, else the server's ``completion_tokens``
   shared evenly over the choices of that response (an estimate, marked ``extra["n_tokens_estimated"]``);
-* 429, 5xx and connection errors are retried ``max_retries`` times with exponential backoff;
-  other HTTP errors raise :class:`HttpGeneratorError` naming the URL, the status and the body.
+* 429, 5xx and connection errors are retried ``max_retries`` times with exponential backoff
+  (``backoff_s`` x 2^k; a server's ``retry-after-ms`` / ``Retry-After`` header is honoured when
+  longer, capped at ``max_backoff_s``); other HTTP errors raise :class:`HttpGeneratorError`
+  naming the URL, the status and the body. Resume is the calling recipe's: ift_build / eft_build
+  append each finished record, so a run that still fails after the retries is rerun and skips
+  what is done.
+
+Reasoning models (OpenAI o1, o3, o4-mini, gpt-5, ...)
+-----------------------------------------------------
+The paper's teacher is o1. OpenAI's reasoning models reject ``max_tokens`` (they take
+``max_completion_tokens``, which also covers the hidden reasoning tokens) and every sampling
+parameter other than the defaults (``temperature``, ``top_p``; also ``stop``), each with an HTTP
+400. ``reasoning_model`` decides which request shape is sent:
+
+* ``auto`` (default): detected from the model name (:func:`is_reasoning_model`: ``o1``, ``o3``,
+  ``o4-mini``, ``gpt-5``, ``gpt-5-mini`` ... with or without a date suffix or a provider prefix
+  such as ``openai/o3``; not ``gpt-5-chat*``, which is a plain chat model);
+* ``true`` / ``false``: override (e.g. an Azure deployment whose name hides the model).
+
+For a reasoning model the body has ``max_completion_tokens`` (``max_completion_tokens`` if set,
+else the call's ``max_new_tokens``: give reasoning models a budget that leaves room for their
+hidden reasoning, OpenAI suggests at least 25,000), no ``temperature`` / ``top_p`` / ``stop``
+(stop strings are still applied client-side), and ``reasoning_effort`` when set. The sampling
+settings of the call are ignored (logged once). Reasoning tokens reported in ``usage`` are put in
+``extra["reasoning_tokens"]`` (shared over the choices, like ``n_tokens``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import threading
 import time
 import urllib.error
@@ -43,11 +68,54 @@ from typing import Any, Optional, Sequence
 from psr.generation.base import Completion, SamplingParams, check_generate_args
 
 
+log = logging.getLogger(__name__)
+
+# OpenAI reasoning models: o1, o1-mini, o1-preview, o3, o3-mini, o3-pro, o4-mini, gpt-5, gpt-5-mini,
+# gpt-5-nano, gpt-5.1 ... (any suffix); gpt-5-chat* is a non-reasoning chat model.
+_REASONING_RE = re.compile(r"^(?:o[1-9]\d*(?:$|[-_.:])|gpt-5(?!(?:\.\d+)?-chat)(?:$|[-_.:]))")
+
+
+def is_reasoning_model(model: str) -> bool:
+    """Whether ``model`` names an OpenAI reasoning model (see the module docstring); a provider
+    prefix (``openai/o3``) is ignored."""
+    name = str(model).strip().rsplit("/", 1)[-1].lower()
+    return bool(_REASONING_RE.match(name))
+
+
+def resolve_reasoning_model(setting: Any, model: str) -> bool:
+    """``reasoning_model`` (``auto`` | ``true`` | ``false``, or a bool) for ``model``."""
+    if isinstance(setting, bool):
+        return setting
+    s = str(setting).strip().lower()
+    if s == "auto":
+        return is_reasoning_model(model)
+    if s in ("true", "false"):
+        return s == "true"
+    raise ValueError(f"reasoning_model must be auto, true or false, got {setting!r}")
+
+
 class HttpGeneratorError(RuntimeError):
     """A request that failed for good (after retries, or a non-retryable status)."""
 
 
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+def _retry_after(headers: Any) -> Optional[float]:
+    """Seconds the server asks to wait (``retry-after-ms``, else ``Retry-After`` in seconds), or None."""
+    if headers is None:
+        return None
+    for key, scale in (("retry-after-ms", 1e-3), ("Retry-After", 1.0)):
+        v = headers.get(key)
+        if v is None:
+            continue
+        try:
+            sec = float(v) * scale
+        except (TypeError, ValueError):
+            continue  # an HTTP date: fall back to the exponential backoff
+        if sec >= 0 and sec == sec:
+            return sec
+    return None
 
 
 class HttpGenerator:
@@ -63,6 +131,10 @@ class HttpGenerator:
         backoff_s: float = 1.0,
         max_concurrency: int = 16,
         extra_body: Optional[dict] = None,
+        reasoning_model: Any = "auto",
+        max_completion_tokens: Optional[int] = None,
+        reasoning_effort: Optional[str] = None,
+        max_backoff_s: float = 60.0,
     ):
         if api not in ("chat", "completions"):
             raise ValueError(f"api must be 'chat' or 'completions', got {api!r}")
@@ -78,6 +150,19 @@ class HttpGenerator:
         self.backoff_s = backoff_s
         self.max_concurrency = max(1, int(max_concurrency))
         self.extra_body = dict(extra_body or {})
+        self.reasoning = resolve_reasoning_model(reasoning_model, model)
+        if max_completion_tokens is not None and int(max_completion_tokens) < 1:
+            raise ValueError(f"max_completion_tokens must be >= 1, got {max_completion_tokens!r}")
+        self.max_completion_tokens = None if max_completion_tokens is None else int(max_completion_tokens)
+        self.reasoning_effort = reasoning_effort
+        if self.reasoning and api != "chat":
+            raise ValueError(f"model {model!r} is a reasoning model (reasoning_model={reasoning_model!r}), "
+                             f"served on the chat API only: use api=chat, or reasoning_model=false")
+        if not self.reasoning and (self.max_completion_tokens is not None or reasoning_effort is not None):
+            raise ValueError(f"max_completion_tokens / reasoning_effort are for reasoning models; model {model!r} "
+                             f"is not one (set reasoning_model=true if it is)")
+        self.max_backoff_s = float(max_backoff_s)
+        self._warned_sampling = False
         self.name = f"http:{model}"
         self.version = f"{api}@{self.base_url}"
         self.tokenizer = None
@@ -96,9 +181,14 @@ class HttpGenerator:
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         last: Optional[str] = None
+        hint: Optional[float] = None  # the server's retry-after, seconds
         for attempt in range(self.max_retries + 1):
             if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+                wait = self.backoff_s * 2 ** (attempt - 1)
+                if hint is not None:
+                    wait = max(wait, hint)
+                time.sleep(min(wait, self.max_backoff_s))
+                hint = None
             req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
@@ -108,6 +198,7 @@ class HttpGenerator:
                 text = e.read().decode("utf-8", "replace")[:500]
                 last = f"HTTP {e.code}: {text}"
                 if e.code in _RETRY_STATUS:
+                    hint = _retry_after(e.headers)
                     continue
                 raise HttpGeneratorError(f"POST {self.url}: {last}") from None
             except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
@@ -123,15 +214,20 @@ class HttpGenerator:
         raise HttpGeneratorError(f"POST {self.url}: failed after {self.max_retries + 1} attempts; last error {last}")
 
     def _body(self, prompt: str, n: int, params: SamplingParams, stop: list[str], seed: Optional[int]) -> dict:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "n": n,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "max_tokens": params.max_new_tokens,
-        }
-        if stop:
-            body["stop"] = stop
+        body: dict[str, Any] = {"model": self.model, "n": n}
+        if self.reasoning:
+            # no sampling parameters, no max_tokens, no stop (applied client-side): see the docstring
+            body["max_completion_tokens"] = self.max_completion_tokens or params.max_new_tokens
+            if self.reasoning_effort is not None:
+                body["reasoning_effort"] = self.reasoning_effort
+            if not self._warned_sampling and (params.temperature != 1.0 or params.top_p != 1.0):
+                self._warned_sampling = True
+                log.warning("%s is a reasoning model: temperature=%s / top_p=%s are not sent (the API "
+                            "accepts only its defaults)", self.model, params.temperature, params.top_p)
+        else:
+            body.update(temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens)
+            if stop:
+                body["stop"] = stop
         if seed is not None:
             body["seed"] = int(seed)
         if self.api == "chat":
@@ -142,7 +238,8 @@ class HttpGenerator:
         body.update(self.extra_body)
         return body
 
-    def _completion(self, choice: dict, stop: list[str], est_tokens: Optional[int]) -> Completion:
+    def _completion(self, choice: dict, stop: list[str], est_tokens: Optional[int],
+                    reasoning_tokens: Optional[int] = None) -> Completion:
         if self.api == "chat":
             text = (choice.get("message") or {}).get("content") or ""
         else:
@@ -163,6 +260,8 @@ class HttpGenerator:
         else:
             n_tokens = int(est_tokens or 0)
             extra["n_tokens_estimated"] = True
+        if reasoning_tokens is not None:
+            extra["reasoning_tokens"] = int(reasoning_tokens)
         return Completion(text=text, n_tokens=n_tokens, finish_reason=finish, extra=extra)
 
     def _one_prompt(self, prompt: str, params: SamplingParams, stop: list[str], seed: Optional[int]) -> list[Completion]:
@@ -176,10 +275,14 @@ class HttpGenerator:
             if not choices:
                 raise HttpGeneratorError(f"POST {self.url}: response has no choices")
             usage = resp.get("usage") or {}
-            est = None
+            est = rt = None
+            k = max(1, len(resp["choices"]))
             if usage.get("completion_tokens") is not None:
-                est = round(usage["completion_tokens"] / max(1, len(resp["choices"])))
-            out += [self._completion(c, stop, est) for c in choices]
+                est = round(usage["completion_tokens"] / k)
+            details = usage.get("completion_tokens_details") or {}
+            if isinstance(details, dict) and details.get("reasoning_tokens") is not None:
+                rt = round(details["reasoning_tokens"] / k)
+            out += [self._completion(c, stop, est, rt) for c in choices]
             attempt += 1
         return out
 

@@ -1,4 +1,8 @@
-"""HttpGenerator against a stub OpenAI-compatible server on 127.0.0.1 (started in the test)."""
+"""HttpGenerator against a stub OpenAI-compatible server on 127.0.0.1 (started in the test).
+
+The stub enforces the OpenAI reasoning-model rules for the models in ``stub.reasoning``: a body
+with ``max_tokens``, ``stop``, or ``temperature`` / ``top_p`` other than 1 gets the real API's
+HTTP 400 ``invalid_request_error`` (``unsupported_parameter`` / ``unsupported_value``)."""
 
 import json
 import threading
@@ -18,7 +22,29 @@ class _Stub:
         self.fail_first = 0  # answer 503 this many times first
         self.status = None  # a fixed error status
         self.max_choices = None  # return at most this many choices per request
+        self.reasoning = set()  # model names answered under the reasoning-model rules
+        self.rate_limit_first = 0  # answer 429 (with retry-after-ms) this many times first
+        self.retry_after_ms = None
+        self.max_requests = 50  # a runaway client gets 500s, never an endless exchange
         self.lock = threading.Lock()
+
+
+def reasoning_rule_error(body):
+    """The 400 error body the OpenAI API gives a reasoning model's request, or None if it is accepted."""
+    def err(param, code, message):
+        return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+
+    if "max_tokens" in body:
+        return err("max_tokens", "unsupported_parameter", "Unsupported parameter: 'max_tokens' is not supported "
+                   "with this model. Use 'max_completion_tokens' instead.")
+    for k in ("temperature", "top_p"):
+        if k in body and body[k] != 1:
+            return err(k, "unsupported_value", f"Unsupported value: '{k}' does not support {body[k]} with this "
+                       "model. Only the default (1) value is supported.")
+    for k in ("stop", "presence_penalty", "frequency_penalty", "logprobs"):
+        if k in body:
+            return err(k, "unsupported_parameter", f"Unsupported parameter: '{k}' is not supported with this model.")
+    return None
 
 
 @pytest.fixture()
@@ -35,6 +61,20 @@ def server():
                 stub.requests.append((self.path, dict(self.headers), body))
                 fail = stub.fail_first > 0
                 stub.fail_first -= fail
+                limited = stub.rate_limit_first > 0
+                stub.rate_limit_first -= limited
+                runaway = len(stub.requests) > stub.max_requests
+            rule = reasoning_rule_error(body) if body.get("model") in stub.reasoning else None
+            if rule or limited or runaway:
+                out = json.dumps(rule or {"error": {"message": "Rate limit reached", "type": "requests"}}).encode()
+                self.send_response(400 if rule else 429 if limited else 500)
+                if limited and stub.retry_after_ms is not None:
+                    self.send_header("retry-after-ms", str(stub.retry_after_ms))
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+                return
             if fail or stub.status:
                 self.send_response(503 if fail else stub.status)
                 self.end_headers()
@@ -58,7 +98,10 @@ def server():
                 else:
                     ch["text"] = text
                 choices.append(ch)
-            out = json.dumps({"choices": choices, "usage": {"completion_tokens": 7 * n}}).encode()
+            usage = {"completion_tokens": 7 * n}
+            if body.get("model") in stub.reasoning:
+                usage["completion_tokens_details"] = {"reasoning_tokens": 5 * n}
+            out = json.dumps({"choices": choices, "usage": usage}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(out)))
@@ -142,3 +185,108 @@ def test_bad_arguments_are_rejected():
         HttpGenerator("http://x/v1", "m", api="embeddings")
     with pytest.raises(ValueError, match="base_url"):
         HttpGenerator("localhost:8000", "m")
+
+
+# --------------------------------------------------------------------------- reasoning models
+
+
+@pytest.mark.parametrize("model", ["o1", "o1-2024-12-17", "o3", "o3-mini", "o4-mini", "gpt-5", "gpt-5-mini",
+                                   "gpt-5.1", "openai/o3"])
+def test_reasoning_models_are_detected_by_name(model):
+    from psr.generation.http import is_reasoning_model
+
+    assert is_reasoning_model(model)
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "gpt-4.1-mini", "gpt-5-chat-latest", "Qwen2.5-72B-Instruct", "omni", "o"])
+def test_other_models_are_not_reasoning_models(model):
+    from psr.generation.http import is_reasoning_model
+
+    assert not is_reasoning_model(model)
+
+
+def test_the_fake_server_rejects_the_plain_request_shape_for_a_reasoning_model(server):
+    """The rules are enforced: the request shape sent to ordinary models gets the API's 400."""
+    server.reasoning = {"o1"}
+    gen = HttpGenerator(server.url, "o1", api_key_env=None, reasoning_model=False)
+    with pytest.raises(HttpGeneratorError, match=r"HTTP 400: .*'max_tokens' is not supported"):
+        gen.generate(["q"], SamplingParams(temperature=1.0, max_new_tokens=16))
+    body = {"model": "o1", "n": 1, "max_completion_tokens": 9, "temperature": 0.7}
+    assert reasoning_rule_error(body)["error"]["code"] == "unsupported_value"
+    assert reasoning_rule_error({**body, "temperature": 1, "top_p": 1}) is None
+
+
+def test_a_reasoning_model_gets_max_completion_tokens_and_no_sampling_params(server, caplog):
+    server.reasoning = {"o1"}
+    gen = HttpGenerator(server.url, "o1", api_key_env=None, max_concurrency=2)
+    assert gen.reasoning
+    params = SamplingParams(n=2, temperature=0.7, top_p=0.95, max_new_tokens=300, stop=("Step 2:",))
+    with caplog.at_level("WARNING", logger="psr.generation.http"):
+        out = gen.generate(["split STOPHERE", "judge"], params, seeds=[1, 2])
+    assert len(server.requests) == 2  # accepted at once: no 400, no retry
+    body = {r[2]["messages"][0]["content"]: r[2] for r in server.requests}["split STOPHERE"]
+    assert body == {"model": "o1", "n": 2, "max_completion_tokens": 300, "seed": 1,
+                    "messages": [{"role": "user", "content": "split STOPHERE"}]}
+    # the stop string is still applied, client-side
+    assert out[0][0].text == "echo:split STOPHERE|seed=1|i=0 " and out[0][0].finish_reason == "stop"
+    assert out[1][1].text == "echo:judge|seed=2|i=1"
+    assert [(c.n_tokens, c.extra["reasoning_tokens"]) for c in out[0]] == [(7, 5), (7, 5)]
+    assert sum("temperature=0.7" in r.message for r in caplog.records) == 1
+
+
+def test_max_completion_tokens_and_reasoning_effort_keys(server):
+    server.reasoning = {"my-azure-deployment"}
+    gen = HttpGenerator(server.url, "my-azure-deployment", api_key_env=None, reasoning_model="true",
+                        max_completion_tokens=25000, reasoning_effort="high")
+    gen.generate(["q"], SamplingParams(max_new_tokens=512))
+    body = server.requests[0][2]
+    assert (body["max_completion_tokens"], body["reasoning_effort"]) == (25000, "high")
+    assert not {"max_tokens", "temperature", "top_p"} & set(body)
+
+
+def test_reasoning_model_false_overrides_the_name(server):
+    gen = HttpGenerator(server.url, "o3-mini", api_key_env=None, reasoning_model="false")
+    gen.generate(["q"], SamplingParams(temperature=0.5, max_new_tokens=8))
+    body = server.requests[0][2]
+    assert (body["max_tokens"], body["temperature"]) == (8, 0.5) and "max_completion_tokens" not in body
+
+
+def test_reasoning_settings_are_validated_naming_the_key():
+    with pytest.raises(ValueError, match="reasoning_model must be auto, true or false"):
+        HttpGenerator("http://x/v1", "o1", reasoning_model="maybe")
+    with pytest.raises(ValueError, match="chat API"):
+        HttpGenerator("http://x/v1", "o1", api="completions")
+    with pytest.raises(ValueError, match="max_completion_tokens"):
+        HttpGenerator("http://x/v1", "gpt-4o", max_completion_tokens=100)
+    with pytest.raises(ValueError, match="max_completion_tokens"):
+        HttpGenerator("http://x/v1", "o1", max_completion_tokens=0)
+
+
+def test_a_rate_limited_reasoning_request_is_retried_after_the_servers_hint(server):
+    import time
+
+    server.reasoning = {"o4-mini"}
+    server.rate_limit_first = 2
+    server.retry_after_ms = 150
+    gen = HttpGenerator(server.url, "o4-mini", api_key_env=None, backoff_s=0.001, max_retries=3)
+    t0 = time.monotonic()
+    out = gen.generate(["q"], SamplingParams(max_new_tokens=64))
+    assert time.monotonic() - t0 >= 0.3  # two waits of the server's 150 ms, not 1 ms and 2 ms
+    assert out[0][0].text == "echo:q|seed=None|i=0" and len(server.requests) == 3
+
+
+def test_rate_limits_beyond_the_retries_fail_naming_the_status(server):
+    server.rate_limit_first = 10
+    gen = HttpGenerator(server.url, "o1", api_key_env=None, backoff_s=0.001, max_retries=2)
+    with pytest.raises(HttpGeneratorError, match=r"after 3 attempts; last error HTTP 429"):
+        gen.generate(["q"], SamplingParams())
+    assert len(server.requests) == 3
+
+
+def test_retry_after_header_parsing():
+    from psr.generation.http import _retry_after
+
+    assert _retry_after({"retry-after-ms": "250"}) == 0.25
+    assert _retry_after({"Retry-After": "2"}) == 2.0
+    assert _retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
+    assert _retry_after({}) is None
