@@ -1,21 +1,13 @@
 import re
-from pathlib import Path
 
 import pytest
 
 from psr import prompts
 
-PROMPTS_MD = Path(__file__).resolve().parents[2] / "shared" / "paper" / "prompts.md"
 
-
-def _paper_blocks():
-    if not PROMPTS_MD.exists():
-        pytest.skip(f"{PROMPTS_MD} not found")
-    return re.findall(r"```\n(.*?)\n```", PROMPTS_MD.read_text(encoding="utf-8"), re.S)
-
-
-def test_templates_are_the_papers_word_for_word():
-    fig3, fig4, fig5 = _paper_blocks()
+def test_templates_are_the_papers_word_for_word(paper_prompts_md):
+    # paper_prompts_md (conftest): skips without ../shared/paper, fails under PSR_REQUIRE_DATA=1
+    fig3, fig4, fig5 = re.findall(r"```\n(.*?)\n```", paper_prompts_md.read_text(encoding="utf-8"), re.S)
     assert prompts.IFT_SPLIT_PROMPT == fig3
     assert prompts.REASONING_PROMPT == fig4
     assert prompts.JUDGE_PROMPT == fig5
