@@ -11,8 +11,8 @@ installed), this one line runs it and keeps the summary and the log even when a 
 
     set -o pipefail; python bench/gpu_check.py --device cuda --out "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log"
 
-(give the device tool a ``timeout_s`` of about 540: the script stops starting new checks after
-``--budget_s`` = 420 s, and each recipe has its own timeout.)
+(give the device tool a ``timeout_s`` of about 540: after ``--budget_s`` = 450 s no check starts and
+a running recipe child is killed; the in-process checks take well under a minute on a GPU.)
 
 Checks, in this order (``--checks`` picks some; every one is independent of the others):
 
@@ -49,9 +49,10 @@ Checks, in this order (``--checks`` picks some; every one is independent of the 
   built-in questions) and recipes/eval.py (configs/tiny/eval on the first 4 of the same GSM8k
   questions, written to a data dir in the work dir) with ``backend=native``; checked: pairs /
   graded items written, the backend the summary names.
-* ``search_vllm``, ``eval_vllm``: the same with ``backend=vllm``
-  (``backend_kwargs={enforce_eager: true, gpu_memory_utilization: 0.3}``: no CUDA-graph capture,
-  a quick engine start); ``skipped`` when ``import vllm`` fails.
+* ``search_vllm``, ``eval_vllm``: the same with ``backend=vllm``, ``backend_kwargs.enforce_eager=true``
+  (no CUDA-graph capture: a quick engine start) and ``backend_kwargs.gpu_memory_utilization=0.3``,
+  on a tiny model with head dim 64 built in the work dir (the tiny configs' own model has head dim
+  16, which vLLM's CPU attention rejects); ``skipped`` when ``import vllm`` fails.
 
 ``--dry-run`` shrinks every check (2 optimizer steps, 2 questions, a 2-layer model of SmolLM2's
 head shape and vocabulary, 16 new tokens) so that the whole script runs on the CPU in the tests
@@ -109,7 +110,10 @@ SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, n
 # --dry-run: the same head shape (head dim 8 instead of 64), vocabulary and tying, 2 layers.
 SMOLLM2_DRY = dict(SMOLLM2_135M, hidden_size=72, intermediate_size=192, num_hidden_layers=2)
 LOGITS_TOL = {"fp32": 1e-4, "fp32_tf32": 2e-3, "bf16": 0.05}
-DEFAULT_BUDGET_S = 420.0
+# The whole run ends within about this many seconds (plus the in-process checks' own time): no check
+# starts after it and every child process is killed when it is reached (its check then fails).
+DEFAULT_BUDGET_S = 450.0
+MIN_CHILD_S = 15.0  # a recipe child is not started with less time than this left
 
 
 class CheckError(RuntimeError):
@@ -162,7 +166,7 @@ def load_gsm8k(data: Optional[str], n: int) -> tuple[list[dict], str]:
     returned source); a present but broken file raises (DataError naming file:line)."""
     from psr.data.benchmarks import load_benchmark, resolve_data_dir
 
-    p = Path(data).expanduser() if data else resolve_data_dir(None)
+    p = (Path(data).expanduser() if data else resolve_data_dir(None)).absolute()
     if p.is_file():
         from psr.data.jsonl import iter_jsonl
 
@@ -257,7 +261,10 @@ def run_recipe(ctx: Ctx, name: str, recipe: str, config: str, overrides: list[st
     cmd = [sys.executable, str(REPO / "recipes" / f"{recipe}.py"), "--config", config, f"output_dir={out}",
            f"device={ctx.device}", f"dtype={ctx.dtype}", *overrides]
     log = ctx.logdir / f"{name}.log"
-    rc = run_child(cmd, log, timeout_s)
+    left = ctx.deadline - time.monotonic()
+    if left < MIN_CHILD_S:
+        raise CheckError(f"not run: {left:.0f} s left of the time budget (--budget_s {ctx.args.budget_s:.0f})")
+    rc = run_child(cmd, log, min(timeout_s, left))
     if rc != 0:
         raise CheckError(f"{recipe} exited with status {rc}; log tail:\n{_tail(log)}")
     return out
@@ -336,9 +343,8 @@ def check_logits(ctx: Ctx) -> dict:
 
     dev = ctx.torch_device()
     tf32_forced = os.environ.get("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE") == "1"
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+    precision_before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")  # fp32 matmuls in fp32 (no TF32) for this comparison
     vocab = 512
     model = build_tiny_model(vocab_size=vocab, hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, seed=0)
     g = torch.Generator().manual_seed(0)
@@ -353,6 +359,7 @@ def check_logits(ctx: Ctx) -> dict:
     cpu_bf16 = _logits(model, batch, torch.device("cpu"), torch.bfloat16)[keep]
     dev_fp32 = _logits(model, batch, dev, torch.float32)[keep]
     dev_bf16 = _logits(model, batch, dev, torch.bfloat16)[keep]
+    torch.set_float32_matmul_precision(precision_before)
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     scale = float(ref.abs().max())
@@ -362,7 +369,7 @@ def check_logits(ctx: Ctx) -> dict:
 
     nums = {
         "positions": int(keep.sum()), "vocab": vocab, "max_abs_logit_cpu_fp32": scale,
-        "tf32_forced_by_env": tf32_forced,
+        "tf32_forced_by_env": tf32_forced, "float32_matmul_precision_before": precision_before,
         "max_abs_diff": {
             "device_fp32_vs_cpu_fp32": diff(dev_fp32, ref),
             "device_bf16_vs_cpu_bf16": diff(dev_bf16, cpu_bf16),
@@ -443,12 +450,28 @@ def check_smollm2_gsm8k(ctx: Ctx) -> dict:
         torch.cuda.synchronize(dev)
     gen_s = time.perf_counter() - t1
     responses = [o[0].text for o in outs]
-    n_tokens = [o[0].n_tokens for o in outs]
-    total = sum(n_tokens)
-    from psr import grader
+    total = sum(o[0].n_tokens for o in outs)
+    peak = {}
+    if cuda:
+        peak = {"peak_cuda_memory_allocated_gib": torch.cuda.max_memory_allocated(dev) / 2**30,
+                "cuda_memory_allocated_before_gib": base_alloc / 2**30,
+                "peak_cuda_memory_reserved_gib": torch.cuda.max_memory_reserved(dev) / 2**30}
+    backend, gen_dtype, attn = gen.version, str(gen.dtype).replace("torch.", ""), gen.attn_implementation
+    gen.close()
+    del model, gen, outs
+    if cuda:
+        torch.cuda.empty_cache()
+    # graded like recipes/eval.py (near 0 with random weights); a grader problem is reported, it
+    # does not void the generation numbers (the env check names a missing math_verify)
+    accuracy, grader_error = None, None
+    try:
+        from psr import grader
 
-    verdicts = grader.grade_many([(r, q["answer"]) for r, q in zip(responses, questions)], workers=1,
-                                 timeout_s=5.0, benchmark="gsm8k")
+        verdicts = grader.grade_many([(r, q["answer"]) for r, q in zip(responses, questions)], workers=1,
+                                     timeout_s=5.0, benchmark="gsm8k")
+        accuracy = sum(map(bool, verdicts)) / len(verdicts)
+    except Exception as e:
+        grader_error = f"{type(e).__name__}: {e}"
     nums: dict[str, Any] = {
         "data": source, "questions": len(questions), "dry_run": ctx.dry,
         "model": {"params": n_params, "hidden_size": cfg.hidden_size, "layers": cfg.num_hidden_layers,
@@ -456,22 +479,13 @@ def check_smollm2_gsm8k(ctx: Ctx) -> dict:
                   "intermediate_size": cfg.intermediate_size, "vocab_size": cfg.vocab_size,
                   "tie_word_embeddings": bool(cfg.tie_word_embeddings), "rope_theta": _rope_theta(cfg),
                   "weights": "random (seed 0)", "tokenizer": f"psr.models.tiny ({len(tok)} tokens)"},
-        "backend": gen.version, "dtype": str(gen.dtype).replace("torch.", ""),
-        "attn_implementation": gen.attn_implementation,
+        "backend": backend, "dtype": gen_dtype, "attn_implementation": attn,
         "build_s": round(build_s, 2), "max_new_tokens": max_new,
         "prompt_tokens_mean": sum(prompt_tokens) / len(prompt_tokens), "prompt_tokens_max": max(prompt_tokens),
         "generated_tokens": total, "generate_s": round(gen_s, 3),
         "tokens_per_s": total / gen_s if gen_s > 0 else None,
-        "accuracy": sum(map(bool, verdicts)) / len(verdicts),
+        **peak, "accuracy": accuracy, "grader_error": grader_error,
     }
-    if cuda:
-        nums["peak_cuda_memory_allocated_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
-        nums["cuda_memory_allocated_before_gib"] = base_alloc / 2**30
-        nums["peak_cuda_memory_reserved_gib"] = torch.cuda.max_memory_reserved(dev) / 2**30
-    gen.close()
-    del model, gen
-    if cuda:
-        torch.cuda.empty_cache()
     if total <= 0:
         raise CheckError("no token was generated")
     if ctx.dry is False and (cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size) != (30, 576, 49152):
@@ -529,14 +543,30 @@ def check_dpo(ctx: Ctx) -> dict:
     return nums
 
 
-def _vllm_overrides(backend: str) -> list[str]:
+# The vLLM checks' model: the tiny tokenizer and a random qwen2 with head dim 64 (hidden 128, 2 heads,
+# 1 KV head). The tiny configs' own model has head dim 16, which vLLM's CPU attention rejects
+# (tests/recipes/test_vllm_recipes.py) and its CUDA attention backends may too; real models use 64/128.
+VLLM_MODEL = dict(hidden_size=128, num_layers=2, num_heads=2, num_kv_heads=1)
+VLLM_ENGINE = ["backend_kwargs.enforce_eager=true", "backend_kwargs.gpu_memory_utilization=0.3"]
+
+
+def _vllm_model(ctx: Ctx) -> Path:
+    from psr.models.tiny import build_tiny_model_dir
+
+    return build_tiny_model_dir(ctx.workdir / "vllm_model", seed=0, **VLLM_MODEL)
+
+
+def _backend_overrides(ctx: Ctx, backend: str, recipe: str) -> list[str]:
+    """``backend=...``, and for vLLM the engine settings (no CUDA-graph capture: a quick start; 30 %
+    of the GPU's memory) and the head-dim-64 model dir."""
     if backend != "vllm":
-        return []
-    return ["backend_kwargs={enforce_eager: true, gpu_memory_utilization: 0.3}"]
+        return [f"backend={backend}"]
+    model = [f"model_dir={_vllm_model(ctx)}"] + (["tiny_model=false"] if recipe == "eval" else [])
+    return [f"backend={backend}", *VLLM_ENGINE, *model]
 
 
 def check_search(ctx: Ctx, backend: str) -> dict:
-    ov = [f"backend={backend}", *_vllm_overrides(backend)]
+    ov = _backend_overrides(ctx, backend, "step_search")
     if ctx.dry:
         ov += ["questions=builtin:2", "max_iterations=2"]
     timeout = ctx.args.vllm_timeout_s if backend == "vllm" else ctx.args.recipe_timeout_s
@@ -569,7 +599,7 @@ def check_eval(ctx: Ctx, backend: str) -> dict:
     with (data / "gsm8k" / "test.jsonl").open("w") as f:
         for q in questions[:n]:
             f.write(json.dumps({"id": q["id"], "problem": q["problem"], "answer": q["answer"]}) + "\n")
-    ov = [f"backend={backend}", *_vllm_overrides(backend), "benchmarks=[gsm8k]", f"data_dir={data}", f"limit={n}"]
+    ov = [*_backend_overrides(ctx, backend, "eval"), "benchmarks=[gsm8k]", f"data_dir={data}", f"limit={n}"]
     if ctx.dry:
         ov += ["max_new_tokens=8"]
     timeout = ctx.args.vllm_timeout_s if backend == "vllm" else ctx.args.recipe_timeout_s
@@ -625,7 +655,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                     help="where each child process's output goes (default: <out dir>/<out name>_logs)")
     ap.add_argument("--keep-workdir", "--keep_workdir", dest="keep_workdir", action="store_true")
     ap.add_argument("--budget_s", "--budget-s", type=float, default=DEFAULT_BUDGET_S,
-                    help="no new check starts after this many seconds (it is recorded as failed: not run)")
+                    help="no check starts after this many seconds and a running recipe is killed when they "
+                         "are spent (such checks are recorded as failed)")
     ap.add_argument("--recipe_timeout_s", type=float, default=150.0, help="timeout of one native recipe run")
     ap.add_argument("--vllm_timeout_s", type=float, default=200.0, help="timeout of one vLLM recipe run")
     args = ap.parse_args(argv)
@@ -748,7 +779,8 @@ def probe_vllm(ctx: Ctx) -> None:
     CUDA in this process); sets ``ctx.vllm_ok``, ``ctx.vllm_version`` and ``ctx.vllm_note``."""
     log = ctx.logdir / "vllm_import.log"
     try:
-        rc = run_child([sys.executable, "-c", "import vllm; print('vllm', vllm.__version__)"], log, timeout_s=120)
+        rc = run_child([sys.executable, "-c", "import vllm; print('vllm', vllm.__version__)"], log,
+                       timeout_s=max(5.0, min(120.0, ctx.deadline - time.monotonic())))
     except CheckError as e:
         ctx.vllm_ok, ctx.vllm_note = False, str(e).splitlines()[0]
         return
