@@ -207,6 +207,43 @@ def test_double_judging_keeps_exactly_the_consistent_prm_agreeing_pairs():
     assert r0["prev_steps"] == ["x = 1."] and r0["question"] == "What is x + 1?"
     one = eft_records(judged, emit_both_orders=False)
     assert len(one) == 2 and {r["id"].rsplit("/", 1)[0] for r in one} == {"q/n0", "q/n5"}
+    # each record carries the judgment and verdict of the order it shows
+    by_id = {r["id"]: r for r in both}
+    assert all(r == by_id[r["id"]] for r in one)
+
+
+def _kept_pairs(n):
+    pairs = []
+    for i in range(n):
+        p = _pair(i)
+        p.update(status="kept", judgments={"ab": f"ab {i} [[A]]", "ba": f"ba {i} [[B]]"},
+                 verdicts={"ab": "A", "ba": "B"})
+        pairs.append(p)
+    return {"id": "q", "question": "What is x + 1?", "pairs": pairs}
+
+
+def test_default_is_one_record_per_kept_pair_in_a_seeded_order():
+    judged = _kept_pairs(200)
+    default = eft_records(judged)
+    assert len(default) == 200 and default == eft_records(judged, emit_both_orders=False, seed=0)
+    assert [r["id"].rsplit("/", 1)[0] for r in default] == [f"q/n{i}" for i in range(200)]
+    assert default == eft_records(judged)  # reproducible
+    orders = [r["id"].rsplit("/", 1)[1] for r in default]
+    assert [r["label"] for r in default] == ["A" if o == "ab" else "B" for o in orders]
+    assert 80 <= orders.count("ab") <= 120  # about half each way
+    for r in default:  # the best step is where the label says
+        good = r["step_a"] if r["label"] == "A" else r["step_b"]
+        assert good.startswith("Step 2: good")
+    other = eft_records(judged, seed=1)
+    assert [r["id"] for r in other] != [r["id"] for r in default]
+    assert {r["id"].rsplit("/", 1)[0] for r in other} == {r["id"].rsplit("/", 1)[0] for r in default}
+    assert len(eft_records(judged, emit_both_orders=True)) == 400
+
+
+def test_pairs_that_were_not_kept_give_no_records():
+    judged = _kept_pairs(3)
+    judged["pairs"][1]["status"] = "inconsistent"
+    assert [r["id"].rsplit("/", 1)[0] for r in eft_records(judged)] == ["q/n0", "q/n2"]
 
 
 def test_judge_prompts_show_the_best_first_in_ab():
