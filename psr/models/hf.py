@@ -367,12 +367,20 @@ def save_model_dir(
     return out
 
 
+def model_class(model: Any) -> type:
+    """The model's transformers class (``Qwen2ForCausalLM``), not the ``FSDPQwen2ForCausalLM``
+    subclass that ``fully_shard`` swaps in: the name vLLM and transformers look up."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
+
+
 def _write_config(model: Any, out: Path, dtype: torch.dtype) -> None:
     """config.json for inference: the dtype written, the KV cache on, the architecture named."""
     import copy
 
     config = copy.deepcopy(model.config)
-    config.architectures = [type(model).__name__]
+    config.architectures = [model_class(model).__name__]
     config.use_cache = True
     config.dtype = dtype
     config.save_pretrained(str(out))

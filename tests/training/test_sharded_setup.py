@@ -133,6 +133,8 @@ def test_sharded_setup_matches_one_process_and_saves_a_reloadable_sharded_dir(tm
         assert ("lm_head.weight" in index["weight_map"]) == (k == 1)
         assert index["metadata"]["total_size"] == total * 4
         torch.testing.assert_close(hf_logits(saved), ref, rtol=0, atol=0)
+        arch = json.loads((saved / "config.json").read_text())["architectures"]
+        assert arch == [("LlamaForCausalLM", "Qwen2ForCausalLM")[k]]  # not fully_shard's FSDP subclass
     assert [file_hashes(d) for d in model_dirs] == before  # inputs are read, never written
 
 
