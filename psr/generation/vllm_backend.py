@@ -79,6 +79,43 @@ def vllm_seed(seed: int) -> int:
     return (z ^ (z >> 31)) & _MASK62
 
 
+def rank_gpus(gpus_per_engine: int, local_rank: int, local_world_size: int, visible: Sequence[str]) -> list[str]:
+    """The GPUs of this rank's engine when torchrun starts ``local_world_size`` data-parallel
+    engines on one node: rank ``l`` takes ``visible[l*k:(l+1)*k]``, ``k`` = tensor x pipeline
+    parallel size. A node with too few GPUs is a one-line error naming the settings."""
+    k = int(gpus_per_engine)
+    if k < 1:
+        raise ValueError(f"tensor_parallel_size x pipeline_parallel_size must be >= 1, got {k}")
+    need = k * int(local_world_size)
+    if need > len(visible):
+        raise ValueError(
+            f"{local_world_size} engines per node (--nproc_per_node) x {k} GPUs each "
+            f"(tensor_parallel_size x pipeline_parallel_size) = {need} GPUs, but this node has "
+            f"{len(visible)} visible; launch --nproc_per_node {max(1, len(visible) // k)} or lower "
+            f"tensor_parallel_size")
+    return list(visible[local_rank * k:(local_rank + 1) * k])
+
+
+def pin_rank_gpus(engine_kwargs: dict) -> Optional[str]:
+    """Under torchrun with several processes per node on CUDA, point CUDA_VISIBLE_DEVICES at this
+    rank's own GPUs before the engine starts (vLLM's workers inherit it), so the data-parallel
+    engines of one node never share a GPU. Returns the value set (None: single process, left alone)."""
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    if local_world <= 1:
+        return None
+    k = int(engine_kwargs.get("tensor_parallel_size", 1)) * int(engine_kwargs.get("pipeline_parallel_size", 1))
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env:
+        visible = [d.strip() for d in env.split(",") if d.strip()]
+    else:
+        import torch
+
+        visible = [str(i) for i in range(torch.cuda.device_count())]
+    mine = ",".join(rank_gpus(k, int(os.environ.get("LOCAL_RANK", 0)), local_world, visible))
+    os.environ["CUDA_VISIBLE_DEVICES"] = mine
+    return mine
+
+
 def _config_max_len(model_dir: str) -> int:
     from transformers import AutoConfig
 
@@ -112,7 +149,10 @@ class VLLMGenerator:
             profiling rule on GPU.
         return_token_ids: put the generated token ids into ``Completion.extra["token_ids"]``.
         engine_kwargs: passed on to ``vllm.LLM`` (e.g. ``enforce_eager=True`` to skip
-            torch.compile: faster start, slower decoding).
+            torch.compile: faster start, slower decoding; ``tensor_parallel_size=8`` for a 72B
+            model over 8 GPUs). Under torchrun on CUDA every rank runs its own engine on its own
+            ``tensor_parallel_size x pipeline_parallel_size`` GPUs of the node (data parallel
+            over the questions): ``--nproc_per_node`` x that must not exceed the node's GPUs.
     """
 
     name = "vllm"
@@ -181,6 +221,8 @@ class VLLMGenerator:
             if "max_num_batched_tokens" not in engine_kwargs:
                 kw["max_num_batched_tokens"] = max(8192, max_model_len or _config_max_len(self.model_dir))
         kw.update(engine_kwargs)
+        if not on_cpu:  # data-parallel engines under torchrun: each rank on its own GPUs
+            pin_rank_gpus(kw)
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self._llm = vllm.LLM(**kw)
