@@ -127,7 +127,9 @@ def recipe_main(schema: type, main: Callable[[DictConfig], Any], argv: Optional[
     """Entry point of a recipe: parse the command line, validate, run ``main(cfg)``.
 
     Configuration and input-data errors are printed as one line (``error: ...``) and exit with
-    status 2 instead of a traceback.
+    status 2 instead of a traceback; failed items (:class:`psr.outputs.RunFailed`, raised after
+    everything else was written) as one line with status 1; Ctrl-C as one line (what is saved, the
+    command that resumes) with status 130. Under torchrun only rank 0 prints these lines.
     """
     argv = sys.argv[1:] if argv is None else argv
     _register_schema_module(schema, getattr(main, "__globals__", None))
@@ -138,13 +140,29 @@ def recipe_main(schema: type, main: Callable[[DictConfig], Any], argv: Optional[
         config, overrides = parse_argv(argv)
         cfg = load_config(schema, config, overrides)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _say(f"error: {e}")
         sys.exit(2)
+    from psr.outputs import RunFailed, interrupted_message
+
     try:
         return main(cfg)
     except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        _say(f"error: {e}")
         sys.exit(2)
+    except RunFailed as e:
+        _say(f"error: {e}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        _say(interrupted_message())
+        sys.exit(130)
+
+
+def _say(line: str) -> None:
+    """One line on stderr, from rank 0 only (every rank meets the same error)."""
+    import os
+
+    if os.environ.get("RANK", "0") in ("", "0"):
+        print(line, file=sys.stderr, flush=True)
 
 
 def _register_schema_module(schema: type, namespace: Optional[dict]) -> None:

@@ -19,8 +19,11 @@ Outputs (in ``output_dir``):
     summary.json, summary.md  accuracy per benchmark and their average, mean step count and
                               mean step length in tokens (or judge accuracy)
 
-Resumable: items already in a benchmark's output are skipped, so a killed run continues where it
-stopped. With torchrun every rank evaluates its own shard of the items (data parallel, each rank
+Re-runs: ``manifest.json`` records the settings, the model's identity and the benchmark files'
+(psr/outputs.py). The same command again skips the items already written, so a killed run
+continues where it stopped (``limit`` may grow); a re-run with other settings or another model is
+refused with the keys that differ (``overwrite=true`` replaces the dir). With ``tiny_model=true``
+the model is built only under output_dir; a model_dir elsewhere is an input, read-only. With torchrun every rank evaluates its own shard of the items (data parallel, each rank
 with its own generator) and rank 0 merges the shards and writes the summary.
 """
 
@@ -37,6 +40,7 @@ from tqdm import tqdm
 
 from psr import distributed as D
 from psr.config import ConfigError, recipe_main
+from psr import outputs as O
 from psr.data.jsonl import JsonlAppender, read_jsonl, read_jsonl_tolerant, write_jsonl
 from psr.judge import parse_verdict
 from psr.prompts import chat, judge_prompt, reasoning_prompt
@@ -47,11 +51,12 @@ COT_PROMPT = "{problem}\nPlease reason step by step, and put your final answer w
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(O.RunKeys):
     output_dir: str = MISSING
-    # HF model dir to evaluate.
+    # HF model dir to evaluate (an input: read-only).
     model_dir: str = MISSING
-    # Build a random tiny model at model_dir when it does not exist (tests, configs/tiny only).
+    # Build a random tiny model at model_dir when it does not exist and lies under output_dir
+    # (tests, configs/tiny only); an existing model_dir is used as is, read-only.
     tiny_model: bool = False
     # greedy: benchmarks, one sample per item (temperature 0 by default); judge: verdict accuracy
     # on eft_test (paper Table 3); tts: test-time scaling with the model's own step judgments (Table 5).
@@ -89,6 +94,7 @@ class EvalConfig:
 
 
 def validate(cfg) -> None:
+    """Every setting, before anything is loaded or written (one-line ConfigError naming the key)."""
     if cfg.mode not in ("greedy", "judge", "tts"):
         raise ConfigError(f"mode must be greedy, judge or tts, got {cfg.mode!r}")
     if cfg.prompt not in ("psr", "cot"):
@@ -97,10 +103,57 @@ def validate(cfg) -> None:
         raise ConfigError("mode=judge needs eft_test=<EFT test jsonl>")
     if cfg.mode != "judge" and not cfg.benchmarks:
         raise ConfigError("benchmarks is empty")
-    if cfg.limit is not None and cfg.limit < 1:
-        raise ConfigError(f"limit must be >= 1 or null, got {cfg.limit}")
-    if not cfg.tiny_model and not (Path(cfg.model_dir) / "config.json").exists():
-        raise ConfigError(f"model_dir={cfg.model_dir!r}: no config.json there (an HF model dir is expected)")
+    O.check_output_dir(cfg.output_dir)
+    O.check_positive(cfg, "batch_size", "max_new_tokens", "judge_max_new_tokens", "grader_workers")
+    O.check_positive(cfg, "limit", allow_none=True)
+    O.check_temperature(cfg, "temperature")
+    O.check_probability(cfg, "top_p", open_low=True)
+    if not cfg.grader_timeout_s > 0:
+        raise ConfigError(f"grader_timeout_s: must be > 0, got {cfg.grader_timeout_s}")
+    if cfg.mode == "tts":
+        for k in ("width", "judge_orders", "max_iterations", "max_steps", "max_new_tokens_step",
+                  "max_new_tokens_judge", "questions_in_flight"):
+            if k in cfg.tts:
+                O.check_positive(cfg, f"tts.{k}")
+        O.check_temperature(cfg, "tts.temperature")
+        if "top_p" in cfg.tts:
+            O.check_probability(cfg, "tts.top_p", open_low=True)
+    if tiny_model_to_build(cfg) is None:
+        O.check_model_dir(cfg.model_dir)
+    if cfg.mode == "judge":
+        O.check_input_file(cfg.eft_test, "eft_test")
+    else:
+        for name in cfg.benchmarks:
+            path = benchmark_file(name, cfg.data_dir)
+            if path is not None:
+                O.check_input_file(path, f"benchmarks: {name}")
+
+
+def tiny_model_to_build(cfg) -> Optional[Path]:
+    """The tiny model dir this run builds (tiny_model=true, model_dir missing and under
+    output_dir), else None. A missing model_dir outside output_dir is refused: inputs are read-only."""
+    if not cfg.tiny_model:
+        return None
+    m = Path(cfg.model_dir)
+    if (m / "config.json").exists():
+        return None
+    out = Path(cfg.output_dir).resolve()
+    if m.resolve() != out and out in m.resolve().parents:
+        return m
+    raise ConfigError(f"tiny_model=true: model_dir={cfg.model_dir} does not exist and is not under output_dir; "
+                      "a tiny model is built only under output_dir (e.g. model_dir=${output_dir}/tiny_model), "
+                      "an existing model_dir is used read-only")
+
+
+def benchmark_file(name: str, data_dir: Optional[str]) -> Optional[Path]:
+    """The local file a benchmark is read from (None: not resolvable here; load_items says why)."""
+    from psr.data.benchmarks import benchmark_spec, list_benchmarks, resolve_data_dir
+
+    if name in list_benchmarks():
+        spec = benchmark_spec(name)
+        return resolve_data_dir(data_dir) / spec["local"] if spec.get("local") else None
+    path = resolve_data_dir(data_dir) / name / "test.jsonl"
+    return path if path.exists() else None
 
 
 def load_items(name: str, data_dir: Optional[str], limit: Optional[int]) -> list[dict]:
@@ -280,13 +333,31 @@ def write_summary(cfg, out: Path, per: dict, extra: dict) -> dict:
     return summary
 
 
+# Keys that only matter in some modes: a re-run in another mode is refused by `mode` itself.
+MODE_IRRELEVANT = {
+    "greedy": {"judge_max_new_tokens", "tts", "eft_test"},
+    "judge": {"benchmarks", "prompt", "max_new_tokens", "temperature", "top_p", "tts"},
+    "tts": {"max_new_tokens", "temperature", "top_p", "judge_max_new_tokens", "eft_test", "prompt"},
+}
+
+
 def main(cfg) -> dict:
     validate(cfg)
     device = D.default_device(cfg.device)
     D.init_distributed(device)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.tiny_model and not (Path(cfg.model_dir) / "config.json").exists():
+    tiny_model_to_build(cfg)  # refuses a tiny model outside output_dir
+    tiny = bool(cfg.tiny_model) and out.resolve() in Path(cfg.model_dir).resolve().parents  # ours, built here
+    if cfg.mode == "judge":
+        inputs = {"eft_test": cfg.eft_test}
+    else:
+        inputs = {f"benchmark {b}": benchmark_file(b, cfg.data_dir) for b in cfg.benchmarks}
+    O.claim_output_dir(
+        "eval", cfg, models={} if tiny else {"model_dir": cfg.model_dir}, inputs=inputs,
+        ignore=MODE_IRRELEVANT[cfg.mode] | {"model_dir", "tiny_model"},
+        data_dirs={"data_dir": cfg.data_dir} if cfg.data_dir else None,
+        extra={"model": f"tiny (seed {cfg.seed}), built in output_dir" if tiny else "model_dir"})
+    if tiny and not (Path(cfg.model_dir) / "config.json").exists():
         from psr.models.tiny import build_tiny_model_dir
 
         if D.is_rank0():
@@ -361,6 +432,14 @@ def main(cfg) -> dict:
         summary = write_summary(cfg, out, per, {"backend": gen.name, "backend_version": gen.version,
                                                 "world_size": D.get_world_size(), "wall_s": round(time.time() - t0, 1)})
         print((out / "summary.md").read_text(), flush=True)
+        if cfg.mode == "judge":
+            j = per["judge"]
+            O.finish("eval", f"judge accuracy {_fmt(j['accuracy'])}% on {j['n']} EFT records "
+                             f"({j['unparseable']} unparseable) -> {out / 'summary.json'}, {out / 'judge' / 'items.jsonl'}")
+        else:
+            each = ", ".join(f"{b} {_fmt(v['accuracy'])}" for b, v in per.items())
+            O.finish("eval", f"{cfg.mode} accuracy {_fmt(summary['average_accuracy'])}% (average; {each}) -> "
+                             f"{out / 'summary.json'}, {out}/<benchmark>/items.jsonl")
     D.barrier()
     D.destroy()
     return summary

@@ -31,11 +31,18 @@ Sharding: rank ``r`` of ``W`` searches questions ``r, r+W, ...`` (distinct ids; 
 the input is skipped and reported) and appends each finished question to its own shard file;
 rank 0 merges the shards in input order when every rank is done.
 
-Resume: run the same command again. Finished ids (from every shard file) are skipped; a torn last
-line is dropped; a group of ``questions_in_flight`` questions that is not completely written is
-recomputed whole, so with the same world size and settings the resumed output is byte-identical
-to an uninterrupted run. Failed questions are kept as ``status: error`` records (not retried
-unless ``retry_failed=true``). A bad input line or a failing question is logged and skipped.
+Resume: run the same command again. ``manifest.json`` records the settings, the model's identity
+and the questions file's (psr/outputs.py); a re-run with other settings is refused with the keys
+that differ (``overwrite=true`` replaces the dir). Finished ids (from every shard file) are
+skipped; a torn last line is dropped; a group of ``questions_in_flight`` questions that is not
+completely written is recomputed whole, so with the same world size and settings the resumed
+output is byte-identical to an uninterrupted run.
+
+Failures: a question whose search fails is kept as a ``status: error`` record; the run writes
+everything else, lists the failed ids and reasons in ``failures.jsonl`` and exits with status 1.
+A re-run retries failed questions (``retry_failed=false`` keeps them as they are). A malformed
+input line (not JSON) is an error naming file:line (``skip_bad_lines=true`` skips it); a record
+without an id or text, or with a duplicate id, is skipped and listed in the summary.
 """
 
 from __future__ import annotations
@@ -53,8 +60,9 @@ from typing import Any, Optional
 from omegaconf import MISSING, OmegaConf
 
 from psr import distributed as psr_dist
+from psr import outputs as O
 from psr.config import REPO_ROOT, ConfigError, recipe_main
-from psr.data.jsonl import DataError, JsonlAppender, read_jsonl_tolerant, write_jsonl
+from psr.data.jsonl import DataError, JsonlAppender, json_error, malformed, read_jsonl_tolerant, write_jsonl
 from psr.search import (
     Question,
     SearchConfig,
@@ -70,9 +78,10 @@ TINY = "tiny"  # model_dir value: build a random tiny model under output_dir (te
 
 
 @dataclass
-class StepSearchConfig:
+class StepSearchConfig(O.RunKeys):
     output_dir: str = MISSING
-    # HF model dir of the policy/judge model, or "tiny": build a random tiny model in output_dir.
+    # HF model dir of the policy/judge model (an input: read-only), or "tiny": build a random tiny
+    # model in output_dir.
     model_dir: str = MISSING
     # Questions: jsonl path (id + problem/question), or "builtin:N" (N generated arithmetic questions).
     questions: Optional[str] = None
@@ -116,8 +125,8 @@ class StepSearchConfig:
     # answers the judge prompts instead of the model (psr.arith.CheckerJudged) -- what search +
     # DPO can do with a perfect judge. null: the model judges itself.
     checker_judge_problems: Optional[str] = None
-    # Retry questions recorded as errors by an earlier run.
-    retry_failed: bool = False
+    # Retry questions recorded as errors by an earlier run (false: keep their error records).
+    retry_failed: bool = True
     # torch CPU threads per process (None: torch's default). 1 is fastest for tiny models and on a
     # shared machine, where extra threads only contend.
     cpu_threads: Optional[int] = None
@@ -192,12 +201,12 @@ def load_questions(cfg) -> tuple[list[Question], list[dict]]:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
                 rec = None
-                reason = f"not valid JSON ({e.msg} at column {e.colno})"
+                reason = f"not valid JSON ({json_error(e)})"
             else:
                 reason = "" if isinstance(rec, dict) else f"expected a JSON object, got {type(rec).__name__}"
-            if reason:  # a broken line is reported and skipped, not fatal
+            if reason:  # an error naming file:line, unless skip_bad_lines (then reported and skipped)
+                malformed(f"{path}:{n}", reason)
                 skipped.append({"where": f"{path}:{n}", "reason": reason})
-                log.warning("skipping %s:%d: %s", path, n, reason)
                 continue
             raw.append((f"{path}:{n}", rec))
     questions: list[Question] = []
@@ -248,10 +257,34 @@ def _done_ids(recs: list[dict], retry_failed: bool) -> set[str]:
     return {r["id"] for r in recs if r.get("status") == "ok" or not retry_failed}
 
 
+def validate(cfg) -> SearchConfig:
+    """Every setting and input, before anything is loaded or written (one-line errors)."""
+    O.check_output_dir(cfg.output_dir)
+    O.check_positive(cfg, "width", "max_iterations", "max_steps", "max_new_tokens_step", "max_new_tokens_judge",
+                     "questions_in_flight")
+    O.check_positive(cfg, "limit", allow_none=True)
+    O.check_temperature(cfg, "temperature", "judge_temperature")
+    O.check_probability(cfg, "top_p", "judge_top_p", open_low=True)
+    scfg = search_config(cfg)
+    if cfg.backend not in ("native", "vllm", "auto"):
+        raise ConfigError(f"backend must be native, vllm or auto, got {cfg.backend!r}")
+    if cfg.model_dir != TINY:
+        O.check_model_dir(cfg.model_dir)
+    if cfg.hub_dataset is None:
+        if cfg.questions is None:
+            raise ConfigError("set questions=<jsonl path | builtin:N> or hub_dataset=<name>")
+        if not str(cfg.questions).startswith("builtin:"):
+            path = _resolve_questions_path(cfg)
+            if not path.exists():
+                raise ConfigError(f"questions={cfg.questions}: no such file (also looked in {_data_dir(cfg)})")
+            O.check_input_file(path, "questions")
+    if cfg.checker_judge_problems:
+        O.check_input_file(cfg.checker_judge_problems, "checker_judge_problems")
+    return scfg
+
+
 def _prepare_model(cfg, out: Path) -> str:
     if cfg.model_dir != TINY:
-        if not Path(cfg.model_dir).exists():
-            raise ConfigError(f"model_dir={cfg.model_dir!r}: no such directory")
         return cfg.model_dir
     path = out / "tiny_model"
     if psr_dist.is_rank0():
@@ -273,9 +306,7 @@ def _run_token() -> str:
 def main(cfg) -> dict | None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     t0 = time.time()
-    scfg = search_config(cfg)
-    if cfg.backend not in ("native", "vllm", "auto"):
-        raise ConfigError(f"backend must be native, vllm or auto, got {cfg.backend!r}")
+    scfg = validate(cfg)
     if cfg.cpu_threads:
         import torch
 
@@ -284,6 +315,18 @@ def main(cfg) -> dict | None:
     psr_dist.init_distributed(device)
     rank, world = psr_dist.get_rank(), psr_dist.get_world_size()
     out = Path(cfg.output_dir)
+    tiny = cfg.model_dir == TINY
+    qfile = None
+    if cfg.hub_dataset is None and not str(cfg.questions).startswith("builtin:"):
+        qfile = _resolve_questions_path(cfg)
+    O.claim_output_dir(
+        "step_search", cfg, models={} if tiny else {"model_dir": cfg.model_dir},
+        inputs={"questions": qfile, "checker_judge_problems": cfg.checker_judge_problems},
+        ignore={"model_dir", "questions", "checker_judge_problems"},
+        data_dirs={"data_dir": cfg.data_dir} if cfg.data_dir else None,
+        extra={"model": f"tiny (seed {cfg.seed}), built in output_dir" if tiny else "model_dir",
+               "questions": cfg.questions if qfile is None else "file",
+               "checker_judge": bool(cfg.checker_judge_problems)})
     shard_dir = out / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     token = _run_token()
@@ -347,13 +390,25 @@ def main(cfg) -> dict | None:
     if psr_dist.is_rank0():
         metas = _wait_for_ranks(shard_dir, world, token, cfg.merge_timeout_s)
         summary = merge(cfg, out, questions, skipped, metas, time.time() - t0)
-        psr_dist.print0(
-            f"step_search: wrote {summary['pairs']} pairs for {summary['search']['questions_ok']} questions to "
-            f"{out / 'pairs.jsonl'} ({summary['search']['questions_failed']} failed)"
-        )
     # No collective here: ranks finish their shards at different times (hours apart on uneven
     # data), and a barrier would time out; rank 0 waited on the done-markers instead.
     psr_dist.destroy()
+    if summary is not None:
+        sr = summary["search"]
+        n_failed = sr["questions_failed"]
+        what = f"{summary['pairs']} pairs" if scfg.mode == "pairs" else "answers"
+        line = (f"{what} from {sr['questions_ok']} of {len(questions)} questions "
+                f"({summary['pairs_per_question']:.2f} pairs per searched question) -> {out / 'pairs.jsonl'}, "
+                f"{out / 'trace.jsonl'}, {out / 'summary.md'}")
+        if n_failed:
+            O.finish("step_search", line)
+            err = O.RunFailed(f"step_search: {n_failed} of {len(questions)} questions failed (reasons in "
+                             f"{out / 'failures.jsonl'}); everything else is written; the same command retries them")
+            err.summary = summary  # type: ignore[attr-defined]
+            raise err
+        O.finish("step_search", line)
+    elif n_failed:
+        raise O.RunFailed(f"step_search: {n_failed} questions of rank {rank} failed (see rank 0's failures.jsonl)")
     return summary
 
 
@@ -391,6 +446,8 @@ def merge(cfg, out: Path, questions: list[Question], skipped: list[dict], metas:
     pairs = [p for rec in ordered for p in rec.get("pairs", [])]
     write_jsonl(out / "pairs.jsonl", pairs)
     write_jsonl(out / "trace.jsonl", ({k: v for k, v in rec.items() if k != "pairs"} for rec in ordered))
+    write_jsonl(out / "failures.jsonl", ({"id": rec["id"], "error": rec.get("error")} for rec in ordered
+                                         if rec.get("status") != "ok"))
     results = [result_from_record(rec, rec.get("pairs", [])) for rec in ordered]
     search = summarize(results)
     backends = sorted({(m["backend"], m["backend_version"]) for m in metas if m.get("backend")})

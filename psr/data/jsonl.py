@@ -13,11 +13,43 @@ class DataError(ValueError):
     """Bad input data; the message names the file and line (1-based)."""
 
 
+# A malformed line (not JSON, or not a JSON object) is an error naming file:line, unless the run
+# opted into skipping such lines (the ``skip_bad_lines`` key every recipe has; psr.outputs sets
+# it). Skipped lines are logged and listed in SKIPPED_LINES as "file:line: reason".
+_SKIP_BAD_LINES = False
+SKIPPED_LINES: list[str] = []
+
+
+def set_skip_bad_lines(flag: bool) -> None:
+    global _SKIP_BAD_LINES
+    _SKIP_BAD_LINES = bool(flag)
+
+
+def skip_bad_lines() -> bool:
+    return _SKIP_BAD_LINES
+
+
+def json_error(e: json.JSONDecodeError) -> str:
+    """``json``'s message as "Expecting value: column 3" (its own format, without "at at")."""
+    return f"{e.msg}: column {e.colno}"
+
+
+def malformed(where: str, reason: str) -> None:
+    """A malformed input line: DataError naming ``where`` (file:line), or -- with skip_bad_lines
+    -- a warning, and the line is skipped."""
+    if not _SKIP_BAD_LINES:
+        raise DataError(f"{where}: {reason} (skip_bad_lines=true skips such lines)")
+    import logging
+
+    SKIPPED_LINES.append(f"{where}: {reason}")
+    logging.getLogger("psr.data").warning("skipping %s: %s", where, reason)
+
+
 def iter_jsonl(path: str | os.PathLike, required: Sequence[str] = ()) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, record)`` for each non-blank line of ``path``.
 
-    Raises :class:`DataError` naming ``path:line`` for a line that is not a JSON object or lacks
-    one of the ``required`` keys.
+    Raises :class:`DataError` naming ``path:line`` for a line that is not a JSON object (unless
+    skip_bad_lines is set, see :func:`malformed`) or lacks one of the ``required`` keys.
     """
     path = Path(path)
     if not path.exists():
@@ -29,9 +61,11 @@ def iter_jsonl(path: str | os.PathLike, required: Sequence[str] = ()) -> Iterato
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})") from None
+                malformed(f"{path}:{n}", f"not valid JSON ({json_error(e)})")
+                continue
             if not isinstance(rec, dict):
-                raise DataError(f"{path}:{n}: expected a JSON object, got {type(rec).__name__}")
+                malformed(f"{path}:{n}", f"expected a JSON object, got {type(rec).__name__}")
+                continue
             missing = [k for k in required if k not in rec]
             if missing:
                 raise DataError(f"{path}:{n}: missing field(s) {missing}")
@@ -56,10 +90,10 @@ def read_jsonl_tolerant(path: str | os.PathLike) -> list[dict]:
             continue
         try:
             out.append(json.loads(line))
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as e:
             if n == len(lines):  # last line, no trailing newline: torn write
                 break
-            raise DataError(f"{path}:{n}: not valid JSON") from None
+            raise DataError(f"{path}:{n}: not valid JSON ({json_error(e)})") from None
     return out
 
 

@@ -110,13 +110,19 @@ def build_tiny_model(
     return model.eval()
 
 
-def build_tiny_model_dir(path: str | os.PathLike, seed: int = 0, **model_kwargs) -> Path:
+def build_tiny_model_dir(path: str | os.PathLike, seed: int = 0, overwrite: bool = False, **model_kwargs) -> Path:
     """Write a tiny tokenizer + random model as an HF model dir at ``path``; returns the path.
 
-    An existing complete dir (config.json and model.safetensors present) is reused as is.
+    The dir records what wrote it (``manifest.json``, psr.outputs.claim_model_dir): a finished
+    tiny dir with the same seed and shape is reused as is; a non-empty dir this function did not
+    write (a real model, say) is refused with a ConfigError -- never overwritten -- unless
+    ``overwrite``.
     """
+    from psr.outputs import claim_model_dir, finish_model_dir
+
     path = Path(path)
-    if (path / "config.json").exists() and (path / "model.safetensors").exists():
+    identity = {"seed": seed, **{k: v for k, v in sorted(model_kwargs.items())}}
+    if claim_model_dir(path, WRITER, identity, overwrite=overwrite):
         return path
     from transformers import GenerationConfig
 
@@ -131,7 +137,10 @@ def build_tiny_model_dir(path: str | os.PathLike, seed: int = 0, **model_kwargs)
     model.generation_config = GenerationConfig(
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, do_sample=False
     )
-    path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
+    finish_model_dir(path, WRITER, identity)
     return path
+
+
+WRITER = "psr.models.tiny"
