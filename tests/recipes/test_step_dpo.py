@@ -175,3 +175,47 @@ def test_two_processes_match_one_process_at_the_same_global_batch(assets, tmp_pa
     s1 = json.loads((tmp_path / "one" / "train_summary.json").read_text())
     s2 = json.loads((tmp_path / "two" / "train_summary.json").read_text())
     assert s2["world_size"] == 2 and s1["ref_cache_key"] == s2["ref_cache_key"]
+
+
+def test_ref_cache_is_recomputed_when_the_model_dir_is_retrained_in_place(assets, tmp_path):
+    """The pipeline's case: M_i's dir (a previous stage's ``final``) is trained again into the same
+    path, and the next step_dpo shares the reference cache. The stale log-probs must not be
+    reused: step 1's loss is log 2 only if the reference is the model being trained."""
+    mod = load_recipe("step_dpo")
+    cache = tmp_path / "ref_cache"
+    stage = tmp_path / "dpo_1"  # the earlier stage whose final dir is the next stage's reference
+
+    def train_stage(lr):
+        mod.main(_cfg(mod, assets, stage, max_steps=2, lr=lr, ref_cache_dir=str(tmp_path / "stage_cache")))
+        return stage / "final"
+
+    def next_stage(name, **kw):
+        res = mod.main(_cfg(mod, assets, tmp_path / name, model_dir=str(stage / "final"), max_steps=1,
+                            ref_cache_dir=str(cache), **kw))
+        return res.summary, res.losses[0]
+
+    train_stage(3e-3)
+    s1, loss1 = next_stage("a")
+    assert s1["ref_cache"] == "computed" and loss1 == pytest.approx(math.log(2), abs=1e-5)
+    s, _ = next_stage("a2")
+    assert s["ref_cache"] == "reused" and s["ref_cache_key"] == s1["ref_cache_key"]  # untouched: reused
+
+    train_stage(3e-2)  # retrained in place: same path, same shapes, new weights
+    s2, loss2 = next_stage("b")
+    assert s2["ref_cache"] == "computed" and s2["ref_cache_key"] != s1["ref_cache_key"]
+    assert loss2 == pytest.approx(math.log(2), abs=1e-5)  # the reference is the new model
+    assert len(list(cache.glob("*.safetensors"))) == 2
+
+    # ref_hash_weights: a rewrite the cheap fingerprint (size, mtime, header) cannot see, because
+    # the weights were replaced with the same shapes and the files' mtimes put back (as a copy
+    # tool preserving times would), is still caught by the content hash.
+    s3, _ = next_stage("c", ref_hash_weights=True)
+    assert s3["ref_cache"] == "computed"  # its own key: a content fingerprint
+    weights = sorted((stage / "final").resolve().glob("*.safetensors"))
+    times = {p.name: p.stat().st_mtime_ns for p in weights}
+    train_stage(1e-1)
+    for p in sorted((stage / "final").resolve().glob("*.safetensors")):
+        os.utime(p, ns=(p.stat().st_atime_ns, times[p.name]))
+    s4, loss4 = next_stage("d", ref_hash_weights=True)
+    assert s4["ref_cache"] == "computed" and s4["ref_cache_key"] != s3["ref_cache_key"]
+    assert loss4 == pytest.approx(math.log(2), abs=1e-5)
