@@ -7,10 +7,21 @@ Rules (Qwen2.5-Math toolkit semantics, written from scratch), in order:
   1. equal after ``normalize`` (case-insensitive for plain words);
   2. multiple choice: a gold option letter matches the prediction's option letter only;
   3. numbers: two integers exactly (AIME's "025" is 25, 13999 is not 14000); otherwise
-     ``rel_tol=1e-4``; when either side is written as a percent, also x100 / ÷100;
+     ``rel_tol=1e-4``; when either side is written as a percent, also x100 / ÷100.
+     Commas: one comma before exactly three digits after a 1-3 digit group is a thousands
+     separator (``1,000`` is 1000, never 1; ``1,500`` is 1500). Any other ``a,b`` (``2,74``,
+     ``1,5``, ``0,125``, ``1000,99``, LaTeX ``2{,}74``) in the *response* is a decimal comma when
+     the gold is one number that is not whole (``2,74`` = 2.74 = ``\\frac{137}{50}``); against a
+     whole number it is not (``19133,5`` would pass 19133 by tolerance, ``3,0`` may be the list
+     3, 0). Against a gold that is a list (``1,2``, ``27,93`` in olympiadbench) it stays a list. A gold written ``a,b`` is a list, and equals a response
+     ``a.b`` only (the one decimal-comma gold reading, kept from before);
   4. equations: ``x = 3`` matches ``3`` when the left side is a lone variable;
   5. structures: intervals (bracket kinds must agree), tuples (ordered), sets and bare lists
-     (unordered), matrices (``pmatrix``/``bmatrix``, a one-row/column matrix equals a tuple),
+     (unordered, also of tuples: ``(1,2),(3,4)`` = ``\\{(3,4),(1,2)\\}``; tuples side by side
+     ``(1,2)\\quad(3,4)`` and sets split by ``;`` are lists too; a one-element set equals its
+     element), matrices (``pmatrix``/``bmatrix``, a one-row/column matrix equals a tuple),
+     labelled parts (``(a) 5, (b) 7``, ``a) 5; b) 7``, ``(i) 5 (ii) 7``, ``Part (a): 5``: in
+     order, against parts or any list, set or tuple, which are then read in order too),
      element by element with these same rules;
   6. symbolic: math-verify ``parse`` (LaTeX extraction only: no ``parse_expr``) + ``verify``.
 Nothing from the answer text reaches eval/exec/sympify/parse_expr: math-verify's expression
@@ -95,7 +106,15 @@ def _structure(s: str):
         cells = [[c.strip() for c in r.split("&")] for r in rows]
         return "matrix", cells
     if s.startswith("\\{") and s.endswith("\\}") and _balanced(s[2:-2]):
-        return "set", split_top_level(s[2:-2])
+        items = split_top_level(s[2:-2])
+        if len(items) == 1:
+            semi = split_top_level(s[2:-2], ";")
+            if len(semi) >= 2 and all(semi):
+                items = semi
+        return "set", items
+    side = _side_by_side_tuples(s)
+    if side:
+        return "list", side
     if len(s) >= 2 and s[0] in "([" and s[-1] in ")]" and _balanced(s[1:-1]):
         items = split_top_level(s[1:-1])
         if len(items) >= 2:
@@ -109,6 +128,102 @@ def _structure(s: str):
     if len(items) >= 2 and all(items):
         return "list", items
     return None, None
+
+
+def _side_by_side_tuples(s: str) -> list[str] | None:
+    """``(1,2)(3,4)`` (two tuples with only spacing between them, which ``normalize`` drops) ->
+    ``["(1,2)", "(3,4)"]``; None unless every piece is a bracketed group with a comma in it."""
+    if len(s) > 4000 or not s or s[0] not in "([" or s[-1] not in ")]":
+        return None
+    pieces, depth, start = [], 0, 0
+    for i, c in enumerate(s):
+        if c in "([{":
+            if depth == 0:
+                if i != start:
+                    return None
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+            if depth < 0:
+                return None
+            if depth == 0:
+                pieces.append(s[start : i + 1])
+                start = i + 1
+        elif depth == 0:
+            return None
+    if depth != 0 or len(pieces) < 2:
+        return None
+    if not all(p[0] in "([" and len(split_top_level(p[1:-1])) >= 2 for p in pieces):
+        return None
+    return pieces
+
+
+_LABEL = re.compile(r"(?:\*\*)?(?:[Pp]art)?(?:\((?P<a>[a-h]|[ivx]{1,4}|[IVX]{1,4})\)|(?P<b>[a-h]|[ivx]{1,4})\))(?:\*\*)?:?(?:\*\*)?")
+_PART_SEQS = (tuple("abcdefgh"), ("i", "ii", "iii", "iv", "v", "vi", "vii", "viii"),
+              ("I", "II", "III", "IV", "V", "VI", "VII", "VIII"))
+
+
+def _find_label(s: str, pos: int, lab: str) -> tuple[int, int] | None:
+    """Where the part label ``(lab)`` / ``lab)`` (optionally ``Part``, ``**``, ``:``) starts and
+    ends in ``s`` after ``pos``, outside brackets and not glued to a name (``f(b)`` is no label)."""
+    depth = 0
+    i = pos
+    while i < len(s):
+        c = s[i]
+        if depth == 0 and (s.startswith("(" + lab + ")", i) or s.startswith(lab + ")", i)):
+            before = s[:i]
+            for pre in ("**", "Part", "part"):
+                if before.endswith(pre):
+                    before = before[: -len(pre)]
+            if c == "(" and not re.search(r"[A-Za-z\\_^]$", before) or c != "(" and (not before or before[-1] in ",;"):
+                m = _LABEL.match(s, len(before))
+                if m and (m.group("a") or m.group("b")) == lab:
+                    return len(before), m.end()
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        i += 1
+    return None
+
+
+def _labelled_parts(s: str) -> list[str] | None:
+    """``(a)5,(b)7`` / ``a)5;b)7`` / ``(i)5(ii)7`` / ``Part(a):5,Part(b):7`` (normalised) ->
+    ``["5", "7"]``: at least two labels in sequence from the first, the first at the start."""
+    if len(s) > MAX_ANSWER_CHARS:
+        return None
+    m = _LABEL.match(s)
+    if not m:
+        return None
+    first = m.group("a") or m.group("b")
+    for seq in _PART_SEQS:
+        if first != seq[0]:
+            continue
+        items, pos = [], m.end()
+        for lab in seq[1:]:
+            nxt = _find_label(s, pos, lab)
+            if nxt is None:
+                break
+            items.append(s[pos : nxt[0]])
+            pos = nxt[1]
+        items.append(s[pos:])
+        items = [re.sub(r"^[:.]+|[,;.]+$", "", x).strip() for x in items]
+        if len(items) >= 2 and all(items):
+            return items
+    return None
+
+
+def _ordered_items(s: str) -> tuple[str, list[str]] | None:
+    """(kind, items in written order) of a list, set or tuple answer; labelled parts first."""
+    parts = _labelled_parts(s)
+    if parts:
+        return "parts", parts
+    k, v = _structure(s)
+    if k in ("list", "set"):
+        return k, v
+    if k in ("tuple", "interval") and v[0] == "()":
+        return k, v[1]
+    return None
 
 
 def _unordered_equal(a: list[str], b: list[str], depth: int) -> bool:
@@ -127,8 +242,20 @@ def _unordered_equal(a: list[str], b: list[str], depth: int) -> bool:
 
 def _struct_equal(p: str, g: str, depth: int) -> bool | None:
     """True/False when both sides are structures the rules decide; None otherwise."""
+    pparts, gparts = _labelled_parts(p), _labelled_parts(g)
+    if pparts or gparts:
+        # labelled parts are in order: against parts, or a list/set/tuple read in written order
+        po, go = _ordered_items(p), _ordered_items(g)
+        if po is None or go is None or len(po[1]) != len(go[1]):
+            return False
+        return all(_match(x, y, depth + 1) for x, y in zip(po[1], go[1]))
     pk, pv = _structure(p)
     gk, gv = _structure(g)
+    # a one-element set and its element: "\\{(1,2)\\}" is "(1,2)"
+    if pk == "set" and gk not in ("set", "list") and len(pv) == 1 and pv[0]:
+        return _match(pv[0], g, depth + 1)
+    if gk == "set" and pk not in ("set", "list") and len(gv) == 1 and gv[0]:
+        return _match(p, gv[0], depth + 1)
     if gk is None and pk is None:
         return None
     if gk == "matrix" or pk == "matrix":
@@ -168,15 +295,22 @@ def _struct_equal(p: str, g: str, depth: int) -> bool | None:
     return None
 
 
-_DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$")
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+%?$")
 
 
 def _numeric_equal(p: str, g: str) -> bool | None:
-    # a decimal comma ("1000,99", "0,111") against a decimal point on the other side
+    # a decimal comma ("1000,99", "0,111") against a decimal point on the other side; thousands
+    # ("1,000") were removed by normalize, so a comma left between digits is not one
     if "." in g and "." not in p and _DECIMAL_COMMA.match(p):
         p = p.replace(",", ".")
     elif "." in p and "." not in g and _DECIMAL_COMMA.match(g):
         g = g.replace(",", ".")
+    elif _DECIMAL_COMMA.match(p) and "," not in g:
+        gn = parse_number(g)
+        if gn is not None and math.isfinite(gn[0]) and gn[0] != int(gn[0]):
+            # the response's decimal comma against a gold that is one number, not a whole one:
+            # against 19133 "19133,5" would pass by tolerance, and "3,0" may be the list 3, 0
+            p = p.replace(",", ".")
     pn, gn = parse_number(p), parse_number(g)
     if pn is None or gn is None:
         return None
@@ -389,14 +523,21 @@ def grade_local(response: str | None, gold: str | None, benchmark: str | None = 
     ans = extract_answer(response, benchmark)
     if match_local(ans, gold):
         return True
+    if _all_boxes_match(response, ans, gold):
+        return True
     if ans is not None and ans == response.strip().strip("$").strip() and len(ans) <= 80 \
             and re.search(r"[A-Za-z]{2}", ans) and not re.search(r"[\\^_{}()\[\]=+*/<>-]", ans):
         # a short unmarked text taken whole ("It is 12"): its last number is the other reading
         from psr.grader.extract import _NUMBER_RE
 
-        nums = _NUMBER_RE.findall(ans)
-        if nums and nums[-1] != ans and match_local(nums[-1].replace(",", ""), gold):
+        nums = list(_NUMBER_RE.finditer(ans))
+        if nums and nums[-1].group(0) != ans and match_local(nums[-1].group(0).replace(",", ""), gold):
             return True
+        dec = None
+        for dec in _DECIMAL_COMMA_IN_TEXT.finditer(ans):
+            pass
+        if dec is not None and nums and dec.end() >= nums[-1].end() and match_local(dec.group(0), gold):
+            return True  # "It costs 2,74 euros": the decimal comma reading of its last number
     if answer_type_of(benchmark) == "numeric" or _CHOICE_GOLD.match(normalize(gold)):
         return False
     if ("\\boxed" in response or "\\fbox" in response) and ans is not None:
@@ -405,6 +546,32 @@ def grade_local(response: str | None, gold: str | None, benchmark: str | None = 
             and ("$" in response or "\\(" in response or "\\[" in response):
         return _mv_text_equal(response, gold)
     return False
+
+
+_DECIMAL_COMMA_IN_TEXT = re.compile(r"(?<![\d,.])[+-]?\d+,(?:\d{1,2}|\d{4,})(?![\d,])")
+
+
+def _all_boxes_match(response: str, ans: str | None, gold: str) -> bool:
+    """A response that boxes each part or root apart, with text between the boxes ("(a) ...
+    \\boxed{5} ... (b) ... \\boxed{7}"), against a gold that lists several answers: all its boxes,
+    in order, are the answer. Every box counts, so an extra box (a boxed intermediate result)
+    makes the list longer than the gold's and the answer wrong."""
+    if "\\boxed" not in response and "\\fbox" not in response:
+        return False
+    g = normalize(gold)
+    go = _ordered_items(g) if len(g) <= MAX_ANSWER_CHARS else None
+    if go is None or go[0] not in ("list", "set", "parts") or len(go[1]) < 2:
+        return False
+    from psr.grader.extract import MAX_BOXES, _BOX_RE, box_spans, boxed_run_length
+
+    if len(_BOX_RE.findall(response)) > MAX_BOXES:
+        return False
+    spans = box_spans(response)
+    if len(spans) < 2 or not all(_balanced(c) for _, _, c in spans):
+        return False  # "\\boxed{(3} ... \\boxed{4)}" are no answers
+    if boxed_run_length(response, spans) == len(spans):
+        return False  # every box is in the final run: the extracted answer already is all of them
+    return match_local(", ".join(c for _, _, c in spans), gold)
 
 
 def _mv_text_equal(response: str, gold: str) -> bool:

@@ -1,7 +1,11 @@
 """Final-answer extraction from a model response (pure string work, linear time, no evaluation).
 
 Order (the first that applies wins):
-  1. the last ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces handled; ``\\boxed 5`` too);
+  1. the last ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces handled; ``\\boxed 5`` too).
+     Boxes in a row are one answer list: ``\\boxed{2} and \\boxed{3}`` is ``2, 3``. What may stand
+     between them: spaces, ``$``, commas, ``\\quad``, "and"/"or", a lone variable's ``x =``
+     (kept: ``x = \\boxed{2} or x = \\boxed{3}`` is ``x = 2, x = 3``) and a part label
+     (``(a) \\boxed{5} (b) \\boxed{7}`` is ``(a) 5, (b) 7``, which the matcher compares in order);
   2. GSM8k ``#### x``;
   3. the last "final answer is ..." / "the answer is ..." / "answer: ...";
   4. a short bare answer (no sentence around it): the text itself;
@@ -146,11 +150,17 @@ def extract_answer(text: str | None, benchmark: str | None = None) -> str | None
     return ans
 
 
-def _boxed_run(text: str) -> str | None:
-    """The last boxed answer; several boxes in a row (``\\boxed{1}, \\boxed{2}``) are one answer
-    list ``1, 2``."""
-    spans = []
-    for m in _BOX_RE.finditer(text):
+MAX_BOXES = 32  # only the last boxes of a response are read (bounded work on hostile text)
+
+
+def box_spans(text: str) -> list[tuple[int, int, str]]:
+    """``(start, end, content)`` of the outermost complete ``\\boxed{...}`` groups among the last
+    ``MAX_BOXES`` box commands of ``text``, in order (a box inside a box is part of the outer one)."""
+    starts = [m for m in _BOX_RE.finditer(text)][-MAX_BOXES:]
+    spans: list[tuple[int, int, str]] = []
+    for m in starts:
+        if spans and m.start() < spans[-1][1]:
+            continue  # nested in the previous box
         j = m.end()
         while j < len(text) and text[j] == " ":
             j += 1
@@ -158,16 +168,86 @@ def _boxed_run(text: str) -> str | None:
             got = _braced(text, j)
             if got is not None:
                 spans.append((m.start(), got[1], got[0].strip()))
+    return spans
+
+
+_PART_SEQS = (tuple("abcdefgh"), ("i", "ii", "iii", "iv", "v", "vi", "vii", "viii"),
+              ("I", "II", "III", "IV", "V", "VI", "VII", "VIII"))
+_LABEL_NAME = r"[a-h]|viii|vii|vi|iv|v|iii|ii|i|VIII|VII|VI|IV|V|III|II|I"
+# "(b)", "b)", "Part (b):", "**(b)**", "\\textbf{(b)}" before a box
+_PART_LABEL = (r"(?:\*\*|\\text(?:bf)?\{)?\s*(?:[Pp]art\s*)?(?:\((?P<lab>" + _LABEL_NAME + r")\)|(?P<lab2>"
+               + _LABEL_NAME + r")\))\s*\}?\s*:?\s*(?:\*\*)?\s*:?")
+_VAR_EQ = r"(?P<var>[a-zA-Z](?:_\{?[a-zA-Z0-9]{1,3}\}?)?|\\[a-zA-Z]{2,12}(?:_\{?[a-zA-Z0-9]{1,3}\}?)?)\s*=\s*(?:\$|\\\(|\\\[|\s)*"
+_GAP_RE = re.compile(_BOX_GAP + r"(?:" + _PART_LABEL + _BOX_GAP + r")?(?:" + _VAR_EQ + r")?")
+_LEAD_RE = re.compile(r"(?:" + _PART_LABEL + r")?(?:\s|\$|\\\(|\\\[)*(?:" + _VAR_EQ + r")?$")
+
+
+def _balanced(s: str) -> bool:
+    depth = 0
+    for c in s:
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+            if depth < 0:
+                return False
+    return depth == 0
+
+
+def _label_var(m: re.Match | None) -> tuple[str | None, str | None]:
+    if m is None:
+        return None, None
+    return m.group("lab") or m.group("lab2"), m.group("var")
+
+
+def _run_marks(text: str, spans: list[tuple[int, int, str]]) -> list[tuple[str | None, str | None]]:
+    """(label, var) written before each box of the final run of ``spans`` (boxes with only
+    separators, a part label or ``x =`` between them), last box first; the run is that long."""
+    marks = []
+    start = spans[-1][0]
+    for prev in reversed(spans[:-1]):
+        gap = text[prev[1] : start]
+        m = _GAP_RE.fullmatch(gap) if len(gap) <= 60 else None
+        if m is None:
+            break
+        if (m.group("var") or m.group("lab") or m.group("lab2")) and not (_balanced(prev[2]) and _balanced(spans[-1][2])):
+            break  # "x = \\boxed{(1} or x = \\boxed{2)}": no answer list
+        marks.append(_label_var(m))
+        start = prev[0]
+    return marks
+
+
+def boxed_run_length(text: str, spans: list[tuple[int, int, str]] | None = None) -> int:
+    """How many boxes the final answer list of ``text`` is made of (0 without a box)."""
+    spans = box_spans(text) if spans is None else spans
+    return len(_run_marks(text, spans)) + 1 if spans else 0
+
+
+def _boxed_run(text: str) -> str | None:
+    """The last boxed answer; several boxes in a row (``\\boxed{1}, \\boxed{2}``) are one answer
+    list ``1, 2`` (see the module docstring for what may stand between them)."""
+    spans = box_spans(text)
     if not spans:
         return last_boxed(text)
-    run = [spans[-1]]
-    for prev in reversed(spans[:-1]):
-        gap = text[prev[1] : run[0][0]]
-        if len(gap) <= 40 and re.fullmatch(_BOX_GAP, gap):
-            run.insert(0, prev)
-        else:
-            break
-    return ", ".join(s for _, _, s in run) if len(run) > 1 else run[0][2]
+    marks = _run_marks(text, spans)
+    run = spans[len(spans) - len(marks) - 1 :]
+    if len(run) == 1:
+        return run[0][2]
+    lead = _LEAD_RE.search(text[max(0, run[0][0] - 40) : run[0][0]])
+    marks.append(_label_var(lead))
+    marks.reverse()
+    labels = [lab for lab, _ in marks]
+    seq = None
+    if any(labels[1:]):
+        for cand in _PART_SEQS:
+            if len(run) <= len(cand) and all(lab in (None, cand[k]) for k, lab in enumerate(labels)):
+                seq = cand
+                break
+    items = []
+    for k, ((_, _, content), (_, var)) in enumerate(zip(run, marks)):
+        item = f"{var} = {content}" if var else content
+        items.append(f"({seq[k]}) {item}" if seq else item)
+    return ", ".join(items)
 
 
 def _extract_generic(text: str) -> str | None:

@@ -3,7 +3,9 @@
 ``normalize`` maps the many ways of writing one answer to one string (Qwen2.5-Math
 ``strip_string``-like rules written from scratch): drops ``$``, ``\\left``/``\\right``, spacing
 macros, ``\\dfrac``/``\\tfrac``, degrees, ``\\%``, ``\\text{...}`` units, thousands separators,
-``\\frac12`` shorthands and a leading ``x =``. ``parse_number`` reads plain numbers, fractions,
+``\\frac12`` shorthands and a leading ``x =``. LaTeX's ``{,}`` is a thousands separator before
+exactly three digits after a 1-3 digit group (``14{,}916``) and a decimal comma otherwise
+(``2{,}74`` -> ``2,74``, which the matcher reads as 2.74 against a number). ``parse_number`` reads plain numbers, fractions,
 mixed numbers, scientific notation, percents and number words, with bounded size.
 """
 
@@ -27,7 +29,8 @@ _TRAILING_PUNCT = re.compile(r"(?<![.\\])\s*[.,;]$")
 _MIXED_SPACED = re.compile(r"^([+-]?\d+)\s+(\d+)\s*/\s*(\d+)$")
 _IN_PREFIX = re.compile(r"^(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?\s*\\in\s*")
 _THOUSANDS = re.compile(r"^[+-]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?$")
-_THOUSANDS_SPACE = re.compile(r"^[+-]?\d{1,3}(?:(?:\\,|\s|\{,\})\d{3})+(?:\.\d+)?$")
+_THOUSANDS_SPACE = re.compile(r"^[+-]?\d{1,3}(?:(?:\\,|\s)\d{3})+(?:\.\d+)?$")
+_BRACE_THOUSANDS = re.compile(r"(?<![\d.])[1-9]\d{0,2}(?:\{,\}\d{3})+(?!\d)")
 # Units and filler words that may follow a number ("5 cm", "12 dollars", "3 units^2")
 _UNIT_WORDS = (
     r"(?:sq\.?\s*|square\s+|cubic\s+)?(?:units?|cm|mm|km|m|meters?|metres?|inch(?:es)?|in|feet|foot|ft|"
@@ -67,8 +70,11 @@ def normalize(s: str) -> str:
     s = str(s).strip()
     if s.startswith("\\(") and s.endswith("\\)") or s.startswith("\\[") and s.endswith("\\]"):
         s = s[2:-2]
-    s = s.replace("$", "")
+    s = s.replace("\\$", "").replace("$", "")  # "\\$115,000" is a number, not "\\115" and "000"
     s = _THOUSANDS_BANG.sub(r"\1\2", s)  # "11,\\! 111" is one number; "32, 349" is a list
+    if "{,}" in s:
+        s = _BRACE_THOUSANDS.sub(lambda m: m.group(0).replace("{,}", ""), s)
+        s = s.replace("{,}", ",")  # what is left is a decimal comma: "2{,}74", "0{,}125"
     s = s.replace("\n", " ").replace("\\!", "")
     s = _SPACING.sub(" ", s)
     s = _LEFT_RIGHT.sub("", s)
@@ -93,9 +99,8 @@ def normalize(s: str) -> str:
     if _THOUSANDS.match(s):
         s = s.replace(",", "")
     elif _THOUSANDS_SPACE.match(s):
-        s = re.sub(r"\\,|\s|\{,\}", "", s)
+        s = re.sub(r"\\,|\s", "", s)
     s = s.replace(" ", "")
-    s = s.replace("{,}", "")
     s = _FRAC_SHORT.sub(r"\\frac{\1}{\2}", s)
     s = _FRAC_SHORT2.sub(r"\\frac{\1}\2", s)
     s = _FRAC_SHORT3.sub(r"\\frac\1{\2}", s)
