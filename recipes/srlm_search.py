@@ -291,6 +291,36 @@ def check_settings(out: Path, settings: dict) -> None:
         path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
+def check_context(cfg, model_dir: str, tok: Any, questions: list[Question]) -> None:
+    """Refuse settings whose longest scoring prompt cannot fit the model: chat(scoring prompt with
+    the longest question) + ``max_new_tokens_solution`` (the solution inside it) +
+    ``max_new_tokens_judge`` must be within ``max_position_embeddings`` of ``model_dir``'s
+    config.json. Yuan et al.'s prompt is ~800 tokens for a tokenizer that never saw it (the arith
+    world's BPE, 512 positions): without this check the model would silently score garbage.
+    Skipped without a tokenizer or a config.json (e.g. an HTTP or scripted generator)."""
+    path = Path(model_dir) / "config.json"
+    if tok is None or not questions or not path.is_file():
+        return
+    from psr.prompts import chat
+    from psr.srlm import srlm_judge_prompt
+
+    limit = json.loads(path.read_text()).get("max_position_embeddings")
+    if not isinstance(limit, int):
+        return
+    q = max(questions, key=lambda x: len(x.text)).text
+
+    def n_tokens(text: str) -> int:
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+
+    prompt = n_tokens(chat(tok, srlm_judge_prompt(q, "")))  # the policy prompt is shorter
+    judge = prompt + cfg.max_new_tokens_solution + cfg.max_new_tokens_judge
+    if judge > limit:
+        raise ConfigError(
+            f"the scoring prompt with the longest question is {prompt} tokens; + max_new_tokens_solution={cfg.max_new_tokens_solution} + max_new_tokens_judge="
+            f"{cfg.max_new_tokens_judge} = {judge} > max_position_embeddings={limit} of {path}: lower those keys "
+            f"or use a model whose context (and tokenizer) fits Yuan et al.'s prompt")
+
+
 def _shard_records(shard_dir: Path) -> list[dict]:
     recs = []
     for p in sorted(shard_dir.glob("rank*.jsonl")):
@@ -363,6 +393,12 @@ def main(cfg) -> dict | None:
                              expected_tokens=scfg.token_budget(len(todo)), stage="search",
                              **OmegaConf.to_container(cfg.backend_kwargs, resolve=True))
         backend_name, backend_version = gen.name, gen.version
+        try:
+            check_context(cfg, model_dir, getattr(gen, "tokenizer", None), mine)
+        except ConfigError:
+            gen.close()
+            appender.close()
+            raise
         bar = None
         if psr_dist.is_rank0():
             from tqdm import tqdm

@@ -177,6 +177,25 @@ def test_a_failing_question_is_recorded_and_retried_on_request(tmp_path, monkeyp
     assert [t["status"] for t in read(out / "trace.jsonl")] == ["ok"] * 5
 
 
+def test_settings_that_overflow_the_models_context_are_refused(tmp_path, tiny_model_dir):
+    """Yuan et al.'s prompt is ~1,000 tokens for the tiny model's tokenizer (2,048 positions)."""
+    from psr.config import ConfigError, load_config
+
+    import torch
+
+    mod = load_recipe("srlm_search")
+    cfg = load_config(mod.SrlmSearchConfig, CONFIG, [f"model_dir={tiny_model_dir}", f"output_dir={tmp_path / 'o'}",
+                                                      "questions=builtin:2", "max_new_tokens_solution=1100"])
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(ConfigError, match=r"max_new_tokens_solution=1100 \+ max_new_tokens_judge=8 = \d+ > "
+                                              r"max_position_embeddings=2048"):
+            mod.main(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    assert not (tmp_path / "o" / "shards" / "rank0.jsonl").read_text()
+
+
 def test_tiny_config_runs_with_only_output_dir(tmp_path):
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
