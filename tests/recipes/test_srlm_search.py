@@ -116,6 +116,25 @@ def test_step_dpo_pair_loader_reads_the_output_with_the_sampling_prompt(tmp_path
     assert ex[0].chosen_ids == list(tok(p.chosen, add_special_tokens=False)["input_ids"])
 
 
+def test_step_dpo_trains_on_the_output_unchanged(tmp_path, monkeypatch, tiny_model_dir):
+    """DPO on whole responses with the unmodified step_dpo recipe: 4 SRLM pairs, 5 steps."""
+    import math
+
+    from psr.config import load_config
+
+    out = tmp_path / "o"
+    run(tmp_path, out, monkeypatch=monkeypatch)
+    dpo = load_recipe("step_dpo")
+    args = dict(model_dir=str(tiny_model_dir), pairs=str(out / "pairs.jsonl"), output_dir=str(tmp_path / "dpo"),
+                device="cpu", dtype="float32", batch_size=4, micro_batch_size=4, lr=3e-3, warmup_steps=1,
+                beta=0.1, max_seq_len=512, progress_bar=False, seed=0, max_steps=5, epochs=5)
+    res = dpo.main(load_config(dpo.StepDpoConfig, None, [f"{k}={v}" for k, v in args.items()]))
+    assert res.summary["pairs"] == 4 and res.steps == 5
+    assert res.losses[0] == pytest.approx(math.log(2), abs=1e-5)  # policy == reference before any update
+    assert res.losses[-1] < res.losses[0]
+    assert (tmp_path / "dpo" / "final" / "config.json").exists()
+
+
 def test_rerun_and_resume_after_a_torn_shard_are_byte_identical(tmp_path, monkeypatch):
     ref = tmp_path / "ref"
     run(tmp_path, ref, monkeypatch=monkeypatch)
