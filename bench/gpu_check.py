@@ -7,9 +7,11 @@ r"""GPU check: one prepared run that shows the recipes work on a CUDA device, in
 
 On the lent GPU machine (the device tool runs a command in the repository root with ``$OUT`` as
 the folder that comes back; no internet, no pip there: torch and transformers must already be
-installed), this one line runs it and keeps the summary and the log even when a check fails::
+installed), this one line runs it with whichever of python / python3 is there and brings back the
+summary, the script's output and every child's log (``$OUT/gpu_check_logs/``), with the script's
+exit status, even when a check fails::
 
-    set -o pipefail; python bench/gpu_check.py --device cuda --out "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log"
+    set -o pipefail; PY=$(command -v python || command -v python3); $PY bench/gpu_check.py --device cuda --out "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log"
 
 (give the device tool a ``timeout_s`` of about 540: after ``--budget_s`` = 450 s no check starts and
 a running recipe child is killed; the in-process checks take well under a minute on a GPU.)
