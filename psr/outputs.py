@@ -158,6 +158,62 @@ def check_input_file(path: Any, key: str) -> Path:
     return p
 
 
+def world_size_from_env() -> int:
+    """The number of processes of this launch (torchrun's WORLD_SIZE), known before
+    init_distributed -- so validation can run before anything starts."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+    except ValueError:
+        return 1
+
+
+def check_training(cfg: Any) -> None:
+    """The keys every training recipe shares (psr.training.loop.TrainConfig), for this launch's
+    world size. A micro_batch_size that does not divide the global batch over the processes is
+    lowered to the largest one that does (micro_batch_size only sets memory per forward: the loss
+    is averaged over the global batch, so results are the same), with one line saying so."""
+    check_positive(cfg, "epochs", "batch_size", "micro_batch_size", "log_every_n_steps")
+    check_positive(cfg, "max_steps", "save_every_n_steps", allow_none=True)
+    if not cfg.lr > 0:
+        raise ConfigError(f"lr: must be > 0, got {cfg.lr}")
+    check_non_negative(cfg, "weight_decay", "max_grad_norm", "warmup_steps")
+    check_probability(cfg, "warmup_ratio", "min_lr_ratio")
+    betas = list(cfg.adam_betas)
+    if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+        raise ConfigError(f"adam_betas: must be two numbers in [0, 1), got {betas}")
+    if not cfg.adam_eps > 0:
+        raise ConfigError(f"adam_eps: must be > 0, got {cfg.adam_eps}")
+    world = world_size_from_env()
+    b, m = int(cfg.batch_size), int(cfg.micro_batch_size)
+    if b % world:
+        raise ConfigError(f"batch_size={b}: must be a multiple of the number of processes ({world})")
+    if b % (m * world):
+        per_rank = b // world
+        fit = max(d for d in range(1, min(m, per_rank) + 1) if per_rank % d == 0)
+        if os.environ.get("RANK", "0") in ("", "0"):
+            print(f"micro_batch_size={m} x {world} processes does not divide batch_size={b}: using "
+                  f"micro_batch_size={fit} (same results; it only sets the examples per forward)", flush=True)
+        cfg.micro_batch_size = fit
+
+
+def write_train_summary(out: Path, summary: dict, result: Any) -> None:
+    """Rank 0 writes train_summary.json -- except on a re-run of a complete run (no step taken
+    now), which keeps the summary of the run that trained."""
+    from psr import distributed as D
+
+    path = Path(out) / "train_summary.json"
+    if D.is_rank0() and (getattr(result, "losses", None) or not path.exists()):
+        path.write_text(json.dumps(summary, indent=2))
+
+
+def train_end_line(result: Any, out: Path) -> str:
+    """A training recipe's last line: steps, first -> final loss, where the model is."""
+    losses = list(getattr(result, "losses", []) or [])
+    final = getattr(result, "final_dir", None) or (out / "final")
+    loss = (f"loss {losses[0]:.4f} -> {losses[-1]:.4f} this run" if losses else "nothing left to train (already complete)")
+    return f"{result.steps} steps, {loss} -> model {final}, {out / 'metrics.jsonl'}, {out / 'train_summary.json'}"
+
+
 def _select(cfg: Any, key: str) -> Any:
     node = cfg
     for part in key.split("."):

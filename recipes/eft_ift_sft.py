@@ -8,7 +8,13 @@ Launch (from the repository root):
     PYTHONPATH=. tune run recipes/eft_ift_sft.py --config configs/tiny/eft_ift_sft.yaml output_dir=/tmp/sft
     torchrun --nproc_per_node 8 recipes/eft_ift_sft.py --config configs/qwen2_5_math_7b/eft_ift_sft.yaml \
         model_dir=/ckpt/Qwen2.5-Math-7B ift_data=/data/ift.jsonl eft_data=/data/eft_train.jsonl output_dir=/ckpt/M1
-    ... resume_from_checkpoint=true      # continue a killed run exactly where its last save left it
+    ... the same command again             # continues a killed run exactly where its last save left it
+
+Re-runs: ``manifest.json`` in output_dir records the settings, the model's identity and each data
+file's (psr/outputs.py). A re-run with the same ones continues the checkpoint in output_dir; one
+with others is refused with the keys that differ (``overwrite=true`` replaces the dir). With
+``tiny=true`` the tiny model and data are built only under output_dir, for the keys left unset;
+a model_dir or data file given is an input, read-only.
 
 Data (schemas in psr/data/schemas.py; every line is validated before training starts, a bad one
 is an error naming file:line):
@@ -39,17 +45,18 @@ from typing import Any, Optional
 import torch
 
 from psr import distributed as D
+from psr import outputs as O
 from psr.config import ConfigError, recipe_main
 from psr.data.schemas import load_eft, load_ift, load_text
 from psr.models.hf import load_tokenizer
 from psr.training.forward import labeled_logits
 from psr.training.losses import sft_loss
-from psr.training.loop import TrainConfig, check_batch_config, setup_from_config, train
+from psr.training.loop import TrainConfig, setup_from_config, train
 from psr.training.sft_data import build_sft_examples, collate_sft, mixture_indices, write_tiny_sft_data
 
 
 @dataclass
-class EftIftSftConfig(TrainConfig):
+class EftIftSftConfig(TrainConfig, O.RunKeys):
     # IFT jsonl file(s): a path or a list of paths.
     ift_data: Any = None
     # EFT jsonl file(s): a path or a list of paths.
@@ -57,8 +64,8 @@ class EftIftSftConfig(TrainConfig):
     # TEXT jsonl file(s) {id, prompt, response}: plain continuation without chat template (e.g. M0
     # from a base model); mixed in like IFT.
     text_data: Any = None
-    # When model_dir / ift_data / eft_data are unset, build a random tiny model and tiny data
-    # under output_dir (configs/tiny only).
+    # Build a random tiny model (model_dir unset) and tiny data (no data file set) under output_dir
+    # (configs/tiny only); a model_dir or data file given is an input, read-only.
     tiny: bool = False
     # Longest example (prompt + response + EOS) in tokens.
     max_seq_len: int = 2048
@@ -83,26 +90,46 @@ def _validate(cfg: Any) -> None:
         raise ConfigError(f"eft_fraction: must be in [0, 1] or null, got {cfg.eft_fraction}")
     if cfg.max_seq_len < 2:
         raise ConfigError(f"max_seq_len: must be >= 2, got {cfg.max_seq_len}")
-    check_batch_config(cfg)
+    O.check_output_dir(cfg.output_dir)
+    O.check_training(cfg)
     if not cfg.tiny:
         if not cfg.model_dir:
             raise ConfigError("model_dir: required (or tiny=true to build a random tiny model)")
-        if not (_paths(cfg.ift_data) or _paths(cfg.eft_data) or _paths(cfg.text_data)):
+        if not _data_files(cfg):
             raise ConfigError("ift_data / eft_data / text_data: set at least one (or tiny=true to build tiny data)")
+    if cfg.model_dir:
+        O.check_model_dir(cfg.model_dir)
+    for key, path in _data_files(cfg).items():
+        O.check_input_file(path, key)
 
 
-def _prepare_tiny(cfg: Any) -> None:
-    """Fill model_dir / data paths with tiny ones built under output_dir (rank 0 builds)."""
+def _data_files(cfg: Any) -> dict[str, str]:
+    """``{key: path}`` of every data file given (``ift_data[1]`` for the second of a list)."""
+    out = {}
+    for key in ("ift_data", "eft_data", "text_data"):
+        paths = _paths(cfg[key])
+        out.update({(key if len(paths) == 1 else f"{key}[{i}]"): p for i, p in enumerate(paths)})
+    return out
+
+
+def _prepare_tiny(cfg: Any) -> dict:
+    """Which inputs this run builds under output_dir (the unset ones); sets their paths."""
     out = Path(cfg.output_dir)
-    if not cfg.model_dir:
+    built = {"model": not cfg.model_dir, "data": not _data_files(cfg)}
+    if built["model"]:
         cfg.model_dir = str(out / "tiny_model")
-    if not (_paths(cfg.ift_data) or _paths(cfg.eft_data) or _paths(cfg.text_data)):
+    if built["data"]:
         cfg.ift_data, cfg.eft_data = str(out / "tiny_data" / "ift.jsonl"), str(out / "tiny_data" / "eft.jsonl")
+    return built
+
+
+def _build_tiny(cfg: Any, built: dict) -> None:
     if D.is_rank0():
         from psr.models.tiny import build_tiny_model_dir
 
-        build_tiny_model_dir(cfg.model_dir, seed=cfg.seed)
-        if cfg.ift_data and not Path(cfg.ift_data).exists():
+        if built["model"]:
+            build_tiny_model_dir(cfg.model_dir, seed=cfg.seed)
+        if built["data"] and not Path(cfg.ift_data).exists():
             write_tiny_sft_data(Path(cfg.ift_data).parent, seed=cfg.seed)
     D.barrier()
 
@@ -117,8 +144,15 @@ def main(cfg: Any):
     _validate(cfg)
     torch.manual_seed(cfg.seed)
     D.init_distributed(D.default_device(cfg.device))
+    built = _prepare_tiny(cfg) if cfg.tiny else {"model": False, "data": False}
+    O.claim_output_dir(
+        "eft_ift_sft", cfg, models={} if built["model"] else {"model_dir": cfg.model_dir},
+        inputs={} if built["data"] else _data_files(cfg),
+        ignore={"model_dir", "ift_data", "eft_data", "text_data", "tiny"},
+        extra={"model": f"tiny (seed {cfg.seed}), built in output_dir" if built["model"] else "model_dir",
+               "data": "tiny, built in output_dir" if built["data"] else "files"})
     if cfg.tiny:
-        _prepare_tiny(cfg)
+        _build_tiny(cfg, built)
     ift = [r for p in _paths(cfg.ift_data) for r in load_ift(p)]
     eft = [r for p in _paths(cfg.eft_data) for r in load_eft(p)]
     text = [r for p in _paths(cfg.text_data) for r in load_text(p)]
@@ -129,7 +163,8 @@ def main(cfg: Any):
         f"{stats['truncated']} truncated, {stats['dropped']} dropped"
     )
     if len(examples) < cfg.batch_size:
-        raise ConfigError(f"batch_size={cfg.batch_size}: only {len(examples)} usable examples")
+        raise ConfigError(f"batch_size={cfg.batch_size}: only {len(examples)} usable examples (after max_seq_len / "
+                          "overlong)")
     sources = [e.source for e in examples]
     lengths = [len(e) for e in examples]
     setup = setup_from_config(cfg)
@@ -140,13 +175,13 @@ def main(cfg: Any):
         loss_fn=sft_loss_fn,
         epoch_indices=lambda e: mixture_indices(sources, e, cfg.seed, cfg.eft_fraction),
     )
-    if D.is_rank0():
-        summary = {"examples": stats, "steps": result.steps, "final_loss": result.losses[-1] if result.losses else None,
-                   "first_loss": result.losses[0] if result.losses else None,
-                   "final_dir": str(result.final_dir) if result.final_dir else None,
-                   "world_size": D.get_world_size()}
-        (Path(cfg.output_dir) / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    summary = {"examples": stats, "steps": result.steps, "final_loss": result.losses[-1] if result.losses else None,
+               "first_loss": result.losses[0] if result.losses else None,
+               "final_dir": str(result.final_dir) if result.final_dir else None,
+               "world_size": D.get_world_size()}
+    O.write_train_summary(Path(cfg.output_dir), summary, result)
     D.barrier()
+    O.finish("eft_ift_sft", f"{len(examples)} examples, " + O.train_end_line(result, Path(cfg.output_dir)))
     return result
 
 

@@ -9,7 +9,13 @@ Launch (from the repository root):
     tune run recipes/prm_train.py --config configs/tiny/prm_train.yaml output_dir=/tmp/prm
     torchrun --nproc_per_node 8 recipes/prm_train.py --config configs/qwen2_5_math_72b/prm_train.yaml \
         model_dir=/ckpt/Qwen2.5-72B data=prm800k/phase2_train.jsonl output_dir=/ckpt/prm
-    ... resume_from_checkpoint=true      # continue a killed run exactly where its last save left it
+    ... the same command again             # continues a killed run exactly where its last save left it
+
+Re-runs: ``manifest.json`` in output_dir records the settings, the model's identity and each data
+file's (psr/outputs.py). A re-run with the same ones continues the checkpoint in output_dir; one
+with others is refused with the keys that differ (``overwrite=true`` replaces the dir). With
+``tiny=true`` the tiny model and data are built only under output_dir, for the keys left unset;
+a model_dir or data file given is an input, read-only.
 
 Data (``data``: one path or a list; ``data_format``: trl | prm800k | auto): TRL stepwise records
 (``prompt``, ``completions`` [step strings], ``labels`` [bools]) or PRM800K raw phase1/phase2
@@ -40,11 +46,12 @@ from typing import Any
 import torch
 
 from psr import distributed as D
+from psr import outputs as O
 from psr.config import ConfigError, recipe_main
 from psr.data.jsonl import write_jsonl
 from psr.data.prm800k import NEUTRAL_MODES, PRMStats, load_prm_data, tiny_prm_records
 from psr.models.hf import load_tokenizer
-from psr.training.loop import TrainConfig, check_batch_config, setup_from_config, train
+from psr.training.loop import TrainConfig, setup_from_config, train
 from psr.training.prm import (
     DEFAULT_STEP_TAG,
     PRM_CONFIG,
@@ -58,7 +65,7 @@ from psr.training.prm import (
 
 
 @dataclass
-class PrmTrainConfig(TrainConfig):
+class PrmTrainConfig(TrainConfig, O.RunKeys):
     # PRM training data: a jsonl path or a list of paths.
     data: Any = None
     # trl (prompt/completions/labels) | prm800k (raw phase1/phase2) | auto (by the first record).
@@ -67,8 +74,8 @@ class PrmTrainConfig(TrainConfig):
     neutral: str = "positive"
     # Where relative data paths are resolved when not found as given.
     data_dir: str = "../shared/data"
-    # Build a random tiny model and 48 arithmetic examples under output_dir when model_dir /
-    # data are unset (configs/tiny only).
+    # Build a random tiny model and 48 arithmetic examples under output_dir for whichever of
+    # model_dir / data is unset (configs/tiny only); a model_dir or data given is read-only.
     tiny: bool = False
     # The step tag inserted after every step (a single token; Math-Shepherd's " ки" by default).
     step_tag: str = DEFAULT_STEP_TAG
@@ -102,25 +109,42 @@ def _validate(cfg: Any) -> None:
         raise ConfigError(f"neutral: must be one of {NEUTRAL_MODES}, got {cfg.neutral!r}")
     if cfg.data_format not in ("auto", "trl", "prm800k"):
         raise ConfigError(f"data_format: must be auto, trl or prm800k, got {cfg.data_format!r}")
-    check_batch_config(cfg)
+    O.check_output_dir(cfg.output_dir)
+    O.check_training(cfg)
     if not cfg.tiny:
         if not cfg.model_dir:
             raise ConfigError("model_dir: required (or tiny=true to build a random tiny model)")
         if not cfg.data:
             raise ConfigError("data: required (TRL stepwise or PRM800K jsonl; or tiny=true)")
+    if cfg.model_dir:
+        O.check_model_dir(cfg.model_dir)
+    for key, path in _data_files(cfg).items():
+        O.check_input_file(path, key)
 
 
-def _prepare_tiny(cfg: Any) -> None:
+def _data_files(cfg: Any) -> dict[str, str]:
+    paths = _paths(cfg.data, cfg.data_dir)
+    return {("data" if len(paths) == 1 else f"data[{i}]"): p for i, p in enumerate(paths)}
+
+
+def _prepare_tiny(cfg: Any) -> dict:
+    """Which inputs this run builds under output_dir (the unset ones); sets their paths."""
     out = Path(cfg.output_dir)
-    if not cfg.model_dir:
+    built = {"model": not cfg.model_dir, "data": not cfg.data}
+    if built["model"]:
         cfg.model_dir = str(out / "tiny_model")
-    if not cfg.data:
+    if built["data"]:
         cfg.data = str(out / "tiny_data" / "prm.jsonl")
+    return built
+
+
+def _build_tiny(cfg: Any, built: dict) -> None:
     if D.is_rank0():
         from psr.models.tiny import build_tiny_model_dir
 
-        build_tiny_model_dir(cfg.model_dir, seed=cfg.seed)
-        if not Path(cfg.data).exists():
+        if built["model"]:
+            build_tiny_model_dir(cfg.model_dir, seed=cfg.seed)
+        if built["data"] and not Path(cfg.data).exists():
             write_jsonl(cfg.data, tiny_prm_records(48, seed=cfg.seed))
     D.barrier()
 
@@ -141,8 +165,14 @@ def main(cfg: Any):
     _validate(cfg)
     torch.manual_seed(cfg.seed)
     D.init_distributed(D.default_device(cfg.device))
+    built = _prepare_tiny(cfg) if cfg.tiny else {"model": False, "data": False}
+    O.claim_output_dir(
+        "prm_train", cfg, models={} if built["model"] else {"model_dir": cfg.model_dir},
+        inputs={} if built["data"] else _data_files(cfg), ignore={"model_dir", "data", "tiny"},
+        extra={"model": f"tiny (seed {cfg.seed}), built in output_dir" if built["model"] else "model_dir",
+               "data": "tiny, built in output_dir" if built["data"] else "files"})
     if cfg.tiny:
-        _prepare_tiny(cfg)
+        _build_tiny(cfg, built)
     tok = load_tokenizer(cfg.model_dir)
     try:
         ids = prm_token_ids(tok, cfg.step_tag, cfg.good_token, cfg.bad_token)
@@ -162,7 +192,8 @@ def main(cfg: Any):
              f"labelled steps ({stats.positive} +, {stats.negative} - before truncation; {stats.neutral} neutral "
              f"ratings as {cfg.neutral}); over max_seq_len={cfg.max_seq_len}: {truncated} truncated, {dropped} dropped")
     if len(examples) < cfg.batch_size:
-        raise ConfigError(f"batch_size={cfg.batch_size}: only {len(examples)} usable examples")
+        raise ConfigError(f"batch_size={cfg.batch_size}: only {len(examples)} usable examples (after max_seq_len / "
+                          "overlong)")
     setup = setup_from_config(cfg)
     pad_id = setup.tokenizer.pad_token_id
     result = train(cfg, setup, examples, [len(e) for e in examples], lambda items: collate_prm(items, pad_id),
@@ -179,8 +210,9 @@ def main(cfg: Any):
         out = Path(cfg.output_dir)
         for d in [p for p in out.iterdir() if p.is_dir() and (p / "config.json").exists() and not p.is_symlink()]:
             (d / PRM_CONFIG).write_text(json.dumps(prm_conf, indent=2))
-        (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    O.write_train_summary(Path(cfg.output_dir), summary, result)
     D.barrier()
+    O.finish("prm_train", f"{len(examples)} examples, " + O.train_end_line(result, Path(cfg.output_dir)))
     result.summary = summary  # type: ignore[attr-defined]
     result.model = setup.model  # type: ignore[attr-defined]
     return result

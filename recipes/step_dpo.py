@@ -8,7 +8,13 @@ Launch (from the repository root):
     tune run recipes/step_dpo.py --config configs/tiny/step_dpo.yaml output_dir=/tmp/dpo
     torchrun --nproc_per_node 8 recipes/step_dpo.py --config configs/qwen2_5_math_7b/step_dpo.yaml \
         model_dir=/ckpt/M1 pairs=/runs/it1/search/pairs.jsonl output_dir=/ckpt/M2
-    ... resume_from_checkpoint=true      # continue a killed run exactly where its last save left it
+    ... the same command again             # continues a killed run exactly where its last save left it
+
+Re-runs: ``manifest.json`` in output_dir records the settings, the model's identity and the pairs
+file's (psr/outputs.py). A re-run with the same ones continues the checkpoint in output_dir; one
+with others is refused with the keys that differ (``overwrite=true`` replaces the dir). With
+``tiny=true`` the tiny model and pairs are built only under output_dir, for the keys left unset;
+a model_dir or pairs given is an input, read-only.
 
 Data: ``pairs`` — the jsonl written by recipes/step_search.py (``question``, ``prev_steps``,
 ``chosen``, ``rejected``, ``step``, ``id``) or Step-DPO's (``prompt``, ``initial_reason_steps``,
@@ -41,6 +47,7 @@ from typing import Any, Optional
 import torch
 
 from psr import distributed as D
+from psr import outputs as O
 from psr.config import ConfigError, recipe_main
 from psr.data.jsonl import write_jsonl
 from psr.data.pairs import PairStats, load_pairs, tiny_pairs
@@ -60,14 +67,14 @@ from psr.training.loop import TrainConfig, check_batch_config, setup_from_config
 
 
 @dataclass
-class StepDpoConfig(TrainConfig):
+class StepDpoConfig(TrainConfig, O.RunKeys):
     # Preference pairs jsonl (step_search's pairs.jsonl or Step-DPO fields). A relative path is
     # looked up as given, then under data_dir / $PSR_DATA_DIR.
     pairs: Optional[str] = None
     # Where relative data paths are resolved when not found as given.
     data_dir: str = "../shared/data"
-    # Build a random tiny model and 64 arithmetic pairs under output_dir when model_dir / pairs
-    # are unset (configs/tiny only).
+    # Build a random tiny model and 64 arithmetic pairs under output_dir for whichever of
+    # model_dir / pairs is unset (configs/tiny only); a model_dir or pairs given is read-only.
     tiny: bool = False
     # DPO temperature β (Eq. 6-7). The paper does not give it; see the configs for the choice.
     beta: float = 0.1
@@ -116,25 +123,38 @@ def _validate(cfg: Any) -> None:
         raise ConfigError(f"label_smoothing: must be in [0, 0.5), got {cfg.label_smoothing}")
     if cfg.max_seq_len < 4:
         raise ConfigError(f"max_seq_len: must be >= 4, got {cfg.max_seq_len}")
-    check_batch_config(cfg)
+    O.check_output_dir(cfg.output_dir)
+    O.check_training(cfg)
+    O.check_positive(cfg, "ref_micro_batch_size", allow_none=True)
     if not cfg.tiny:
         if not cfg.model_dir:
             raise ConfigError("model_dir: required (or tiny=true to build a random tiny model)")
         if not cfg.pairs:
             raise ConfigError("pairs: required (a preference pairs jsonl; or tiny=true)")
+    if cfg.model_dir:
+        O.check_model_dir(cfg.model_dir)
+    if cfg.pairs:
+        O.check_input_file(_resolve(cfg.pairs, cfg.data_dir), "pairs")
 
 
-def _prepare_tiny(cfg: Any) -> None:
+def _prepare_tiny(cfg: Any) -> dict:
+    """Which inputs this run builds under output_dir (the unset ones); sets their paths."""
     out = Path(cfg.output_dir)
-    if not cfg.model_dir:
+    built = {"model": not cfg.model_dir, "pairs": not cfg.pairs}
+    if built["model"]:
         cfg.model_dir = str(out / "tiny_model")
-    if not cfg.pairs:
+    if built["pairs"]:
         cfg.pairs = str(out / "tiny_data" / "pairs.jsonl")
+    return built
+
+
+def _build_tiny(cfg: Any, built: dict) -> None:
     if D.is_rank0():
         from psr.models.tiny import build_tiny_model_dir
 
-        build_tiny_model_dir(cfg.model_dir, seed=cfg.seed)
-        if not Path(cfg.pairs).exists():
+        if built["model"]:
+            build_tiny_model_dir(cfg.model_dir, seed=cfg.seed)
+        if built["pairs"] and not Path(cfg.pairs).exists():
             write_jsonl(cfg.pairs, tiny_pairs(64, seed=cfg.seed))
     D.barrier()
 
@@ -163,8 +183,16 @@ def main(cfg: Any):
     _validate(cfg)
     torch.manual_seed(cfg.seed)
     D.init_distributed(D.default_device(cfg.device))
+    built = _prepare_tiny(cfg) if cfg.tiny else {"model": False, "pairs": False}
+    O.claim_output_dir(
+        "step_dpo", cfg, models={} if built["model"] else {"model_dir": cfg.model_dir},
+        inputs={} if built["pairs"] else {"pairs": _resolve(cfg.pairs, cfg.data_dir)},
+        ignore={"model_dir", "pairs", "tiny", "shrink_batch_to_pairs"},
+        extra={"model": f"tiny (seed {cfg.seed}), built in output_dir" if built["model"] else "model_dir",
+               "pairs": "tiny, built in output_dir" if built["pairs"] else "file",
+               "shrink_batch_to_pairs": bool(cfg.shrink_batch_to_pairs)})
     if cfg.tiny:
-        _prepare_tiny(cfg)
+        _build_tiny(cfg, built)
     pair_stats = PairStats()
     pairs = load_pairs(_resolve(cfg.pairs, cfg.data_dir), pair_stats)
     tok = load_tokenizer(cfg.model_dir)
@@ -183,7 +211,8 @@ def main(cfg: Any):
                      f"(micro_batch_size={micro}) instead")
             cfg.batch_size, cfg.micro_batch_size = usable, micro
     if len(examples) < cfg.batch_size:
-        raise ConfigError(f"batch_size={cfg.batch_size}: only {len(examples)} usable pairs")
+        raise ConfigError(f"batch_size={cfg.batch_size}: only {len(examples)} usable pairs in {cfg.pairs} "
+                          "(shrink_batch_to_pairs=true trains on them in one smaller batch)")
 
     setup = setup_from_config(cfg)
     pad_id = setup.tokenizer.pad_token_id
@@ -222,9 +251,9 @@ def main(cfg: Any):
         "final_dir": str(result.final_dir) if result.final_dir else None, "world_size": D.get_world_size(),
         "beta": cfg.beta, "nll_weight": cfg.nll_weight,
     }
-    if D.is_rank0():
-        (Path(cfg.output_dir) / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    O.write_train_summary(Path(cfg.output_dir), summary, result)
     D.barrier()
+    O.finish("step_dpo", f"{len(examples)} pairs, " + O.train_end_line(result, Path(cfg.output_dir)))
     result.summary = summary  # type: ignore[attr-defined]
     result.model = setup.model  # type: ignore[attr-defined]
     return result

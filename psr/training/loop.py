@@ -25,10 +25,10 @@ tokens_per_second (global non-padding tokens / step wall time), tokens (cumulati
 and the loss_fn metrics; a tqdm bar on rank 0 shows step, loss, lr.
 
 Saves: HF model dir ``epoch_<e>`` after each epoch, ``step_<n>`` every ``save_every_n_steps``,
-``final`` -> the last one; resume state beside them (psr.training.checkpoint). With
-``resume_from_checkpoint=true`` the run restores weights, optimizer, scheduler, RNG and its position
-in the epoch's batch plan, and continues with exactly the batches and losses an uninterrupted run
-would have had.
+``final`` -> the last one; resume state beside them (psr.training.checkpoint). When the output dir
+holds resume state (a re-run the recipe's manifest check let through; ``resume_from_checkpoint``
+is implied) the run restores weights, optimizer, scheduler, RNG and its position in the epoch's
+batch plan, and continues with exactly the batches and losses an uninterrupted run would have had.
 
 Fault injection for tests: environment variable ``PSR_FAULT_AFTER_STEP=k`` raises
 :class:`SimulatedKill` right after step k (after any save due at k), as a kill would.
@@ -188,15 +188,19 @@ def train(
     ckpt = Checkpointer(out, setup, optimizer, scheduler, save_dtype=cfg.save_dtype,
                         max_shard_size=cfg.max_shard_size)
 
+    # A re-run into an output dir whose manifest matches (psr.outputs.claim_output_dir refused any
+    # other) continues its checkpoint, with or without resume_from_checkpoint=true; without a
+    # checkpoint it starts from step 0 and says so when an earlier attempt left metrics behind.
     step, start_epoch, start_batch = 0, 0, 0
-    if cfg.resume_from_checkpoint:
-        progress = ckpt.load_resume()
-        if progress is None:
-            D.print0(f"resume_from_checkpoint: no {ckpt.resume_dir}; starting from step 0")
-        else:
-            step, start_epoch, start_batch = progress["step"], progress["epoch"], progress["batch_in_epoch"]
-            D.print0(f"resumed from {ckpt.resume_dir}: step {step}, epoch {start_epoch + 1}, batch {start_batch}")
-    logger = MetricLogger(out, cfg.metric_loggers, resume_step=step if cfg.resume_from_checkpoint else None)
+    progress = ckpt.load_resume()
+    if progress is None:
+        if (out / "metrics.jsonl").exists() or cfg.resume_from_checkpoint:
+            D.print0(f"no checkpoint in {ckpt.resume_dir}: starting from step 0"
+                     + (" (the earlier attempt's metrics.jsonl is replaced)" if (out / "metrics.jsonl").exists() else ""))
+    else:
+        step, start_epoch, start_batch = progress["step"], progress["epoch"], progress["batch_in_epoch"]
+        D.print0(f"resumed from {ckpt.resume_dir}: step {step}, epoch {start_epoch + 1}, batch {start_batch}")
+    logger = MetricLogger(out, cfg.metric_loggers, resume_step=step if progress is not None else None)
     fault_at = os.environ.get("PSR_FAULT_AFTER_STEP")
     fault_at = int(fault_at) if fault_at else None
 
@@ -268,4 +272,6 @@ def train(
     bar.close()
     logger.close()
     final = ckpt.link_final(last_saved) if last_saved else None
+    if final is None and progress is not None and (out / "final").exists():
+        final = out / "final"  # an already complete run, re-run: its model stays
     return TrainResult(losses=losses, steps=step, final_dir=final, metrics_path=logger.path, setup=setup)
