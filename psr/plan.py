@@ -52,17 +52,23 @@ Training terms (per GPU; psr.training.fsdp: FSDP2 ``fully_shard`` per block then
   through the whole backward. (The root's own fp32 reduce copy, r x root, comes after the
   activations and logits are freed; it is smaller than them in every config here and not added.)
 * activations, per token of a micro-batch (HF llama/qwen2 decoder layer, SDPA memory-efficient
-  attention: no T x T matrix; what autograd saves):
-      layer = 2 (4H + cH)            two RMSNorms: the fp32 input and the normalized c output
+  attention: no T x T attention matrix; what autograd saves):
+      layer = 2 (4H + 2cH + 4)       two RMSNorms: the fp32 input, the normalized c tensor, the
+                                     c output (the next projections' input), the fp32 rsqrt
             + c qd                   q after RoPE
-            + c (2 qd  or 2 kvd)     k, v as SDPA sees them (repeated to all heads when
-                                     kv_heads < heads: HF repeats them when a mask is passed)
-            + 2 c qd                 attention output and its reshaped copy (o_proj input)
+            + 2c qd  or  2c kvd      k, v as SDPA sees them: repeated to all heads when a padding
+                                     mask is passed (R > 1), else grouped (SDPA enable_gqa)
+            + c qd                   attention output (= o_proj's input, no copy)
+            + 4 heads                SDPA's fp32 log-sum-exp
+            + c T  (R > 1)           the padding mask, which SDPA turns into a c bias per layer
             + 4 c I                  gate, SiLU(gate), up, SiLU(gate) x up
-      final = 4H + cH                the final RMSNorm
+            [+ (4 + c)(qd + kvd) + 4 (heads + kv_heads)   qwen3's q/k norms]
+      final = 4H + 2cH + 4           the final RMSNorm
   without checkpointing: ``R T (L x layer + final)``; with ``activation_checkpointing``: each
   layer keeps only its input, ``R T (L x cH + layer + final)`` (+ one layer recomputed at a time
-  in backward). Activation gradients and kernel workspaces are transient and not counted.
+  in backward). Activation gradients and kernel workspaces are transient and not counted, nor are
+  the tensors all layers share (RoPE cos/sin). tests/test_plan.py checks the
+  per-layer count against what autograd saves (saved_tensors_hooks) in fp32 and bf16.
 * logits ``R K V x b``: the LM head runs only where a label is predicted (``logits_to_keep``).
   eft_ift_sft: K = T (every position may hold a response token; psr.training.forward), b = 12:
   the fp32 log-softmax saved by cross-entropy, its gradient and the logits' gradient (the bf16
@@ -217,6 +223,8 @@ def model_shape(model_config: dict, where: str = "config.json") -> ModelShape:
     if not isinstance(kv, int) or kv <= 0 or heads % kv:
         raise PlanError(f"{where}: num_key_value_heads {kv!r} must divide num_attention_heads {heads}")
     hd = model_config.get("head_dim")
+    if hd is None and mt == "qwen3":
+        hd = 128  # transformers' Qwen3Config default (not hidden_size / heads)
     if hd is None:
         if H % heads:
             raise PlanError(f"{where}: hidden_size {H} is not a multiple of num_attention_heads {heads} (set head_dim)")
@@ -238,14 +246,21 @@ def model_shape(model_config: dict, where: str = "config.json") -> ModelShape:
     )
 
 
-def layer_activation_bytes_per_token(s: ModelShape, c: int) -> int:
-    """Bytes autograd keeps per token for one decoder layer (module docstring)."""
-    kv_seen = 2 * s.q_dim if s.kv_heads < s.heads else 2 * s.kv_dim
-    return 2 * (4 * s.hidden + c * s.hidden) + c * (s.q_dim + kv_seen + 2 * s.q_dim + 4 * s.intermediate)
+def layer_activation_bytes_per_token(s: ModelShape, c: int, seq_len: int = 0, masked: bool = True) -> int:
+    """Bytes autograd keeps per token for one decoder layer (module docstring). ``masked``: the
+    micro-batch is padded, so HF passes a mask to SDPA (k/v repeated to all heads, and SDPA keeps
+    the mask as a ``[rows, 1, T, T]`` compute-dtype bias: ``c x seq_len`` per token)."""
+    norms = 2 * (4 * s.hidden + 2 * c * s.hidden + 4)
+    kv_seen = 2 * c * (s.q_dim if (masked and s.kv_heads < s.heads) else s.kv_dim)
+    attn = c * s.q_dim + kv_seen + c * s.q_dim + 4 * s.heads + (c * seq_len if masked else 0)
+    b = norms + attn + 4 * c * s.intermediate
+    if s.qk_norm:  # qwen3: RMSNorm on q and k per head (fp32 input, normalized c, fp32 rsqrt per head)
+        b += (4 + c) * (s.q_dim + s.kv_dim) + 4 * (s.heads + s.kv_heads)
+    return b
 
 
 def final_norm_bytes_per_token(s: ModelShape, c: int) -> int:
-    return 4 * s.hidden + c * s.hidden
+    return 4 * s.hidden + 2 * c * s.hidden + 4
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -431,7 +446,7 @@ def estimate_training(
     rows = micro_batch_size * (2 if objective == "dpo" else 1)
     T = max_seq_len
     tokens = rows * T
-    layer = layer_activation_bytes_per_token(s, c)
+    layer = layer_activation_bytes_per_token(s, c, T, masked=rows > 1)
     final = final_norm_bytes_per_token(s, c)
     act_full = tokens * (s.layers * layer + final)
     act_ckpt = tokens * (s.layers * c * s.hidden + layer + final)
@@ -458,8 +473,9 @@ def estimate_training(
                    "logit_positions": K, "n_params": P}
     if objective == "dpo":
         ref_rows = 2 * (ref_micro_batch_size or micro_batch_size)
+        ref_layer = layer_activation_bytes_per_token(s, c, T, masked=ref_rows > 1)
         ref = (params_b + (terms[3].bytes if sharded else (c * P if mixed else 0))
-               + ref_rows * T * (layer + final) + ref_rows * K * s.vocab * (c + 8))
+               + ref_rows * T * (ref_layer + final) + ref_rows * K * s.vocab * (c + 8))
         plan.values["reference_pass"] = ref
         if ref > plan.total:
             plan.peak_override = ref
@@ -673,7 +689,7 @@ def load_recipe_config(recipe: str, config: str, overrides: Sequence[str] = ()) 
 
 def read_model_config(path: str | Path) -> dict:
     p = Path(path)
-    if p.is_dir():
+    if p.is_dir() or p.suffix != ".json":  # a model dir (existing or not)
         p = p / "config.json"
     if not p.is_file():
         raise PlanError(f"{p}: no such file (the plan needs the model's config.json: --model_dir DIR or --model_config FILE)")
