@@ -228,3 +228,25 @@ def test_tiny_config_runs_with_only_output_dir(tmp_path):
     bad = subprocess.run([sys.executable, str(RECIPE), "--config", str(CONFIG), f"output_dir={tmp_path / 'x'}",
                           "num_sampels=3"], env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "num_sampels" in bad.stderr
+
+
+@pytest.mark.slow  # two recipe runs in subprocesses, one with 2 torchrun ranks: ~80 s on 2 busy cores
+def test_two_torchrun_ranks_give_the_one_process_output(tmp_path, tiny_model_dir):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    common = ["--config", str(CONFIG), f"model_dir={tiny_model_dir}", "questions=builtin:5"]
+    one = subprocess.run([sys.executable, str(RECIPE), *common, f"output_dir={tmp_path / 'one'}"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(RECIPE), *common, f"output_dir={tmp_path / 'two'}"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    s0 = {x["id"] for x in read(tmp_path / "two" / "shards" / "rank0.jsonl")}
+    s1 = {x["id"] for x in read(tmp_path / "two" / "shards" / "rank1.jsonl")}
+    assert s0 == {"builtin-0", "builtin-2", "builtin-4"} and s1 == {"builtin-1", "builtin-3"}
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["questions_written"] == 5
+    # per-prompt seeds: each question's round is the same as in the 1-process run
+    assert read(tmp_path / "two" / "trace.jsonl") == read(tmp_path / "one" / "trace.jsonl")
+    assert (tmp_path / "two" / "pairs.jsonl").read_text() == (tmp_path / "one" / "pairs.jsonl").read_text()
