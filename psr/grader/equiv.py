@@ -167,23 +167,23 @@ def _find_label(s: str, pos: int, lab: str) -> tuple[int, int] | None:
     """Where the part label ``(lab)`` / ``lab)`` (optionally ``Part``, ``**``, ``:``) starts and
     ends in ``s`` after ``pos``, outside brackets and not glued to a name (``f(b)`` is no label)."""
     depth = 0
-    i = pos
-    while i < len(s):
+    for i in range(pos, len(s)):
         c = s[i]
         if depth == 0 and (s.startswith("(" + lab + ")", i) or s.startswith(lab + ")", i)):
-            before = s[:i]
+            b = i
             for pre in ("**", "Part", "part"):
-                if before.endswith(pre):
-                    before = before[: -len(pre)]
-            if c == "(" and not re.search(r"[A-Za-z\\_^]$", before) or c != "(" and (not before or before[-1] in ",;"):
-                m = _LABEL.match(s, len(before))
+                if b - len(pre) >= pos and s[b - len(pre) : b] == pre:
+                    b -= len(pre)
+            prev = s[b - 1] if b > pos else ""
+            glued = prev.isalpha() or prev in ("\\", "_", "^") if c == "(" else prev not in ("", ",", ";")
+            if not glued:
+                m = _LABEL.match(s, b)
                 if m and (m.group("a") or m.group("b")) == lab:
-                    return len(before), m.end()
+                    return b, m.end()
         if c in "([{":
             depth += 1
         elif c in ")]}":
             depth -= 1
-        i += 1
     return None
 
 

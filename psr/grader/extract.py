@@ -36,34 +36,52 @@ _CHOICE_IN_TEXT_RE = re.compile(r"(?:\(([A-E])\)|\b(?:option|choice|answer)\s*(?
 _SENTENCE_WORD_RE = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
 
 
-def _braced(text: str, start: int) -> tuple[str, int] | None:
-    """The content of the ``{...}`` group that opens at ``text[start]`` and the index after it."""
-    depth = 0
-    for i in range(start, len(text)):
-        c = text[i]
-        if c == "\\":
-            continue
-        if c == "{" and (i == 0 or text[i - 1] != "\\"):
-            depth += 1
-        elif c == "}" and (i == 0 or text[i - 1] != "\\"):
-            depth -= 1
-            if depth == 0:
-                return text[start + 1 : i], i + 1
-    return None
+_BRACE_RE = re.compile(r"(?<!\\)[{}]")
+
+
+def _closing_braces(text: str, opens: list[int]) -> dict[int, int]:
+    """For each ``{`` position in ``opens`` (sorted), the index after its matching ``}`` (escaped
+    ``\\{ \\}`` do not count); unclosed ones are absent. One pass over the braces for all of
+    them, so many unclosed boxes cost linear time, not one scan each."""
+    if not opens:
+        return {}
+    want, out, stack = set(opens), {}, []
+    for m in _BRACE_RE.finditer(text, opens[0]):
+        i = m.start()
+        if text[i] == "{":
+            stack.append(i)
+        elif stack:
+            o = stack.pop()
+            if o in want:
+                out[o] = i + 1
+                if len(out) == len(want):
+                    break
+    return out
+
+
+def _box_opens(text: str, matches: list[re.Match]) -> list[tuple[re.Match, int]]:
+    """(box match, index of the ``{`` that opens its argument, or -1 for ``\\boxed 5``)."""
+    out = []
+    for m in matches:
+        j = m.end()
+        while j < len(text) and text[j] == " ":
+            j += 1
+        out.append((m, j if j < len(text) and text[j] == "{" else -1))
+    return out
 
 
 def last_boxed(text: str) -> str | None:
     """Content of the last ``\\boxed{...}``/``\\fbox{...}`` (or ``\\boxed x``) in ``text``; None if none."""
-    matches = list(_BOX_RE.finditer(text))
-    for m in reversed(matches):
+    opens = _box_opens(text, list(_BOX_RE.finditer(text)))
+    closes = _closing_braces(text, sorted({j for _, j in opens if j >= 0}))
+    for m, j in reversed(opens):
+        if j >= 0:
+            if j in closes:
+                return text[j + 1 : closes[j] - 1].strip()
+            continue  # unbalanced: try an earlier box
         j = m.end()
         while j < len(text) and text[j] == " ":
             j += 1
-        if j < len(text) and text[j] == "{":
-            got = _braced(text, j)
-            if got is not None:
-                return got[0].strip()
-            continue  # unbalanced: try an earlier box
         if j > m.end():  # "\boxed 5": up to whitespace or $
             k = j
             while k < len(text) and text[k] not in " \n$":
@@ -156,18 +174,14 @@ MAX_BOXES = 32  # only the last boxes of a response are read (bounded work on ho
 def box_spans(text: str) -> list[tuple[int, int, str]]:
     """``(start, end, content)`` of the outermost complete ``\\boxed{...}`` groups among the last
     ``MAX_BOXES`` box commands of ``text``, in order (a box inside a box is part of the outer one)."""
-    starts = [m for m in _BOX_RE.finditer(text)][-MAX_BOXES:]
+    opens = _box_opens(text, list(_BOX_RE.finditer(text))[-MAX_BOXES:])
+    closes = _closing_braces(text, [j for _, j in opens if j >= 0])
     spans: list[tuple[int, int, str]] = []
-    for m in starts:
+    for m, j in opens:
         if spans and m.start() < spans[-1][1]:
             continue  # nested in the previous box
-        j = m.end()
-        while j < len(text) and text[j] == " ":
-            j += 1
-        if j < len(text) and text[j] == "{":
-            got = _braced(text, j)
-            if got is not None:
-                spans.append((m.start(), got[1], got[0].strip()))
+        if j in closes:
+            spans.append((m.start(), closes[j], text[j + 1 : closes[j] - 1].strip()))
     return spans
 
 
