@@ -7,6 +7,8 @@ Used for teachers (IFT splitting, EFT judgments) where the paper used a strong A
       base_url: http://127.0.0.1:8000/v1      # .../v1; the endpoint path is added
       model: Qwen2.5-72B-Instruct
       api_key_env: OPENAI_API_KEY             # the key is read from this env var, never from a file
+      reasoning_model: auto                   # o1/o3/o4-mini/gpt-5...: max_completion_tokens, no sampling params
+      max_completion_tokens: null             # reasoning models: budget incl. hidden reasoning (null: max_new_tokens)
 
 ``api: chat`` (default) POSTs ``{base_url}/chat/completions`` with each prompt as one user
 message: pass the *plain* prompt text (``tokenizer`` is None unless given, so
