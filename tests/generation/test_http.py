@@ -12,6 +12,7 @@ import pytest
 
 from psr.generation.base import Generator, SamplingParams
 from psr.generation.http import HttpGenerator, HttpGeneratorError
+from reasoning_fakes import reasoning_rule_error
 
 
 class _Stub:
@@ -27,24 +28,6 @@ class _Stub:
         self.retry_after_ms = None
         self.max_requests = 50  # a runaway client gets 500s, never an endless exchange
         self.lock = threading.Lock()
-
-
-def reasoning_rule_error(body):
-    """The 400 error body the OpenAI API gives a reasoning model's request, or None if it is accepted."""
-    def err(param, code, message):
-        return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
-
-    if "max_tokens" in body:
-        return err("max_tokens", "unsupported_parameter", "Unsupported parameter: 'max_tokens' is not supported "
-                   "with this model. Use 'max_completion_tokens' instead.")
-    for k in ("temperature", "top_p"):
-        if k in body and body[k] != 1:
-            return err(k, "unsupported_value", f"Unsupported value: '{k}' does not support {body[k]} with this "
-                       "model. Only the default (1) value is supported.")
-    for k in ("stop", "presence_penalty", "frequency_penalty", "logprobs"):
-        if k in body:
-            return err(k, "unsupported_parameter", f"Unsupported parameter: '{k}' is not supported with this model.")
-    return None
 
 
 @pytest.fixture()
