@@ -199,8 +199,11 @@ def load_weights_(model: Any, model_dir: str | os.PathLike) -> int:
         by_file.setdefault(files[key], []).append((key, t))
     count = 0
     for path, items in by_file.items():
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            for key, t in items:
+        for key, t in items:
+            # the file is opened per tensor: its memory map (pages touched count as this process's
+            # memory while mapped) is dropped after each slice, so a rank never maps more than one
+            # tensor's rows of a multi-GB file; reopening costs one header parse
+            with safe_open(str(path), framework="pt", device="cpu") as f:
                 sl = f.get_slice(key)
                 if tuple(sl.get_shape()) != tuple(t.shape):
                     raise ValueError(f"{path}: {key} has shape {tuple(sl.get_shape())}, "
@@ -210,11 +213,12 @@ def load_weights_(model: Any, model_dir: str | os.PathLike) -> int:
                 if n == 0:
                     continue
                 src = sl[lo:lo + n] if t.dim() else sl[:]
-                if tuple(src.shape) != tuple(local.shape):
-                    raise ValueError(f"{key}: local shard shape {tuple(local.shape)} != rows {lo}:{lo + n} "
-                                     f"of {tuple(t.shape)}")
-                local.copy_(src.to(local.dtype))
-                count += 1
+            if tuple(src.shape) != tuple(local.shape):
+                raise ValueError(f"{key}: local shard shape {tuple(local.shape)} != rows {lo}:{lo + n} "
+                                 f"of {tuple(t.shape)}")
+            local.copy_(src.to(local.dtype))
+            del src
+            count += 1
     return count
 
 
