@@ -31,6 +31,16 @@ as the single "step" after the question: ``prompt`` (the question), ``initial_re
 ``""``, ``chosen`` / ``rejected`` (the generated solutions verbatim), so ``recipes/step_dpo.py``
 trains on them unchanged (DPO on whole responses: the loss covers every response token).
 
+The SRLM M1's judge data (:func:`scoring_eft_record`, :func:`templated_scoring_records`): Yuan et
+al. initialise their M1 on EFT examples of this very prompt -- the prompt with a question and a
+response, the target a justification ending in ``Score: n``. They go to
+``recipes/eft_ift_sft.py`` as TEXT records (``text_data``: ``{id, prompt, response}``, the prompt
+already chat-formatted with the model's tokenizer, :mod:`psr.data.schemas`), beside the same IFT
+data as PSRLM's M1. :func:`templated_scoring_records` writes them from solutions whose
+correctness is known (a PRM, the teacher, or the arith world's checker decided it): 5 points for
+a correct solution, 2 for a wrong one, with a short fixed justification; the paper does not say
+how its SRLM EFT data was made (recipes/srlm_search.py's docstring lists the choices).
+
 Determinism: every prompt has its own seed (:func:`psr.search.derive_seed` of ``(seed, question
 id, "srlm_policy")`` and ``(seed, question id, "srlm_judge", i)``), and questions run in fixed
 groups of ``questions_in_flight`` (two Generator calls per group: all solutions, then all scoring
@@ -399,3 +409,50 @@ def summarize(results: Iterable[SRLMResult]) -> dict:
         "unparseable_score_rate": totals["unparseable_scores"] / totals["judge_calls"] if totals["judge_calls"] else 0.0,
         "solution_score_hist": dict(sorted(scores.items(), key=lambda kv: float(kv[0]))),
     }
+
+
+# --------------------------------------------------------------------------- the SRLM M1's judge data
+
+CORRECT_SCORE = 5
+WRONG_SCORE = 2
+CORRECT_JUSTIFICATION = ("The response addresses the question directly, reasons step by step without an error, "
+                         "and reaches the correct final answer in the requested boxed form.")
+WRONG_JUSTIFICATION = ("The response is relevant and addresses a substantial part of the question, but a step of "
+                       "its reasoning is wrong, so its final answer is not correct.")
+
+
+def scoring_judgment(score: int, justification: str) -> str:
+    """The judge's target text: the justification, then ``Score: n`` (which :func:`parse_score`
+    reads back as ``n``)."""
+    if not isinstance(score, int) or isinstance(score, bool) or not 0 <= score <= MAX_SCORE:
+        raise ValueError(f"score must be an integer in 0..{int(MAX_SCORE)}, got {score!r}")
+    if not justification.strip():
+        raise ValueError("justification is empty")
+    return f"{justification.strip()}\nScore: {score}"  # the last "Score:" of the text: parse_score reads n
+
+
+def scoring_eft_record(tok: Any, id: str, question: str, solution: str, score: int, justification: str) -> dict:
+    """One TEXT record for eft_ift_sft (``{id, prompt, response}`` + ``score``): the chat-formatted
+    scoring prompt for ``solution`` and its judgment."""
+    if not solution.strip():
+        raise ValueError(f"{id}: empty solution")
+    return {"id": str(id), "prompt": chat(tok, srlm_judge_prompt(question, solution)),
+            "response": scoring_judgment(score, justification), "score": score}
+
+
+def templated_scoring_records(tok: Any, items: Iterable[dict], id_prefix: str = "srlm_eft") -> list[dict]:
+    """TEXT records from ``items`` ``{id, question, solution, correct}`` (``correct`` a bool):
+    :data:`CORRECT_SCORE` / :data:`WRONG_SCORE` with the fixed justifications. A bad item raises
+    ValueError naming its position and field."""
+    out = []
+    for k, it in enumerate(items):
+        for f in ("id", "question", "solution", "correct"):
+            if f not in it:
+                raise ValueError(f"item {k}: missing field {f!r}")
+        if not isinstance(it["correct"], bool):
+            raise ValueError(f"item {k}: field 'correct' must be true or false, got {it['correct']!r}")
+        ok = it["correct"]
+        out.append(scoring_eft_record(tok, f"{id_prefix}/{it['id']}", it["question"], it["solution"],
+                                      CORRECT_SCORE if ok else WRONG_SCORE,
+                                      CORRECT_JUSTIFICATION if ok else WRONG_JUSTIFICATION))
+    return out

@@ -51,7 +51,9 @@ M1, N, K and the sampling temperatures), this project chooses:
 * N=4 and K=3 as Yuan et al.; T=0.5 / top_p 0.95 as PSRLM's search (above);
 * step_dpo with the same β, lr and epochs as the PSRLM iterations.
 
-Building the SRLM EFT set and the pipeline's ``method: srlm`` wiring are outside this recipe.
+``psr.srlm.templated_scoring_records`` writes such EFT records (TEXT records for eft_ift_sft's
+``text_data``) from solutions with a known correctness label; choosing those solutions and the
+pipeline's ``method: srlm`` wiring are outside this recipe.
 
 Input: ``questions`` -- a jsonl with ``id`` and ``problem`` (or ``question``) per line (a relative
 path is looked up as given, then under ``data_dir`` / ``$PSR_DATA_DIR`` / ``../shared/data``);

@@ -192,3 +192,36 @@ def test_completions_are_used_as_returned():
     (r,) = run_srlm(gen, ["What is 2 + 2?"], SRLMConfig(num_samples=2, score_samples=3))
     assert [(x["n_tokens"], x["finish_reason"]) for x in r.responses] == [(7, "eos"), (9, "length")]
     assert r.stats["tokens_policy"] == 16 and (r.chosen, r.rejected) == (0, 1)
+
+
+def test_scoring_eft_records_are_text_records_whose_score_parses_back(tmp_path):
+    from psr.data.jsonl import write_jsonl
+    from psr.data.schemas import load_text
+    from psr.srlm import CORRECT_JUSTIFICATION, templated_scoring_records
+
+    items = [{"id": "a", "question": "What is 2 + 2?", "solution": "Step 1: \\boxed{4}", "correct": True},
+             {"id": "b", "question": "What is 2 + 2?", "solution": "Step 1: \\boxed{5}", "correct": False}]
+    recs = templated_scoring_records(None, items)
+    assert [r["id"] for r in recs] == ["srlm_eft/a", "srlm_eft/b"]
+    assert recs[0]["prompt"] == chat(None, srlm_judge_prompt("What is 2 + 2?", "Step 1: \\boxed{4}"))
+    assert recs[0]["response"] == CORRECT_JUSTIFICATION + "\nScore: 5"
+    assert [parse_score(r["response"]) for r in recs] == [5.0, 2.0] == [float(r["score"]) for r in recs]
+    write_jsonl(tmp_path / "t.jsonl", recs)
+    assert [r["id"] for r in load_text(tmp_path / "t.jsonl")] == ["srlm_eft/a", "srlm_eft/b"]
+
+
+def test_scoring_eft_records_reject_bad_items():
+    from psr.srlm import scoring_judgment, templated_scoring_records
+
+    with pytest.raises(ValueError, match="item 0: field 'correct'"):
+        templated_scoring_records(None, [{"id": "a", "question": "q", "solution": "s", "correct": "yes"}])
+    with pytest.raises(ValueError, match="item 0: missing field 'solution'"):
+        templated_scoring_records(None, [{"id": "a", "question": "q", "correct": True}])
+    with pytest.raises(ValueError, match="empty solution"):
+        templated_scoring_records(None, [{"id": "a", "question": "q", "solution": " ", "correct": True}])
+    with pytest.raises(ValueError, match="score must be an integer"):
+        scoring_judgment(6, "x")
+    with pytest.raises(ValueError, match="justification is empty"):
+        scoring_judgment(3, "  ")
+    # a justification that mentions another score still ends with the one given
+    assert parse_score(scoring_judgment(3, "At first glance Score: 5, but step 2 is wrong.")) == 3.0
