@@ -13,8 +13,9 @@ Rules (Qwen2.5-Math toolkit semantics, written from scratch), in order:
      ``1,5``, ``0,125``, ``1000,99``, LaTeX ``2{,}74``) in the *response* is a decimal comma when
      the gold is one number that is not whole (``2,74`` = 2.74 = ``\\frac{137}{50}``); against a
      whole number it is not (``19133,5`` would pass 19133 by tolerance, ``3,0`` may be the list
-     3, 0). Against a gold that is a list (``1,2``, ``27,93`` in olympiadbench) it stays a list. A gold written ``a,b`` is a list, and equals a response
-     ``a.b`` only (the one decimal-comma gold reading, kept from before);
+     3, 0). Against a gold that is a list (``1,2``, ``27,93`` in olympiadbench) it stays a list.
+     A gold written ``a,b`` is a list too, except that it equals a response ``a.b`` (the one
+     decimal-comma reading of a gold, kept from before);
   4. equations: ``x = 3`` matches ``3`` when the left side is a lone variable;
   5. structures: intervals (bracket kinds must agree), tuples (ordered), sets and bare lists
      (unordered, also of tuples: ``(1,2),(3,4)`` = ``\\{(3,4),(1,2)\\}``; tuples side by side
@@ -158,7 +159,8 @@ def _side_by_side_tuples(s: str) -> list[str] | None:
     return pieces
 
 
-_LABEL = re.compile(r"(?:\*\*)?(?:[Pp]art)?(?:\((?P<a>[a-h]|[ivx]{1,4}|[IVX]{1,4})\)|(?P<b>[a-h]|[ivx]{1,4})\))(?:\*\*)?:?(?:\*\*)?")
+_LABEL = re.compile(r"(?:\*\*)?(?:[Pp]art)?(?:\((?P<a>[a-h]|[ivx]{1,4}|[IVX]{1,4})\)|(?P<b>[a-h]|[ivx]{1,4})\))"
+                    r"(?:\*\*)?:?(?:\*\*)?")
 _PART_SEQS = (tuple("abcdefgh"), ("i", "ii", "iii", "iv", "v", "vi", "vii", "viii"),
               ("I", "II", "III", "IV", "V", "VI", "VII", "VIII"))
 
@@ -514,7 +516,10 @@ def gold_answer(gold: str) -> str:
 
 def grade_local(response: str | None, gold: str | None, benchmark: str | None = None) -> bool:
     """Unprotected grade (call inside a worker): extract, match, and for solutions without a
-    \\boxed{} a second opinion from math-verify's LaTeX extraction over the whole response."""
+    \\boxed{} a second opinion from math-verify's LaTeX extraction over the whole response.
+    Against a gold that lists several answers (a list, a set, labelled parts), a response that
+    boxes them one by one with text between the boxes is also read as the list of all its boxes
+    (``_all_boxes_match``)."""
     from psr.grader.extract import extract_answer
 
     if not isinstance(response, str) or gold is None or not str(gold).strip():

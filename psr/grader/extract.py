@@ -191,7 +191,8 @@ _LABEL_NAME = r"[a-h]|viii|vii|vi|iv|v|iii|ii|i|VIII|VII|VI|IV|V|III|II|I"
 # "(b)", "b)", "Part (b):", "**(b)**", "\\textbf{(b)}" before a box
 _PART_LABEL = (r"(?:\*\*|\\text(?:bf)?\{)?\s*(?:[Pp]art\s*)?(?:\((?P<lab>" + _LABEL_NAME + r")\)|(?P<lab2>"
                + _LABEL_NAME + r")\))\s*\}?\s*:?\s*(?:\*\*)?\s*:?")
-_VAR_EQ = r"(?P<var>[a-zA-Z](?:_\{?[a-zA-Z0-9]{1,3}\}?)?|\\[a-zA-Z]{2,12}(?:_\{?[a-zA-Z0-9]{1,3}\}?)?)\s*=\s*(?:\$|\\\(|\\\[|\s)*"
+_VAR_EQ = (r"(?P<var>[a-zA-Z](?:_\{?[a-zA-Z0-9]{1,3}\}?)?|\\[a-zA-Z]{2,12}(?:_\{?[a-zA-Z0-9]{1,3}\}?)?)"
+           r"\s*=\s*(?:\$|\\\(|\\\[|\s)*")
 _GAP_RE = re.compile(_BOX_GAP + r"(?:" + _PART_LABEL + _BOX_GAP + r")?(?:" + _VAR_EQ + r")?")
 _LEAD_RE = re.compile(r"(?:" + _PART_LABEL + r")?(?:\s|\$|\\\(|\\\[)*(?:" + _VAR_EQ + r")?$")
 
@@ -224,7 +225,8 @@ def _run_marks(text: str, spans: list[tuple[int, int, str]]) -> list[tuple[str |
         m = _GAP_RE.fullmatch(gap) if len(gap) <= 60 else None
         if m is None:
             break
-        if (m.group("var") or m.group("lab") or m.group("lab2")) and not (_balanced(prev[2]) and _balanced(spans[-1][2])):
+        marked = m.group("var") or m.group("lab") or m.group("lab2")
+        if marked and not (_balanced(prev[2]) and _balanced(spans[-1][2])):
             break  # "x = \\boxed{(1} or x = \\boxed{2)}": no answer list
         marks.append(_label_var(m))
         start = prev[0]

@@ -5,8 +5,9 @@
 macros, ``\\dfrac``/``\\tfrac``, degrees, ``\\%``, ``\\text{...}`` units, thousands separators,
 ``\\frac12`` shorthands and a leading ``x =``. LaTeX's ``{,}`` is a thousands separator before
 exactly three digits after a 1-3 digit group (``14{,}916``) and a decimal comma otherwise
-(``2{,}74`` -> ``2,74``, which the matcher reads as 2.74 against a number). ``parse_number`` reads plain numbers, fractions,
-mixed numbers, scientific notation, percents and number words, with bounded size.
+(``2{,}74`` -> ``2,74``, which the matcher reads as 2.74 against a number). ``parse_number``
+reads plain numbers, fractions, mixed numbers, scientific notation, percents and number words,
+with bounded size.
 """
 
 from __future__ import annotations
