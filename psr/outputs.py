@@ -225,10 +225,9 @@ def _select(cfg: Any, key: str) -> Any:
 
 # Files up to this size are hashed whole; larger weight files by their safetensors header plus 16
 # evenly spaced 1 MiB samples (a fine-tuned model differs everywhere, so any sample catches it).
-# Measured on this machine (2 cores, page cache cold for the samples): a 7B-sized dir of four
-# sparse 3.8 GB safetensors files (15.2 GB in all) + config/tokenizer files takes ~0.05 s, see
-# tests/test_outputs_identity.py::test_model_identity_cost_on_a_7b_sized_dir; hashing those
-# 15 GB whole would take ~30 s at the ~0.5 GB/s sha256 rate measured here.
+# Measured on this machine (2 shared cores): a 7B-sized dir of four sparse 3.8 GB safetensors
+# shards (15.2 GB) + config takes 0.27 s (tests/test_outputs.py::test_model_identity_cost_on_a_7b_sized_dir);
+# hashing the 15 GB whole at the 0.38 GB/s sha256 rate measured here would take ~40 s per run.
 FULL_HASH_LIMIT = 16 << 20
 SAMPLE_BYTES = 1 << 20
 N_SAMPLES = 16
@@ -327,8 +326,17 @@ def settings_of(cfg: Any, ignore: Iterable[str] = ()) -> dict:
     data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     skip = set(NEVER_RESULT_CHANGING) | set(ignore)
     flat = _flatten(data)
-    return {k: v for k, v in flat.items()
-            if not any(k == s or k.startswith(s + ".") for s in skip)}
+    out = {}
+    for k, v in flat.items():
+        if any(k == s or k.startswith(s + ".") for s in skip):
+            continue
+        if v is not None and _SECRET.search(k.rsplit(".", 1)[-1]):  # never write credentials to disk
+            v = "sha256:" + hashlib.sha256(str(v).encode()).hexdigest()[:16]
+        out[k] = v
+    return out
+
+
+_SECRET = __import__("re").compile(r"(?i)(api_?key|secret|password|^auth|(^|_)token$)")
 
 
 def _short(v: Any) -> str:

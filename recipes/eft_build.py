@@ -33,7 +33,10 @@ Outputs (in ``output_dir``):
 
 Resumable: each question's tree and each question's judgments are appended (and flushed) as
 soon as they are done; a restarted run skips the question ids already in work/ and redoes
-only stage 3 (cheap). Trees use per-node seeds, so a resumed search rebuilds the same trees.
+only stage 3 (cheap). ``manifest.json`` records the settings and the identity of the input file
+and of the component model dirs (psr/outputs.py): a re-run with other ones is refused with the
+keys that differ (``overwrite=true`` replaces the dir). A ``psr.eft.tiny_generator`` policy
+builds its model only under output_dir; an existing model dir is used read-only. Trees use per-node seeds, so a resumed search rebuilds the same trees.
 With torchrun each rank searches and judges the questions whose id hashes to it.
 """
 
@@ -51,6 +54,7 @@ from omegaconf import MISSING, OmegaConf
 from tqdm import tqdm
 
 from psr import distributed as D
+from psr import outputs as O
 from psr.config import ConfigError, instantiate, recipe_main
 from psr.data.jsonl import DataError, JsonlAppender, iter_jsonl, read_jsonl_tolerant, write_jsonl
 from psr.eft import (
@@ -69,7 +73,7 @@ from psr.ift import resolve_data_path, stable_hash
 
 
 @dataclass
-class EftBuildConfig:
+class EftBuildConfig(O.RunKeys):
     output_dir: str = MISSING
     # Questions jsonl: absolute, or relative to the data dir (data_dir when set, else
     # $PSR_DATA_DIR, else ../shared/data, taken from the repository root).
@@ -137,12 +141,42 @@ def validate(cfg) -> None:
         raise ConfigError("test_size and train_size must be >= 0")
     if cfg.pair_margin < 0:
         raise ConfigError(f"pair_margin must be >= 0, got {cfg.pair_margin}")
-    if cfg.questions_in_flight < 1 or cfg.judge_batch_pairs < 1:
-        raise ConfigError("questions_in_flight and judge_batch_pairs must be >= 1")
+    O.check_output_dir(cfg.output_dir)
+    O.check_positive(cfg, "num_iterations", "simulation_depth", "expand_width", "max_depth", "max_new_tokens",
+                     "questions_in_flight", "judge_batch_pairs", "judge_max_new_tokens")
+    O.check_non_negative(cfg, "max_pairs_per_question", "exploration_constant")
+    O.check_temperature(cfg, "temperature", "judge_temperature")
+    O.check_probability(cfg, "top_p", "judge_top_p", open_low=True)
+    O.check_input_file(resolve_data_path(cfg.input, cfg.data_dir), "input")
+    out = Path(cfg.output_dir).resolve()
+    for key, path in component_model_dirs(cfg).items():
+        p = Path(path)
+        tiny = cfg[key.split(".")[0]]["_component_"] == "psr.eft.tiny_generator"
+        if tiny and not p.exists():
+            if out not in p.resolve().parents:
+                raise ConfigError(f"{key}={path}: does not exist; psr.eft.tiny_generator builds a tiny model only "
+                                  "under output_dir (e.g. ${output_dir}/tiny_model), an existing dir is used read-only")
+        else:
+            O.check_model_dir(path, key)
     try:
         mcts_config(cfg)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def component_model_dirs(cfg) -> dict[str, str]:
+    """``{"policy.model_dir": path, ...}`` for each component block with a local model dir."""
+    out = {}
+    for key in ("policy", "prm", "teacher"):
+        node = cfg[key]
+        if node and node.get("model_dir"):
+            out[f"{key}.model_dir"] = str(node["model_dir"])
+    return out
+
+
+def _tiny_in_output(cfg, key: str, path: str) -> bool:
+    out = Path(cfg.output_dir).resolve()
+    return cfg[key.split(".")[0]]["_component_"] == "psr.eft.tiny_generator" and out in Path(path).resolve().parents
 
 
 def mcts_config(cfg) -> MCTSConfig:
@@ -314,6 +348,13 @@ def main(cfg) -> dict:
 def _main(cfg) -> dict:
     D.init_distributed()
     out = Path(cfg.output_dir)
+    dirs = component_model_dirs(cfg)
+    O.claim_output_dir(
+        "eft_build", cfg, models={k: p for k, p in dirs.items() if not _tiny_in_output(cfg, k, p)},
+        inputs={"input": resolve_data_path(cfg.input, cfg.data_dir)},
+        ignore={"input", *dirs, "judge_batch_pairs"},
+        data_dirs={"data_dir": cfg.data_dir} if cfg.data_dir else None,
+        extra={k: ("tiny, built in output_dir" if _tiny_in_output(cfg, k, p) else "model dir") for k, p in dirs.items()})
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     questions = load_questions(cfg)
@@ -328,6 +369,9 @@ def _main(cfg) -> dict:
     if D.is_rank0():
         summary = finalize(cfg, questions, out, work)
         D.print0(json.dumps({"pairs": summary["pairs"], "removed": summary["removed"], "records": summary["records"]}))
+        O.finish("eft_build", f"{summary['pairs']['kept']} of {summary['pairs']['judged']} judged pairs kept -> "
+                              f"{summary['records']['train']} train / {summary['records']['test']} test EFT records in "
+                              f"{out / 'eft_train.jsonl'}, {out / 'eft_test.jsonl'}, {out / 'summary.json'}")
     D.barrier()
     D.destroy()
     return summary

@@ -31,6 +31,8 @@ Outputs (in ``output_dir``):
 
 Resumable: every record is appended (and flushed) as soon as it is decided; a restarted run
 skips the ids already in work/ (or in the merged files) and rank 0 rewrites the merged files.
+``manifest.json`` records the settings and the input file's identity (psr/outputs.py): a re-run
+with other ones is refused with the keys that differ (``overwrite=true`` replaces the dir).
 With torchrun each rank takes the questions whose id hashes to it.
 """
 
@@ -45,6 +47,7 @@ from omegaconf import MISSING
 from tqdm import tqdm
 
 from psr import distributed as D
+from psr import outputs as O
 from psr.config import ConfigError, instantiate, recipe_main
 from psr.data.jsonl import DataError, JsonlAppender, iter_jsonl, read_jsonl_tolerant, write_jsonl
 from psr.generation.base import SamplingParams
@@ -60,7 +63,7 @@ from psr.prompts import chat, ift_split_prompt
 
 
 @dataclass
-class IftBuildConfig:
+class IftBuildConfig(O.RunKeys):
     output_dir: str = MISSING
     # rules | teacher (see the module docstring).
     mode: str = "rules"
@@ -100,10 +103,13 @@ def validate(cfg) -> None:
         raise ConfigError(f"rules_format must be auto, gsm8k or math, got {cfg.rules_format!r}")
     if cfg.mode == "teacher" and not (cfg.teacher and "_component_" in cfg.teacher):
         raise ConfigError("mode=teacher needs a `teacher` block with a _component_ (a Generator)")
-    if cfg.limit is not None and cfg.limit < 1:
-        raise ConfigError(f"limit must be >= 1 or null, got {cfg.limit}")
-    if cfg.batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    O.check_output_dir(cfg.output_dir)
+    O.check_positive(cfg, "batch_size", "teacher_max_new_tokens")
+    O.check_positive(cfg, "limit", allow_none=True)
+    O.check_non_negative(cfg, "min_step_chars")
+    O.check_temperature(cfg, "teacher_temperature")
+    O.check_probability(cfg, "teacher_top_p", open_low=True)
+    O.check_input_file(resolve_data_path(cfg.input, cfg.data_dir), "input")
 
 
 def load_items(cfg) -> list[dict]:
@@ -187,6 +193,12 @@ def main(cfg) -> dict:
     D.init_distributed()
     rank, world = D.get_rank(), D.get_world_size()
     out = Path(cfg.output_dir)
+    rules = cfg.mode == "rules"
+    O.claim_output_dir(
+        "ift_build", cfg, inputs={"input": resolve_data_path(cfg.input, cfg.data_dir)},
+        ignore={"input", "batch_size"} | ({"teacher", "teacher_temperature", "teacher_top_p", "teacher_max_new_tokens"}
+                                          if rules else {"rules_format", "min_step_chars"}),
+        data_dirs={"data_dir": cfg.data_dir} if cfg.data_dir else None)
     (out / "work").mkdir(parents=True, exist_ok=True)
     items = load_items(cfg)
     D.barrier()
@@ -232,6 +244,8 @@ def main(cfg) -> dict:
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         D.print0(json.dumps(summary))
+        O.finish("ift_build", f"{n_acc} of {len(items)} records accepted ({summary['n_rejected']} rejected) -> "
+                              f"{out / 'ift.jsonl'}, {out / 'rejects.jsonl'}, {out / 'summary.json'}")
     D.barrier()
     D.destroy()
     return summary
