@@ -59,8 +59,26 @@ def test_small_config_fp32_sharded_terms_exact():
     assert t["activations"] == 16 * (3 * 4_664 + 772) == 236_224
     assert plan.values["activations_checkpointed"] == 16 * (3 * 4 * 64 + 4_664 + 772) == 99_264
     assert t["logits"] == 2 * 8 * 100 * 12 == 19_200
-    assert plan.total == 123_840 * 4 + 347_392 + 199_424 + 236_224 + 19_200
+    # one micro-batch per step: gradients (123,840) and activations + logits are not held at once
+    assert plan.overlap_bytes == 123_840
+    assert plan.total == 123_840 * 3 + 347_392 + 199_424 + 236_224 + 19_200
     assert plan.fits is None  # CPU: no verdict
+    accum = estimate_training(SMALL, objective="sft", micro_batch_size=2, max_seq_len=8, dtype="float32",
+                              nproc_per_node=4, device="cpu", grad_accum_steps=2)
+    assert accum.overlap_bytes == 0 and accum.total == plan.total + 123_840  # earlier micro-batches' gradients
+
+
+def test_optimizer_step_peak_counts_when_larger():
+    # one process on CUDA, one token: the optimizer step is the peak: params + grads + 2 moments
+    # (fp32, whole model) + one moment-sized temporary of AdamW's foreach path
+    plan = estimate_training(SMALL, micro_batch_size=1, max_seq_len=1, dtype="float32", device="cuda", gpu_mem_gb=1)
+    assert plan.values["optimizer_step"] == 5 * 4 * 123_840
+    forward_backward = sum(t.bytes for t in plan.terms) - plan.overlap_bytes
+    assert forward_backward == 4 * 4 * 123_840  # activations + logits (< gradients) are not held with the gradients
+    assert plan.total == 5 * 4 * 123_840
+    assert any("optimizer step peaks above" in n for n in plan.notes)
+    on_cpu = estimate_training(SMALL, micro_batch_size=1, max_seq_len=1, dtype="float32", device="cpu")
+    assert on_cpu.total == 4 * 4 * 123_840  # CPU AdamW steps parameter by parameter: no whole-model temporary
 
 
 def test_small_config_bf16_mixed_precision_terms_exact():
