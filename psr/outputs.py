@@ -123,7 +123,7 @@ def check_model_dir(path: Any, key: str = "model_dir") -> Path:
         raise ConfigError(f"{key}: required (an HF model dir)")
     p = Path(str(path)).expanduser()
     if not p.exists():
-        raise ConfigError(f"{key}={path}: no such directory")
+        raise ConfigError(f"{key}={path}: no config.json there: no such directory (an HF model dir is expected)")
     if not p.is_dir():
         raise ConfigError(f"{key}={path}: not a directory (an HF model dir is expected)")
     cfg_file = p / "config.json"
@@ -226,7 +226,8 @@ def _select(cfg: Any, key: str) -> Any:
 # Files up to this size are hashed whole; larger weight files by their safetensors header plus 16
 # evenly spaced 1 MiB samples (a fine-tuned model differs everywhere, so any sample catches it).
 # Measured on this machine (2 shared cores): a 7B-sized dir of four sparse 3.8 GB safetensors
-# shards (15.2 GB) + config takes 0.27 s (tests/test_outputs.py::test_model_identity_cost_on_a_7b_sized_dir);
+# shards (15.2 GB) + config takes 0.27 s (tests/test_outputs.py::test_model_identity_cost_on_a_7b_sized_dir;
+# sparse files cost no disk reads: on a real disk add 4 x 17 MiB of reads);
 # hashing the 15 GB whole at the 0.38 GB/s sha256 rate measured here would take ~40 s per run.
 FULL_HASH_LIMIT = 16 << 20
 SAMPLE_BYTES = 1 << 20
@@ -408,6 +409,29 @@ def claim_output_dir(recipe: str, cfg: Any, models: Optional[Mapping[str, Any]] 
             if _inside(Path(p).resolve(), out.resolve()):
                 raise ConfigError(f"overwrite=true would delete the input {key}={p}, which is inside "
                                   f"output_dir={cfg.output_dir}; move it or choose another output_dir")
+    # Rank 0 checks and writes; the other ranks get its verdict (one error on every rank).
+    verdict: tuple = ("ok", None, False)
+    if D.is_rank0():
+        try:
+            verdict = ("ok",) + _check_and_record(recipe, cfg, out, models, inputs, ignore, extra, overwrite)
+        except (ConfigError, OSError) as e:
+            verdict = ("error", str(e), False)
+    if D.is_distributed():
+        verdict = D.all_gather_objects(verdict)[0]
+    if verdict[0] == "error":
+        raise ConfigError(verdict[1])
+    new, resumed = verdict[1], verdict[2]
+    from psr.data.jsonl import set_skip_bad_lines
+
+    set_skip_bad_lines(bool(getattr(cfg, "skip_bad_lines", False)))
+    _CURRENT = Run(recipe, out, new, resumed)
+    return _CURRENT
+
+
+def _check_and_record(recipe: str, cfg: Any, out: Path, models: dict, inputs: dict, ignore: Iterable[str],
+                      extra: Optional[Mapping[str, Any]], overwrite: bool) -> tuple[dict, bool]:
+    from psr import distributed as D
+
     new = {
         "recipe": recipe,
         "settings": {**settings_of(cfg, ignore), **(dict(extra) if extra else {})},
@@ -418,6 +442,9 @@ def claim_output_dir(recipe: str, cfg: Any, models: Optional[Mapping[str, Any]] 
     path = out / MANIFEST
     old = _read_manifest(path)
     resumed = False
+    has_results = out.exists() and _has_results(out)
+    if old is not None and not overwrite and not has_results:
+        old = None  # an earlier attempt stopped before writing anything (bad data, say): nothing to mix
     if old is not None and not overwrite:
         diffs = _diff(old, new)
         if diffs:
@@ -425,33 +452,32 @@ def claim_output_dir(recipe: str, cfg: Any, models: Optional[Mapping[str, Any]] 
                 f"output_dir={cfg.output_dir} holds the outputs of a different run ({'; '.join(diffs)}); "
                 "re-run with its settings to continue it, or pass overwrite=true to replace it, or choose another output_dir")
         resumed = True
-    elif old is None and overwrite and out.exists() and any(out.iterdir()):
+    elif old is None and overwrite and has_results and not path.exists():
         raise ConfigError(f"overwrite=true: output_dir={cfg.output_dir} has no {MANIFEST} (not written by a psr recipe); "
                           "not emptying it -- empty it yourself or choose another output_dir")
-    elif old is None and out.exists() and any(out.iterdir()):
+    elif old is None and has_results and not path.exists():
         resumed = True  # an older version's outputs: adopted (its results are kept and resumed)
         D.print0(f"{recipe}: output_dir={cfg.output_dir} has outputs but no {MANIFEST} (an older version?); "
                  "recording this run's settings there and resuming")
-    if D.is_rank0():
-        if old is not None and overwrite:
-            D.print0(f"{recipe}: overwrite=true: emptying {out}")
-            for entry in out.iterdir():
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry)
-                else:
-                    entry.unlink()
-        out.mkdir(parents=True, exist_ok=True)
-        if old is None or overwrite:
-            record = {**new, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command_line(recipe)}
-            tmp = path.with_name(MANIFEST + ".tmp")
-            tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
-            os.replace(tmp, path)
-    D.barrier()
-    from psr.data.jsonl import set_skip_bad_lines
+    if old is not None and overwrite:
+        D.print0(f"{recipe}: overwrite=true: emptying {out}")
+        for entry in out.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    if old is None or overwrite:
+        record = {**new, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command_line(recipe)}
+        tmp = path.with_name(MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    return new, resumed
 
-    set_skip_bad_lines(bool(getattr(cfg, "skip_bad_lines", False)))
-    _CURRENT = Run(recipe, out, new, resumed)
-    return _CURRENT
+
+def _has_results(out: Path) -> bool:
+    """Whether ``out`` holds any file besides its manifest (empty dirs do not count)."""
+    return any(p.name != MANIFEST and not p.is_dir() for p in out.rglob("*"))
 
 
 def _expand(d: Mapping[str, Any]) -> dict[str, str]:

@@ -125,6 +125,7 @@ def test_first_run_records_then_a_matching_rerun_continues(tmp_path):
     m = json.loads((out / O.MANIFEST).read_text())
     assert m["recipe"] == "eval" and m["settings"]["max_new_tokens"] == 32
     assert "limit" not in m["settings"] and "progress_bar" not in m["settings"] and "output_dir" not in m["settings"]
+    (out / "items.jsonl").write_text('{"id": 1}\n')
     # settings that cannot change results may differ
     assert O.claim_output_dir("eval", _cfg(out, limit=10, progress_bar=False)).resumed
 
@@ -142,6 +143,14 @@ def test_a_different_run_is_refused_naming_every_key_old_to_new(tmp_path):
     assert "model_dir:" in msg and "model-00002-of-00002.safetensors" in msg
     assert "overwrite=true" in msg and "another output_dir" in msg and "\n" not in msg
     assert (out / "items.jsonl").read_text() == '{"id": 1}\n'
+
+
+def test_a_run_that_wrote_nothing_does_not_bind_the_dir(tmp_path):
+    out = tmp_path / "out"
+    O.claim_output_dir("eval", _cfg(out))  # then stopped on bad data, say: only the manifest
+    (out / "work").mkdir()
+    assert not O.claim_output_dir("eval", _cfg(out, max_new_tokens=8)).resumed
+    assert json.loads((out / O.MANIFEST).read_text())["settings"]["max_new_tokens"] == 8
 
 
 def test_overwrite_empties_a_dir_with_a_manifest_and_records_the_new_run(tmp_path):
