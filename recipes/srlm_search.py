@@ -71,16 +71,20 @@ Output (``output_dir``):
 * ``summary.json`` / ``summary.md`` -- pairs, questions without a pair and why, unparseable
   scores, the histogram of solution scores, tokens generated (policy + judge: the budget to
   compare with step_search's), wall time, backend name and version, failed and skipped questions.
-* ``settings.json`` -- the result-changing settings (model, sampling, N, K, seed, the scoring
-  prompt's hash). A rerun with different settings in the same output_dir is refused with the
-  differing keys named; more questions (by id) may be added to an output_dir.
+* ``failures.jsonl`` -- the ids and errors of failed questions (empty when none failed).
+* ``manifest.json`` -- what made the output dir (psr/outputs.py): the result-changing settings,
+  the scoring prompt's hash, the model's and the questions file's identity. A re-run with other
+  settings is refused naming the keys that differ (``overwrite=true`` replaces the dir).
 * ``shards/rank<r>.jsonl`` -- the per-rank working files (one line per finished question).
 
 Sharding, resume and failures work as in recipes/step_search.py: rank ``r`` of ``W`` takes
-questions ``r, r+W, ...``; finished ids are skipped on a rerun; a group of ``questions_in_flight``
+questions ``r, r+W, ...``; finished ids are skipped on a re-run; a group of ``questions_in_flight``
 questions that is not completely written is recomputed whole (same batches, same seeds, so the
-resumed output is byte-identical); failed questions are kept as ``status: error`` records (rerun
-with ``retry_failed=true``); rank 0 merges the shards in input order.
+resumed output is byte-identical); rank 0 merges the shards in input order. A failed question is
+kept as a ``status: error`` record, listed in ``failures.jsonl``, and the run exits with status 1
+after writing everything else; the same command retries it (``retry_failed=false`` keeps it). A
+malformed input line is an error naming file:line (``skip_bad_lines=true`` skips it); a record
+without an id or text, or with a duplicate id, is skipped and listed in the summary.
 """
 
 from __future__ import annotations
@@ -99,8 +103,9 @@ from typing import Any, Optional
 from omegaconf import MISSING, OmegaConf
 
 from psr import distributed as psr_dist
+from psr import outputs as O
 from psr.config import REPO_ROOT, ConfigError, recipe_main
-from psr.data.jsonl import DataError, JsonlAppender, read_jsonl_tolerant, write_jsonl
+from psr.data.jsonl import DataError, JsonlAppender, json_error, malformed, read_jsonl_tolerant, write_jsonl
 from psr.search import Question
 from psr.srlm import SRLM_JUDGE_PROMPT, SRLMConfig, SRLMResult, run_srlm, summarize
 
@@ -109,9 +114,10 @@ TINY = "tiny"  # model_dir value: build a random tiny model under output_dir (te
 
 
 @dataclass
-class SrlmSearchConfig:
+class SrlmSearchConfig(O.RunKeys):
     output_dir: str = MISSING
-    # HF model dir of the policy/judge model, or "tiny": build a random tiny model in output_dir.
+    # HF model dir of the policy/judge model (an input: read-only), or "tiny": build a random tiny
+    # model in output_dir.
     model_dir: str = MISSING
     # Questions: jsonl path (id + problem/question), or "builtin:N" (N generated arithmetic questions).
     questions: Optional[str] = None
@@ -144,17 +150,12 @@ class SrlmSearchConfig:
     questions_in_flight: int = 16  # questions per fixed group (one generate call per phase)
     seed: int = 0
     trace_judge_text: bool = False  # keep every raw judge output in the trace (else unparseable ones only)
-    # Retry questions recorded as errors by an earlier run.
-    retry_failed: bool = False
+    # Retry questions recorded as errors by an earlier run (false: keep their error records).
+    retry_failed: bool = True
     # torch CPU threads per process (None: torch's default).
     cpu_threads: Optional[int] = None
     # Seconds rank 0 waits for the other ranks to finish before merging (None = forever).
     merge_timeout_s: Optional[float] = None
-
-
-# Settings that change the output (written to settings.json; a rerun must match them).
-RESULT_KEYS = ("model_dir", "num_samples", "score_samples", "temperature", "top_p", "judge_temperature",
-               "judge_top_p", "max_new_tokens_solution", "max_new_tokens_judge", "questions_in_flight", "seed")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -224,12 +225,12 @@ def load_questions(cfg) -> tuple[list[Question], list[dict]]:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
                 rec = None
-                reason = f"not valid JSON ({e.msg} at column {e.colno})"
+                reason = f"not valid JSON ({json_error(e)})"
             else:
                 reason = "" if isinstance(rec, dict) else f"expected a JSON object, got {type(rec).__name__}"
-            if reason:
+            if reason:  # an error naming file:line, unless skip_bad_lines (then reported and skipped)
+                malformed(f"{path}:{n}", reason)
                 skipped.append({"where": f"{path}:{n}", "reason": reason})
-                log.warning("skipping %s:%d: %s", path, n, reason)
                 continue
             raw.append((f"{path}:{n}", rec))
     questions: list[Question] = []
@@ -269,28 +270,28 @@ def srlm_config(cfg) -> SRLMConfig:
         raise ConfigError(str(e)) from None
 
 
-def run_settings(cfg, questions: list[Question]) -> dict:
-    """What made this output dir: the result-changing settings and the scoring prompt's hash.
-    The question list is not part of it (questions are identified by id: a longer list or another
-    ``limit`` resumes and adds the new ids)."""
-    s = {k: cfg[k] for k in RESULT_KEYS}
-    s["judge_prompt_sha256"] = hashlib.sha256(SRLM_JUDGE_PROMPT.encode()).hexdigest()[:16]
-    return s
-
-
-def check_settings(out: Path, settings: dict) -> None:
-    """Write ``settings.json`` on the first run; refuse a rerun whose settings differ."""
-    path = out / "settings.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-        if diff:
-            detail = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in diff)
-            raise ConfigError(f"output_dir={out} was made with other settings ({detail}); "
-                              f"use a new output_dir or the same settings")
-        return
-    if psr_dist.is_rank0():
-        path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+def validate(cfg) -> SRLMConfig:
+    """Every setting and input, before anything is loaded or written (one-line errors)."""
+    O.check_output_dir(cfg.output_dir)
+    O.check_positive(cfg, "num_samples", "score_samples", "max_new_tokens_solution", "max_new_tokens_judge",
+                     "questions_in_flight")
+    O.check_positive(cfg, "limit", allow_none=True)
+    O.check_temperature(cfg, "temperature", "judge_temperature")
+    O.check_probability(cfg, "top_p", "judge_top_p", open_low=True)
+    scfg = srlm_config(cfg)
+    if cfg.backend not in ("native", "vllm", "auto"):
+        raise ConfigError(f"backend must be native, vllm or auto, got {cfg.backend!r}")
+    if cfg.model_dir != TINY:
+        O.check_model_dir(cfg.model_dir)
+    if cfg.hub_dataset is None:
+        if cfg.questions is None:
+            raise ConfigError("questions: required (a jsonl path or builtin:N), or set hub_dataset=<name>")
+        if not str(cfg.questions).startswith("builtin:"):
+            path = _resolve_questions_path(cfg)
+            if not path.exists():
+                raise ConfigError(f"questions={cfg.questions}: no such file (also looked in {_data_dir(cfg)})")
+            O.check_input_file(path, "questions")
+    return scfg
 
 
 def check_context(cfg, model_dir: str, tok: Any, questions: list[Question]) -> None:
@@ -336,8 +337,6 @@ def _done_ids(recs: list[dict], retry_failed: bool) -> set[str]:
 
 def _prepare_model(cfg, out: Path) -> str:
     if cfg.model_dir != TINY:
-        if not Path(cfg.model_dir).exists():
-            raise ConfigError(f"model_dir={cfg.model_dir!r}: no such directory")
         return cfg.model_dir
     path = out / "tiny_model"
     if psr_dist.is_rank0():
@@ -359,21 +358,28 @@ def _run_token() -> str:
 def main(cfg) -> dict | None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     t0 = time.time()
-    scfg = srlm_config(cfg)
-    if cfg.backend not in ("native", "vllm", "auto"):
-        raise ConfigError(f"backend must be native, vllm or auto, got {cfg.backend!r}")
+    scfg = validate(cfg)
     if cfg.cpu_threads:
         import torch
 
         torch.set_num_threads(int(cfg.cpu_threads))
-    questions, skipped = load_questions(cfg)
     out = Path(cfg.output_dir)
     device = psr_dist.default_device(cfg.device)
     psr_dist.init_distributed(device)
     rank, world = psr_dist.get_rank(), psr_dist.get_world_size()
+    tiny = cfg.model_dir == TINY
+    qfile = None
+    if cfg.hub_dataset is None and not str(cfg.questions).startswith("builtin:"):
+        qfile = _resolve_questions_path(cfg)
+    O.claim_output_dir(
+        "srlm_search", cfg, models={} if tiny else {"model_dir": cfg.model_dir}, inputs={"questions": qfile},
+        ignore={"model_dir", "questions"}, data_dirs={"data_dir": cfg.data_dir} if cfg.data_dir else None,
+        extra={"model": f"tiny (seed {cfg.seed}), built in output_dir" if tiny else "model_dir",
+               "questions": cfg.questions if qfile is None else "file",
+               "judge_prompt_sha256": hashlib.sha256(SRLM_JUDGE_PROMPT.encode()).hexdigest()[:16]})
+    questions, skipped = load_questions(cfg)
     shard_dir = out / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
-    check_settings(out, run_settings(cfg, questions))
     token = _run_token()
     model_dir = _prepare_model(cfg, out)
     mine = psr_dist.shard(questions, rank, world)
@@ -432,11 +438,21 @@ def main(cfg) -> dict | None:
     if psr_dist.is_rank0():
         metas = _wait_for_ranks(shard_dir, world, token, cfg.merge_timeout_s)
         summary = merge(cfg, out, questions, skipped, metas, time.time() - t0)
-        psr_dist.print0(
-            f"srlm_search: wrote {summary['pairs']} pairs for {summary['srlm']['questions_ok']} questions to "
-            f"{out / 'pairs.jsonl'} ({summary['srlm']['questions_failed']} failed)"
-        )
+    # No collective here: ranks finish at different times; rank 0 waited on the done-markers.
     psr_dist.destroy()
+    if summary is not None:
+        sr = summary["srlm"]
+        line = (f"{summary['pairs']} pairs from {sr['questions_ok']} of {len(questions)} questions "
+                f"(no pair: {sr['no_pair_reasons']}) -> {out / 'pairs.jsonl'}, {out / 'trace.jsonl'}, "
+                f"{out / 'summary.md'}")
+        O.finish("srlm_search", line)
+        if sr["questions_failed"]:
+            err = O.RunFailed(f"srlm_search: {sr['questions_failed']} of {len(questions)} questions failed (reasons "
+                              f"in {out / 'failures.jsonl'}); everything else is written; the same command retries them")
+            err.summary = summary  # type: ignore[attr-defined]
+            raise err
+    elif n_failed:
+        raise O.RunFailed(f"srlm_search: {n_failed} questions of rank {rank} failed (see rank 0's failures.jsonl)")
     return summary
 
 
@@ -473,6 +489,8 @@ def merge(cfg, out: Path, questions: list[Question], skipped: list[dict], metas:
     pairs = [p for rec in ordered for p in rec.get("pairs", [])]
     write_jsonl(out / "pairs.jsonl", pairs)
     write_jsonl(out / "trace.jsonl", ({k: v for k, v in rec.items() if k != "pairs"} for rec in ordered))
+    write_jsonl(out / "failures.jsonl", ({"id": rec["id"], "error": rec.get("error")} for rec in ordered
+                                         if rec.get("status") != "ok"))
     srlm = summarize(SRLMResult.from_trace(rec) for rec in ordered)
     backends = sorted({(m["backend"], m["backend_version"]) for m in metas if m.get("backend")})
     tokens_now = sum(m.get("tokens_generated", 0) for m in metas)

@@ -46,6 +46,14 @@ def judge(question, response, k):
     return "Wrong sum. Score: 1"
 
 
+MODEL = {}
+
+
+@pytest.fixture(autouse=True)
+def _model(tiny_model_dir):
+    MODEL["dir"] = tiny_model_dir  # a real HF dir for the input checks; the scripted generator ignores it
+
+
 def run(tmp_path, out, extra=(), gen=None, monkeypatch=None):
     import psr.generation.factory as factory
     from psr.config import load_config
@@ -56,7 +64,7 @@ def run(tmp_path, out, extra=(), gen=None, monkeypatch=None):
     gen = gen or ScoringGenerator(solve, judge)
     monkeypatch.setattr(factory, "make_generator", lambda *a, **k: gen)
     mod = load_recipe("srlm_search")
-    cfg = load_config(mod.SrlmSearchConfig, CONFIG, [f"questions={qfile}", f"model_dir={tmp_path}", f"output_dir={out}",
+    cfg = load_config(mod.SrlmSearchConfig, CONFIG, [f"questions={qfile}", f"model_dir={MODEL['dir']}", f"output_dir={out}",
                                                       "num_samples=3", "score_samples=2", "questions_in_flight=2",
                                                       "cpu_threads=null", *extra])
     return mod.main(cfg), gen
@@ -90,7 +98,10 @@ def test_pairs_trace_and_summary_are_exact(tmp_path, monkeypatch):
     assert summary["backend"] == ["scripted-srlm"]
     assert json.loads((out / "summary.json").read_text())["pairs"] == 4
     assert "| pairs | 4 |" in (out / "summary.md").read_text()
-    assert json.loads((out / "settings.json").read_text())["num_samples"] == 3
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["recipe"] == "srlm_search" and manifest["settings"]["num_samples"] == 3
+    assert set(manifest["inputs"]) == {"questions"} and set(manifest["models"]) == {"model_dir"}
+    assert (out / "failures.jsonl").read_text() == ""
 
 
 def test_step_dpo_pair_loader_reads_the_output_with_the_sampling_prompt(tmp_path, monkeypatch, tiny_model_dir):
@@ -162,11 +173,15 @@ def test_other_settings_in_the_same_output_dir_are_refused_naming_the_key(tmp_pa
     run(tmp_path, out, monkeypatch=monkeypatch)
     with pytest.raises(ConfigError, match=r"num_samples: 3 -> 4"):
         run(tmp_path, out, ["num_samples=4"], monkeypatch=monkeypatch)
-    with pytest.raises(ConfigError, match="seed"):
+    with pytest.raises(ConfigError, match="seed: 0 -> 1"):
         run(tmp_path, out, ["seed=1"], monkeypatch=monkeypatch)
-    # a longer question list is not a settings change
+    # another limit is not a settings change
     summary, _ = run(tmp_path, out, ["limit=5"], monkeypatch=monkeypatch)
     assert summary["this_run"]["questions_searched"] == 0
+    # overwrite=true replaces the dir
+    summary, _ = run(tmp_path, out, ["num_samples=2", "overwrite=true"], monkeypatch=monkeypatch)
+    assert summary["this_run"]["questions_searched"] == 5
+    assert json.loads((out / "manifest.json").read_text())["settings"]["num_samples"] == 2
 
 
 def test_config_errors_name_the_key(tmp_path, monkeypatch):
@@ -180,20 +195,42 @@ def test_config_errors_name_the_key(tmp_path, monkeypatch):
         run(tmp_path, tmp_path / "c", ["backend=hf"], monkeypatch=monkeypatch)
 
 
-def test_a_failing_question_is_recorded_and_retried_on_request(tmp_path, monkeypatch):
+def test_a_failing_question_is_recorded_the_run_fails_and_a_rerun_retries_it(tmp_path, monkeypatch):
+    from psr.outputs import RunFailed
+
     broken = {"on": True}
     gen = ScoringGenerator(solve, judge, fail_on=lambda p: broken["on"] and "1 + 5" in p)
     out = tmp_path / "o"
-    s1, _ = run(tmp_path, out, gen=gen, monkeypatch=monkeypatch)
+    with pytest.raises(RunFailed, match=r"1 of 5 questions failed") as e:
+        run(tmp_path, out, gen=gen, monkeypatch=monkeypatch)
+    s1 = e.value.summary
     trace = read(out / "trace.jsonl")
     assert [t["status"] for t in trace] == ["ok", "ok", "error", "ok", "ok"] and "scripted failure" in trace[2]["error"]
     assert s1["srlm"]["failed_ids"] == ["q2"] and s1["pairs"] == 3
-    s2, _ = run(tmp_path, out, gen=gen, monkeypatch=monkeypatch)
-    assert s2["this_run"]["questions_searched"] == 0
+    assert [f["id"] for f in read(out / "failures.jsonl")] == ["q2"]
+    # group (q2, q3) failed as a batch, then q2 failed alone and q3 ran alone (policy + judge)
+    assert len(gen.calls) == 2 + (1 + 1 + 2) + 2
+    with pytest.raises(RunFailed):  # retry_failed=false keeps the error record: nothing is searched
+        run(tmp_path, out, ["retry_failed=false"], gen=gen, monkeypatch=monkeypatch)
+    assert len(gen.calls) == 8
     broken["on"] = False
-    s3, _ = run(tmp_path, out, ["retry_failed=true"], gen=gen, monkeypatch=monkeypatch)
+    s3, _ = run(tmp_path, out, gen=gen, monkeypatch=monkeypatch)
     assert s3["this_run"]["questions_searched"] == 1 and s3["srlm"]["questions_failed"] == 0 and s3["pairs"] == 4
     assert [t["status"] for t in read(out / "trace.jsonl")] == ["ok"] * 5
+    assert (out / "failures.jsonl").read_text() == ""
+
+
+def test_malformed_input_lines_are_errors_unless_skipped(tmp_path, monkeypatch):
+    from psr.data.jsonl import DataError
+
+    (tmp_path / "questions.jsonl").write_text('{"id": "a", "problem": "What is 2 + 2?"}\n{not json\n'
+                                              '{"id": "b"}\n{"id": "a", "problem": "What is 9 + 1?"}\n')
+    with pytest.raises(DataError, match=r"questions\.jsonl:2: not valid JSON"):
+        run(tmp_path, tmp_path / "o", monkeypatch=monkeypatch)
+    summary, _ = run(tmp_path, tmp_path / "p", ["skip_bad_lines=true"], monkeypatch=monkeypatch)
+    assert [t["id"] for t in read(tmp_path / "p" / "trace.jsonl")] == ["a"]
+    assert [(x["where"].rsplit(":", 1)[1], x["reason"].split(" ")[0]) for x in summary["skipped_inputs"]] == [
+        ("2", "not"), ("3", "no"), ("4", "duplicate")]
 
 
 def test_settings_that_overflow_the_models_context_are_refused(tmp_path, tiny_model_dir):
