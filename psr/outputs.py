@@ -512,7 +512,7 @@ def _read_manifest(path: Path) -> Optional[dict]:
 
 
 def claim_model_dir(path: str | os.PathLike, writer: str, identity: Mapping[str, Any],
-                    overwrite: bool = False) -> bool:
+                    overwrite: bool = False, record: bool = True) -> bool:
     """Before a command writes a model dir at ``path``: True when ``path`` already holds the
     finished output of the same writer and identity (reuse it), False when it may be written
     (empty, missing, or its own unfinished or ``overwrite``); ConfigError for a non-empty dir it
@@ -540,8 +540,9 @@ def claim_model_dir(path: str | os.PathLike, writer: str, identity: Mapping[str,
         else:
             raise ConfigError(f"{p}: not empty and not written by {writer}; not writing a model there "
                               "(choose another dir, or overwrite)")
-    p.mkdir(parents=True, exist_ok=True)
-    (p / MANIFEST).write_text(json.dumps({"written_by": writer, "identity": dict(identity), "complete": False}) + "\n")
+    if record:  # (record=False: only check, e.g. before a download that may still fail)
+        p.mkdir(parents=True, exist_ok=True)
+        (p / MANIFEST).write_text(json.dumps({"written_by": writer, "identity": dict(identity), "complete": False}) + "\n")
     return False
 
 

@@ -40,8 +40,11 @@ DPO do with a perfect judge. Copy a run's ``data`` and ``stages/{m0,m1}*`` into 
 reuse its M1.
 
 Re-running the same command skips finished stages (``output_dir/stages/<stage>.done``); a stage
-killed midway is run again with the recipe's own resume (training recipes get
-``resume_from_checkpoint=true``, search and eval skip finished ids).
+killed midway is run again with the recipe's own resume (training recipes continue their
+checkpoint, search and eval skip finished ids). ``output_dir/manifest.json`` records the
+pipeline's settings (psr/outputs.py; ``iterations`` may grow): a re-run with other ones is refused
+with the keys that differ (``overwrite=true`` starts over), and every stage's own manifest
+refuses to mix a different run into its dir.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from typing import Any, Optional
 from omegaconf import MISSING, OmegaConf
 from tqdm import tqdm
 
+from psr import outputs as O
 from psr.config import ConfigError, recipe_main
 from psr.data.jsonl import read_jsonl, write_jsonl
 
@@ -67,7 +71,7 @@ class StageError(RuntimeError):
 
 
 @dataclass
-class PipelineConfig:
+class PipelineConfig(O.RunKeys):
     output_dir: str = MISSING
     seed: int = 0
     # Where M0 and the SFT data come from:
@@ -407,6 +411,13 @@ def main(cfg: Any) -> Path:
         for key in ("base_model", "questions"):
             if not cfg[key]:
                 raise ConfigError(f"{key}: required with source=recipes")
+    O.check_output_dir(cfg.output_dir)
+    base = cfg.base_model if cfg.source == "recipes" and cfg.base_model and Path(cfg.base_model).is_dir() else None
+    O.claim_output_dir("pipeline", cfg, models={"base_model": base} if base else {},
+                       ignore={"iterations", "questions_per_iteration", "eval_tts", "tts_limit", "eval_headroom",
+                               "launcher", "base_model", "questions"},
+                       inputs={"questions": _questions_file(cfg)} if cfg.source == "recipes" else {},
+                       extra={"base_model": cfg.base_model if base is None else "model dir"})
     p = Pipeline(cfg)
     t0 = time.time()
     steps = [("data", p.stage_data), ("train", p.stage_train), ("eval", p.stage_eval), ("report", p.stage_report)]
@@ -420,9 +431,23 @@ def main(cfg: Any) -> Path:
             bar.close()
             print(f"error: {e}", file=sys.stderr, flush=True)
             sys.exit(1)
-    print(f"pipeline: done in {time.time() - t0:.0f} s; report: {report}", flush=True)
     print(Path(report).read_text(), flush=True)
+    O.finish("pipeline", f"done in {time.time() - t0:.0f} s -> report {report}, models in {p.stages}/*/final")
     return Path(report)
+
+
+def _questions_file(cfg: Any) -> Optional[Path]:
+    """source=recipes: the questions file as the data stage resolves it (None: not found yet;
+    the data stage names it)."""
+    if not cfg.questions:
+        return None
+    path = Path(cfg.questions)
+    if path.exists():
+        return path
+    from psr.data.benchmarks import resolve_data_dir
+
+    alt = resolve_data_dir(cfg.data_dir) / cfg.questions
+    return alt if alt.exists() else None
 
 
 if __name__ == "__main__":

