@@ -49,8 +49,9 @@ parameter other than the defaults (``temperature``, ``top_p``; also ``stop``), e
 For a reasoning model the body has ``max_completion_tokens`` (``max_completion_tokens`` if set,
 else the call's ``max_new_tokens``: give reasoning models a budget that leaves room for their
 hidden reasoning, OpenAI suggests at least 25,000), no ``temperature`` / ``top_p`` / ``stop``
-(stop strings are still applied client-side), and ``reasoning_effort`` when set. The sampling
-settings of the call are ignored (logged once). Reasoning tokens reported in ``usage`` are put in
+(stop strings are still applied client-side), no ``n`` (one choice per request: o1-preview and
+o1-mini accepted only n=1; ``n`` samples are ``n`` requests with seeds ``seed, seed+1, ...``),
+and ``reasoning_effort`` when set. The sampling settings of the call are ignored (logged once). Reasoning tokens reported in ``usage`` are put in
 ``extra["reasoning_tokens"]`` (shared over the choices, like ``n_tokens``).
 """
 
@@ -216,7 +217,9 @@ class HttpGenerator:
         raise HttpGeneratorError(f"POST {self.url}: failed after {self.max_retries + 1} attempts; last error {last}")
 
     def _body(self, prompt: str, n: int, params: SamplingParams, stop: list[str], seed: Optional[int]) -> dict:
-        body: dict[str, Any] = {"model": self.model, "n": n}
+        body: dict[str, Any] = {"model": self.model}
+        if not self.reasoning:
+            body["n"] = n
         if self.reasoning:
             # no sampling parameters, no max_tokens, no stop (applied client-side): see the docstring
             body["max_completion_tokens"] = self.max_completion_tokens or params.max_new_tokens

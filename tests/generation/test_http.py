@@ -67,7 +67,7 @@ def server():
                 prompt = body["messages"][0]["content"]
             else:
                 prompt = body["prompt"]
-            n = body["n"] if stub.max_choices is None else min(body["n"], stub.max_choices)
+            n = body.get("n", 1) if stub.max_choices is None else min(body.get("n", 1), stub.max_choices)
             choices = []
             for i in range(n):
                 # The text echoes the prompt and the seed; "STOPHERE" tests the client-side cut,
@@ -206,13 +206,15 @@ def test_a_reasoning_model_gets_max_completion_tokens_and_no_sampling_params(ser
     params = SamplingParams(n=2, temperature=0.7, top_p=0.95, max_new_tokens=300, stop=("Step 2:",))
     with caplog.at_level("WARNING", logger="psr.generation.http"):
         out = gen.generate(["split STOPHERE", "judge"], params, seeds=[1, 2])
-    assert len(server.requests) == 2  # accepted at once: no 400, no retry
-    body = {r[2]["messages"][0]["content"]: r[2] for r in server.requests}["split STOPHERE"]
-    assert body == {"model": "o1", "n": 2, "max_completion_tokens": 300, "seed": 1,
-                    "messages": [{"role": "user", "content": "split STOPHERE"}]}
+    assert len(server.requests) == 4  # one choice per request, all accepted: no 400, no retry
+    bodies = sorted((r[2] for r in server.requests), key=lambda b: (b["messages"][0]["content"], b["seed"]))
+    assert bodies[2] == {"model": "o1", "max_completion_tokens": 300, "seed": 1,
+                         "messages": [{"role": "user", "content": "split STOPHERE"}]}
+    assert [(b["messages"][0]["content"], b["seed"]) for b in bodies] == [
+        ("judge", 2), ("judge", 3), ("split STOPHERE", 1), ("split STOPHERE", 2)]
     # the stop string is still applied, client-side
     assert out[0][0].text == "echo:split STOPHERE|seed=1|i=0 " and out[0][0].finish_reason == "stop"
-    assert out[1][1].text == "echo:judge|seed=2|i=1"
+    assert [c.text for c in out[1]] == ["echo:judge|seed=2|i=0", "echo:judge|seed=3|i=0"]
     assert [(c.n_tokens, c.extra["reasoning_tokens"]) for c in out[0]] == [(7, 5), (7, 5)]
     assert sum("temperature=0.7" in r.message for r in caplog.records) == 1
 
