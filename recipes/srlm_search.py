@@ -300,7 +300,7 @@ def check_context(cfg, model_dir: str, tok: Any, questions: list[Question]) -> N
     ``max_new_tokens_judge`` must be within ``max_position_embeddings`` of ``model_dir``'s
     config.json. Yuan et al.'s prompt is ~800 tokens for a tokenizer that never saw it (the arith
     world's BPE, 512 positions): without this check the model would silently score garbage.
-    Skipped without a tokenizer or a config.json (e.g. an HTTP or scripted generator)."""
+    Run before the generator is built (an engine start is not spent on settings that cannot work)."""
     path = Path(model_dir) / "config.json"
     if tok is None or not questions or not path.is_file():
         return
@@ -384,6 +384,10 @@ def main(cfg) -> dict | None:
     model_dir = _prepare_model(cfg, out)
     mine = psr_dist.shard(questions, rank, world)
 
+    if (Path(model_dir) / "config.json").is_file():  # every rank, all questions: the same verdict everywhere
+        from psr.models.hf import load_tokenizer
+
+        check_context(cfg, model_dir, load_tokenizer(model_dir), questions)
     appender = JsonlAppender(shard_dir / f"rank{rank}.jsonl")  # trims a torn last line
     psr_dist.barrier()
     done = _done_ids(_shard_records(shard_dir), cfg.retry_failed)
@@ -401,12 +405,6 @@ def main(cfg) -> dict | None:
                              expected_tokens=scfg.token_budget(len(todo)), stage="search",
                              **OmegaConf.to_container(cfg.backend_kwargs, resolve=True))
         backend_name, backend_version = gen.name, gen.version
-        try:
-            check_context(cfg, model_dir, getattr(gen, "tokenizer", None), mine)
-        except ConfigError:
-            gen.close()
-            appender.close()
-            raise
         bar = None
         if psr_dist.is_rank0():
             from tqdm import tqdm
