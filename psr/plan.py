@@ -343,7 +343,8 @@ class Plan:
             return "no verdict (" + ("CPU run: the terms are per process" if self.device != "cuda"
                                      else "pass --gpu_mem_gb for one") + ")"
         if f:
-            return f"fits: {gib(self.total)} of {gib(self.usable)} usable per GPU ({gib(self.usable - self.total)} spare)"
+            spare = gib(self.usable - self.total)
+            return f"fits: {gib(self.total)} of {gib(self.usable)} usable per GPU ({spare} spare)"
         if self.fit_problem is not None:
             return "does not fit: " + self.fit_problem
         big = self.largest
@@ -465,7 +466,8 @@ def estimate_training(
     act_ckpt = tokens * (s.layers * c * s.hidden + layer + final)
     act = act_ckpt if activation_checkpointing else act_full
     terms.append(Term("activations", act,
-                      f"{rows} rows x {T} tokens, " + ("checkpointed" if activation_checkpointing else "no checkpointing")))
+                      f"{rows} rows x {T} tokens, "
+                      + ("checkpointed" if activation_checkpointing else "no checkpointing")))
     if objective == "sft":
         K, lb, kdet = T, LOGIT_BYTES_TRAIN, "every position"
     elif objective == "dpo":
@@ -599,7 +601,8 @@ def estimate_generation(
         reserve = (nbt * (2 * s.hidden + 4 * -(-s.intermediate // tp)) * d + nseq * s.vocab * 8
                    + (int(VLLM_CUDA_GRAPHS_GIB * GIB) if device == "cuda" else 0))
         terms.append(Term("vLLM reserve", reserve,
-                          f"activations of {nbt} tokens, sampler of {nseq} sequences" + (", CUDA graphs" if device == "cuda" else "")))
+                          f"activations of {nbt} tokens, sampler of {nseq} sequences"
+                          + (", CUDA graphs" if device == "cuda" else "")))
         util = gpu_memory_utilization if gpu_memory_utilization is not None else VLLM_GPU_MEMORY_UTILIZATION
         if not 0 < util <= 1:
             raise PlanError(f"backend_kwargs.gpu_memory_utilization must be in (0, 1], got {util}")
@@ -629,7 +632,8 @@ def estimate_generation(
             if weights + reserve + (kv if kv_cache_gib is not None else 0) > avail:
                 fit_problem = (f"weights {gib(weights)} + vLLM reserve {gib(reserve)}"
                                + (f" + kv_cache_gib {gib(kv)}" if kv_cache_gib is not None else "")
-                               + f" exceed gpu_memory_utilization {util} x {gib(gpu_mem_bytes)} = {gib(avail)}; {bigger_tp}")
+                               + f" exceed gpu_memory_utilization {util} x {gib(gpu_mem_bytes)} = {gib(avail)}; "
+                               + bigger_tp)
             elif kv < max_len * kv_gpu:
                 fit_problem = (f"the KV cache {gib(kv)} holds {kv // kv_gpu} tokens, less than one max_model_len "
                                f"{max_len} sequence; {advice['KV cache']}")
@@ -725,7 +729,8 @@ def read_model_config(path: str | Path) -> dict:
     if p.is_dir() or p.suffix != ".json":  # a model dir (existing or not)
         p = p / "config.json"
     if not p.is_file():
-        raise PlanError(f"{p}: no such file (the plan needs the model's config.json: --model_dir DIR or --model_config FILE)")
+        raise PlanError(f"{p}: no such file (the plan needs the model's config.json: --model_dir DIR or "
+                        "--model_config FILE)")
     try:
         return json.loads(p.read_text())
     except (OSError, ValueError) as e:
@@ -748,7 +753,7 @@ def plan_from_config(recipe: str, config: str, overrides: Sequence[str] = (), *,
     src = model_config or model_dir
     if src is None:
         md = cfg.get("model_dir")
-        if not md or md == "__unset__" or md == "tiny":
+        if not md or "__unset__" in str(md) or md == "tiny":
             raise PlanError("no model config.json: pass --model_dir DIR or --model_config FILE "
                             "(the config's model_dir is not set)")
         src = md
@@ -780,7 +785,8 @@ def plan_from_config(recipe: str, config: str, overrides: Sequence[str] = (), *,
         in_flight = max(q * w, q * (w * (w - 1) // 2) * orders)
         plan = estimate(
             shape, recipe, backend=backend, dtype=cfg.dtype, device=device,
-            tensor_parallel_size=bk.get("tensor_parallel_size", 1), pipeline_parallel_size=bk.get("pipeline_parallel_size", 1),
+            tensor_parallel_size=bk.get("tensor_parallel_size", 1),
+            pipeline_parallel_size=bk.get("pipeline_parallel_size", 1),
             gpu_memory_utilization=bk.get("gpu_memory_utilization"), max_model_len=bk.get("max_model_len"),
             kv_cache_dtype=bk.get("kv_cache_dtype", "auto"), kv_cache_gib=bk.get("kv_cache_gib"),
             max_num_batched_tokens=bk.get("max_num_batched_tokens"), max_num_seqs=bk.get("max_num_seqs"),
@@ -819,7 +825,8 @@ def format_plan(plan: Plan) -> str:
         out.append(f"  {t.name:<{width}}{t.bytes:>18,} B {t.bytes / GIB:>8.2f} GiB   {t.detail}")
     if plan.kind == "train":
         if plan.overlap_bytes:
-            out.append(f"  {'(not held at once)':<{width}}{-plan.overlap_bytes:>18,} B {-plan.overlap_bytes / GIB:>8.2f} GiB"
+            ov = -plan.overlap_bytes
+            out.append(f"  {'(not held at once)':<{width}}{ov:>18,} B {ov / GIB:>8.2f} GiB"
                        f"   gradients vs activations + logits: one micro-batch per optimizer step")
         if plan.peak_override and plan.peak_override > sum(t.bytes for t in plan.terms) - plan.overlap_bytes:
             out.append(f"  {'(a larger peak)':<{width}}{'':>18}   {'':>8}       see the notes")
@@ -838,17 +845,24 @@ def format_plan(plan: Plan) -> str:
             out.append(f"host RAM per node: {gib(plan.total * plan.nproc_per_node)}")
     else:
         v = plan.values
-        out.append(f"KV per token: {v['kv_bytes_per_token_engine']:,} B per engine, {v['kv_bytes_per_token_gpu']:,} B "
-                   f"per GPU; the KV cache holds {v['kv_tokens']:,} tokens = {v['max_len_sequences']:,} sequences of "
-                   f"max_model_len {plan.settings['max_model_len']}"
-                   + (f" (the recipe keeps up to {v['sequences_in_flight']:,} sequences in flight; the engine queues "
-                      f"what does not fit)" if v.get("sequences_in_flight") else ""))
+        if not v["kv_tokens"] and plan.fits is None:
+            out.append(f"KV per token: {v['kv_bytes_per_token_engine']:,} B per engine, "
+                       f"{v['kv_bytes_per_token_gpu']:,} B "
+                       f"per GPU (the cache size depends on the memory given: --gpu_mem_gb)")
+        else:
+            out.append(f"KV per token: {v['kv_bytes_per_token_engine']:,} B per engine, "
+                       f"{v['kv_bytes_per_token_gpu']:,} B "
+                       f"per GPU; the KV cache holds {v['kv_tokens']:,} tokens = {v['max_len_sequences']:,} sequences "
+                       f"of max_model_len {plan.settings['max_model_len']}"
+                       + (f" (the recipe keeps up to {v['sequences_in_flight']:,} sequences in flight; the engine "
+                          f"queues what does not fit)" if v.get("sequences_in_flight") else ""))
     for n in plan.notes:
         out.append(f"note: {n}")
     if plan.gpu_mem_bytes is not None and plan.device == "cuda":
         if plan.kind == "train":
             out.append(f"GPU {gib(plan.gpu_mem_bytes)} - headroom {gib(plan.headroom_bytes)} (CUDA context + NCCL "
-                       f"{HEADROOM_FIXED_GIB:g} GiB, {HEADROOM_FRACTION:.0%} fragmentation) = {gib(plan.usable)} usable")
+                       f"{HEADROOM_FIXED_GIB:g} GiB, {HEADROOM_FRACTION:.0%} fragmentation) = "
+                       f"{gib(plan.usable)} usable")
         else:
             out.append(f"GPU {gib(plan.gpu_mem_bytes)}; outside the engine's share: {gib(plan.headroom_bytes)}")
     if plan.kind == "generate" and plan.fits:
@@ -875,7 +889,8 @@ def header_comment(plan: Plan, command: str, width: int = 100) -> list[str]:
             extra = f" (tensor_parallel_size {plan.settings['tensor_parallel_size']})"
         parts.append(f"{t.name} {t.bytes / GIB:.2f}{extra}")
     if plan.overlap_bytes:
-        parts.append(f"-{plan.overlap_bytes / GIB:.2f} (gradients fill in as activations free: one micro-batch per step)")
+        parts.append(f"-{plan.overlap_bytes / GIB:.2f} (gradients fill in as activations free: one micro-batch "
+                     "per step)")
     body = f"per GPU, GiB: {', '.join(parts)}"
     if plan.kind == "train":
         tail = f"total {plan.total / GIB:.1f} of {plan.usable / GIB:.1f} usable ({plan.gpu_mem_bytes / GIB:g} - " \

@@ -289,16 +289,20 @@ def test_cli_overrides_reach_the_plan(model_configs, capsys):
     assert "host RAM per node" in capsys.readouterr().out
 
 
+E7 = ["--config", "qwen2_5_math_7b/eval"]
+
+
 @pytest.mark.parametrize("argv,msg", [
     (["pipeline", "--config", "qwen2_5_math_7b/pipeline"], "no memory plan for recipe 'pipeline'"),
-    (["nosuch", "--config", "qwen2_5_math_7b/eval"], "no memory plan for recipe 'nosuch'"),
-    (["eval", "--config", "qwen2_5_math_7b/eval", "--model_dir", "/nonexistent/m"], "/nonexistent/m/config.json: no such file"),
-    (["eval", "--config", "qwen2_5_math_7b/eval"], "pass --model_dir DIR or --model_config FILE"),
-    (["eval", "--config", "qwen2_5_math_7b/eval", "--nnodes", "0", "--model_dir", "X"], "--nnodes must be a whole number >= 1"),
-    (["eval", "--config", "qwen2_5_math_7b/eval", "--gpu_mem_gb", "-80", "--model_dir", "X"], "--gpu_mem_gb must be > 0"),
-    (["eval", "--config", "qwen2_5_math_7b/eval", "--nproc_per_node", "two"], "invalid int value"),
+    (["nosuch", *E7], "no memory plan for recipe 'nosuch'"),
+    (["eval", *E7, "--model_dir", "/nonexistent/m"], "/nonexistent/m/config.json: no such file"),
+    (["eval", *E7], "pass --model_dir DIR or --model_config FILE"),
+    (["eval", *E7, "--nnodes", "0", "--model_dir", "X"], "--nnodes must be a whole number >= 1"),
+    (["eval", *E7, "--gpu_mem_gb", "-80", "--model_dir", "X"], "--gpu_mem_gb must be > 0"),
+    (["eval", *E7, "--nproc_per_node", "two"], "invalid int value"),
     (["eval", "--config", "nosuch/eval", "--model_dir", "X"], "config 'nosuch/eval': no such file"),
-    (["step_dpo", "--config", "qwen2_5_math_7b/step_dpo", "micro_batchsize=2", "--model_dir", "X"], "unknown key 'micro_batchsize'"),
+    (["step_dpo", "--config", "qwen2_5_math_7b/step_dpo", "micro_batchsize=2", "--model_dir", "X"],
+     "unknown key 'micro_batchsize'"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(argv, msg, capsys):
     assert main(argv) == 2
@@ -344,3 +348,14 @@ def test_committed_config_headers_state_the_current_plan_and_fit(name, tmp_path,
     assert rc == 0, printed
     assert printed == block
     assert block[-1].endswith(": fits")
+
+
+def test_estimate_rejects_nonsense_settings():
+    with pytest.raises(PlanError, match="micro_batch_size must be >= 1"):
+        estimate_training(SMALL, micro_batch_size=0)
+    with pytest.raises(PlanError, match="dtype=float16 is not supported for training"):
+        estimate_training(SMALL, dtype="float16")
+    with pytest.raises(PlanError, match="no memory plan for recipe 'pipeline'"):
+        estimate(SMALL, "pipeline")
+    with pytest.raises(PlanError, match="tensor_parallel_size=3 does not divide num_attention_heads 4"):
+        estimate_generation(SMALL, tensor_parallel_size=3)
