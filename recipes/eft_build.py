@@ -147,17 +147,20 @@ def validate(cfg) -> None:
     O.check_non_negative(cfg, "max_pairs_per_question", "exploration_constant")
     O.check_temperature(cfg, "temperature", "judge_temperature")
     O.check_probability(cfg, "top_p", "judge_top_p", open_low=True)
+
+
+def check_inputs(cfg) -> None:
+    """The input file and the component model dirs, before anything is loaded or written. A
+    model dir under output_dir is this run's own (psr.eft.tiny_generator builds it there); any
+    other is an input: it must be a model dir, and it is only read."""
     O.check_input_file(resolve_data_path(cfg.input, cfg.data_dir), "input")
-    out = Path(cfg.output_dir).resolve()
     for key, path in component_model_dirs(cfg).items():
-        p = Path(path)
-        tiny = cfg[key.split(".")[0]]["_component_"] == "psr.eft.tiny_generator"
-        if tiny and not p.exists():
-            if out not in p.resolve().parents:
-                raise ConfigError(f"{key}={path}: does not exist; psr.eft.tiny_generator builds a tiny model only "
-                                  "under output_dir (e.g. ${output_dir}/tiny_model), an existing dir is used read-only")
-        else:
-            O.check_model_dir(path, key)
+        if _in_output(cfg, path):
+            continue
+        if cfg[key.split(".")[0]]["_component_"] == "psr.eft.tiny_generator" and not Path(path).exists():
+            raise ConfigError(f"{key}={path}: does not exist; psr.eft.tiny_generator builds a tiny model only "
+                              "under output_dir (e.g. ${output_dir}/tiny_model), an existing dir is used read-only")
+        O.check_model_dir(path, key)
     try:
         mcts_config(cfg)
     except ValueError as e:
@@ -174,9 +177,8 @@ def component_model_dirs(cfg) -> dict[str, str]:
     return out
 
 
-def _tiny_in_output(cfg, key: str, path: str) -> bool:
-    out = Path(cfg.output_dir).resolve()
-    return cfg[key.split(".")[0]]["_component_"] == "psr.eft.tiny_generator" and out in Path(path).resolve().parents
+def _in_output(cfg, path: str) -> bool:
+    return Path(cfg.output_dir).resolve() in Path(path).resolve().parents
 
 
 def mcts_config(cfg) -> MCTSConfig:
@@ -349,12 +351,13 @@ def _main(cfg) -> dict:
     D.init_distributed()
     out = Path(cfg.output_dir)
     dirs = component_model_dirs(cfg)
+    check_inputs(cfg)
     O.claim_output_dir(
-        "eft_build", cfg, models={k: p for k, p in dirs.items() if not _tiny_in_output(cfg, k, p)},
+        "eft_build", cfg, models={k: p for k, p in dirs.items() if not _in_output(cfg, p)},
         inputs={"input": resolve_data_path(cfg.input, cfg.data_dir)},
         ignore={"input", *dirs, "judge_batch_pairs"},
         data_dirs={"data_dir": cfg.data_dir} if cfg.data_dir else None,
-        extra={k: ("tiny, built in output_dir" if _tiny_in_output(cfg, k, p) else "model dir") for k, p in dirs.items()})
+        extra={k: ("built in output_dir" if _in_output(cfg, p) else "model dir") for k, p in dirs.items()})
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     questions = load_questions(cfg)
