@@ -84,7 +84,10 @@ Training terms (per GPU; psr.training.fsdp: FSDP2 ``fully_shard`` per block then
   and "activations + logits". With accumulation the gradients of earlier micro-batches are held
   during the next forward and both count. (Measured, one process, fp32, a 55M llama on CPU, the
   second step's RSS high-water mark above parameters + optimizer state: 754 / 405 / 694 / 865 MiB
-  for 2x512 / 2x512 checkpointed / 1x1024 / 1x2048 checkpointed; this plan: 733 / 441 / 693 / 872.)
+  for 2x512 / 2x512 checkpointed / 1x1024 / 1x2048 checkpointed; this plan: 733 / 441 / 693 / 872.
+  The same model under FSDP2 with 2 gloo processes, 2x512: per-rank peak RSS above a bare
+  torch+gloo process 1,461 / 1,484 MiB, of which ~211 MiB is the full model that script built on
+  every rank before sharding; this plan: 1,332 MiB.)
 * The optimizer step (activations freed, blocks resharded): parameters + gradients + optimizer
   state + on CUDA one moment-sized temporary of AdamW's foreach path; the verdict uses it when it
   is the larger peak.
@@ -107,8 +110,9 @@ One engine per rank (``--nnodes`` x ``--nproc_per_node`` engines), each on
 * vLLM's non-KV reserve: the profiling forward's activations
   ``max_num_batched_tokens x (2H + 4I/tp) x d`` (residual + normed hidden, gate/up/act of the
   MLP), the sampler's fp32 logits and probabilities ``max_num_seqs x V x 8``, and 1 GiB for CUDA
-  graphs (defaults 16,384 tokens / 1,024 sequences: vLLM's offline ``LLM`` on an 80 GB GPU;
-  overridable through ``backend_kwargs``).
+  graphs. vLLM's defaults for these two limits differ between versions and GPUs; the plan
+  assumes the generous end, 16,384 tokens / 1,024 sequences (about 3-5 GiB here); set
+  ``backend_kwargs.max_num_batched_tokens`` / ``max_num_seqs`` to plan with yours.
 * KV cache = ``gpu_memory_utilization`` (vLLM's 0.92 unless ``backend_kwargs`` sets it) x GPU
   - weights - reserve, or ``kv_cache_gib`` when given. Per token: ``2 x L x kv_heads x head_dim
   x kv bytes`` per engine; per GPU ``2 x (L/pp) x max(1, kv_heads/tp) x head_dim x kv bytes``
