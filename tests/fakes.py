@@ -276,3 +276,39 @@ def build_varied_model_dir(path):
     sd["model.embed_tokens.weight"][AutoTokenizer.from_pretrained(path).eos_token_id] *= 1.8
     save_file(sd, str(path / "model.safetensors"), metadata={"format": "pt"})
     return path
+
+
+def run_cmd(cmd, timeout_s: float, env=None, cwd=None):
+    """``subprocess.run(cmd, capture_output=True, text=True)`` for the commands recipe tests
+    launch (torchrun, ``psr run``, a recipe script), robust to a slow or busy machine.
+
+    ``timeout_s`` is only a hang guard, never a speed assertion: it is multiplied by
+    ``$PSR_TEST_TIMEOUT_SCALE`` (default 1; raise it on a slower machine instead of editing
+    tests). The command runs in its own process group, and on timeout (or if the test is
+    interrupted) the whole group is killed: torchrun's ranks and vLLM's workers too, which
+    ``subprocess.run`` would leave running to slow down every later test. A timeout fails the
+    test naming the command, the limit and the output so far."""
+    import os
+    import signal
+    import subprocess
+
+    import pytest
+
+    limit = timeout_s * float(os.environ.get("PSR_TEST_TIMEOUT_SCALE", "1"))
+    cmd = [str(c) for c in cmd]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{' '.join(cmd[:8])} ... did not finish within {limit:.0f} s (timeout {timeout_s} s x "
+                    f"PSR_TEST_TIMEOUT_SCALE); killed its process group\nstdout tail:\n{out[-2000:]}\n"
+                    f"stderr tail:\n{err[-3000:]}", pytrace=False)
+    finally:
+        try:  # anything the command left behind in its group (or an interrupted test's command)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)

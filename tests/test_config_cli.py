@@ -1,5 +1,4 @@
 import json
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +9,7 @@ from omegaconf import MISSING
 
 from psr import cli
 from psr.config import ConfigError, instantiate, load_config, parse_argv, resolve_config_path
+from fakes import run_cmd
 
 ASSETS = Path(__file__).parent / "assets"
 ECHO = ASSETS / "echo_recipe.py"
@@ -87,8 +87,7 @@ def test_split_run_args_separates_torchrun_options():
 def _run(args, cwd, env=None):
     import os
 
-    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=240,
-                          env=None if env is None else {**os.environ, **env})
+    return run_cmd(args, 600, cwd=cwd, env=None if env is None else {**os.environ, **env})
 
 
 def test_psr_run_in_process(tmp_path, repo_root):

@@ -1,7 +1,6 @@
 """The loop's headroom: candidates sampled at the first wrong step of each greedy failure."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from psr.arith.headroom import first_wrong_step, headroom, write_headroom
 from psr.data.jsonl import write_jsonl
 from psr.generation.base import Completion
 from psr.search import derive_seed
+from fakes import run_cmd
 
 REPO = Path(__file__).resolve().parents[2]
 S1 = "Tom has 3 * 12 = 36 apples."
@@ -83,10 +83,9 @@ def test_command_line_writes_the_summary_and_the_candidates_with_a_real_model(tm
                                                              intermediate_size=64))
     write_jsonl(tmp_path / "problems.jsonl", [apples.to_dict()])
     write_jsonl(tmp_path / "items.jsonl", [_rec("hand-1", f"Step 1: {S1}\nStep 2: {S2_WRONG}")])
-    p = subprocess.run([sys.executable, "-m", "psr.arith", "headroom", "--model", str(model), "--problems",
-                        str(tmp_path / "problems.jsonl"), "--greedy", str(tmp_path / "items.jsonl"), "--out",
-                        str(tmp_path / "out"), "--width", "3", "--max-new-tokens", "8"],
-                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    p = run_cmd([sys.executable, "-m", "psr.arith", "headroom", "--model", str(model), "--problems",
+                 str(tmp_path / "problems.jsonl"), "--greedy", str(tmp_path / "items.jsonl"), "--out",
+                 str(tmp_path / "out"), "--width", "3", "--max-new-tokens", "8"], 600, cwd=REPO)
     assert p.returncode == 0, p.stderr[-2000:]
     summary = json.loads((tmp_path / "out" / "headroom.json").read_text())
     assert (summary["failures"], summary["located"], summary["width"], summary["temperature"]) == (1, 1, 3, 0.5)

@@ -4,7 +4,6 @@ exact filter counts, both-order records, split, resume, bad input."""
 import json
 import os
 import shutil
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from psr.config import ConfigError, load_config
 from psr.data.schemas import load_eft
 from psr.eft import ScriptedTeacher
-from fakes import load_recipe
+from fakes import load_recipe, run_cmd
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "eft_build.py"
@@ -131,8 +130,8 @@ def test_bad_input_and_config_errors(tmp_path):
         _run(tmp_path / "o", config=str(no_prm))
     with pytest.raises(ConfigError, match="rollout_value"):
         _run(tmp_path / "o", "rollout_value=max")
-    p = subprocess.run([sys.executable, str(RECIPE), "--config", "tiny/eft_build", f"output_dir={tmp_path / 'o'}",
-                        "pair_margn=0.1"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    p = run_cmd([sys.executable, str(RECIPE), "--config", "tiny/eft_build", f"output_dir={tmp_path / 'o'}",
+                 "pair_margn=0.1"], 300, cwd=REPO)
     assert p.returncode == 2 and "unknown key 'pair_margn'" in p.stderr
 
 
@@ -140,10 +139,10 @@ def test_bad_input_and_config_errors(tmp_path):
 def test_torchrun_two_ranks_match_one_process(tiny_run, tmp_path, data_dir, tiny_model_dir):
     full, _ = tiny_run
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    p = subprocess.run(
+    p = run_cmd(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(RECIPE),
          "--config", "tiny/eft_build", f"output_dir={tmp_path}", f"data_dir={data_dir}",
-         f"policy.model_dir={tiny_model_dir}"], cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+         f"policy.model_dir={tiny_model_dir}"], 900, cwd=REPO, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
     for name in ("eft_train.jsonl", "eft_test.jsonl"):
         assert (tmp_path / name).read_text() == (full / name).read_text()

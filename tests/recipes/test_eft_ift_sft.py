@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from psr.models.tiny import build_tiny_model_dir
 from psr.training.loop import SimulatedKill
 from psr.training.metrics import read_metrics
 from psr.training.sft_data import write_tiny_sft_data
-from fakes import load_recipe
+from fakes import load_recipe, run_cmd
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "eft_ift_sft.py"
@@ -140,7 +139,7 @@ def test_two_processes_match_one_process_at_the_same_global_batch(assets, tmp_pa
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(RECIPE), *args, f"output_dir={tmp_path / 'two'}"]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    r = run_cmd(cmd, 600, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     mod = load_recipe("eft_ift_sft")
     one = mod.main(load_config(mod.EftIftSftConfig, None, args + [f"output_dir={tmp_path / 'one'}"]))

@@ -1,20 +1,19 @@
 """The eval recipe end to end on a tiny random model (tiny/eval config)."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from psr.config import load_config
-from fakes import load_recipe
+from fakes import load_recipe, run_cmd
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run(args, cwd=REPO, timeout=300):
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+def _run(args, cwd=REPO, timeout=600):
+    return run_cmd([sys.executable, *args], timeout, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ tiny random model), resume after a killed run, torchrun sharding, bad input."""
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 
 from psr.config import load_config
 from psr.data.schemas import load_ift
-from fakes import load_recipe
+from fakes import load_recipe, run_cmd
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "ift_build.py"
@@ -113,8 +112,8 @@ def test_bad_input_names_file_and_line(tmp_path):
     with pytest.raises(ift_build.DataError, match=rf"{bad}:3: duplicate id 't0' \(first at line 1\)"):
         _run(tmp_path / "o3", f"input={bad}")
     # through the command line: one error line, exit status 2
-    p = subprocess.run([sys.executable, str(RECIPE), "--config", "tiny/ift_build", f"output_dir={tmp_path / 'o4'}",
-                        f"input={bad}"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    p = run_cmd([sys.executable, str(RECIPE), "--config", "tiny/ift_build", f"output_dir={tmp_path / 'o4'}",
+                 f"input={bad}"], 300, cwd=REPO)
     assert p.returncode == 2 and f"{bad}:3: duplicate id" in p.stderr
 
 
@@ -134,10 +133,10 @@ def test_torchrun_two_ranks_match_one_process(tmp_path, data_dir):
     _run(one, "limit=30", f"data_dir={data_dir}")
     two = tmp_path / "two"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    p = subprocess.run(
+    p = run_cmd(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(RECIPE), "--config", "tiny/ift_build", f"output_dir={two}", "limit=30", f"data_dir={data_dir}"],
-        cwd=REPO, capture_output=True, text=True, timeout=180, env=env,
+        600, cwd=REPO, env=env,
     )
     assert p.returncode == 0, p.stderr[-3000:]
     assert (two / "ift.jsonl").read_text() == (one / "ift.jsonl").read_text()

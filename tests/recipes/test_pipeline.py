@@ -1,18 +1,18 @@
 """The iteration pipeline: config validation (fast) and the whole loop on the smoke config (slow)."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from fakes import run_cmd
+
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run(args, timeout=1800):
-    return subprocess.run([sys.executable, "-m", "psr.cli", "run", "pipeline", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+def _run(args, timeout=600):
+    return run_cmd([sys.executable, "-m", "psr.cli", "run", "pipeline", *args], timeout, cwd=REPO)
 
 
 def test_pipeline_configs_validate_and_bad_keys_are_named(tmp_path):
@@ -95,7 +95,7 @@ def test_headroom_samples_like_the_iterations_search_config_and_its_overrides(tm
 @pytest.mark.slow
 def test_smoke_pipeline_runs_every_stage_and_resumes(tmp_path):
     out = tmp_path / "run"
-    p = _run(["--config", "arith/pipeline_smoke", f"output_dir={out}"])
+    p = _run(["--config", "arith/pipeline_smoke", f"output_dir={out}"], timeout=2400)  # ~6 min on 2 busy cores
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     stages = {f.stem for f in (out / "stages").glob("*.done")}
     assert stages >= {"data", "m0", "m1", "search_1", "dpo_1", "eval_M0", "eval_M1", "eval_M2",

@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from psr.models.tiny import build_tiny_model_dir
 from psr.training.loop import SimulatedKill
 from psr.training.metrics import read_metrics
 from psr.training.prm import PRMScorer
-from fakes import load_recipe
+from fakes import load_recipe, run_cmd
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "prm_train.py"
@@ -103,7 +102,7 @@ def test_two_processes_match_one_process_at_the_same_global_batch(assets, tmp_pa
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(RECIPE), *args, f"output_dir={tmp_path / 'two'}"]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    r = run_cmd(cmd, 900, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     mod = load_recipe("prm_train")
     one = mod.main(load_config(mod.PrmTrainConfig, None, args + [f"output_dir={tmp_path / 'one'}"]))

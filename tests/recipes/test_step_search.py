@@ -5,14 +5,12 @@ union of the shards without duplicates, bad inputs skipped, the tiny config as s
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from fakes import build_verdict_model_dir, load_recipe
+from fakes import build_verdict_model_dir, load_recipe, run_cmd
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "step_search.py"
@@ -124,21 +122,41 @@ def test_rerun_on_a_finished_output_dir_searches_nothing_and_keeps_the_output(re
     assert (out / "pairs.jsonl").read_bytes() == (ref / "pairs.jsonl").read_bytes()
 
 
+# A child that runs a recipe as __main__ and SIGKILLs itself right after its rank-0 shard holds
+# PSR_TEST_SIGKILL_AFTER complete records plus the torn first half of another line. The kill lands
+# at the same point however busy the machine is; polling the shard from the test and killing
+# from outside raced the child (on a loaded machine it wrote several records, or all of them,
+# between two polls).
+SIGKILL_CHILD = r"""
+import os, runpy, signal, sys
+from psr.data.jsonl import JsonlAppender
+after = int(os.environ["PSR_TEST_SIGKILL_AFTER"])
+write = JsonlAppender.write
+written = []
+def write_then_die(self, rec):
+    write(self, rec)
+    if self.path.name == "rank0.jsonl" and self.path.parent.name == "shards":
+        written.append(rec["id"])
+        if len(written) == after:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write('{"id": "torn-by-the-kill", "status": "o')
+            os.kill(os.getpid(), signal.SIGKILL)
+JsonlAppender.write = write_then_die
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def test_sigkill_mid_run_then_resume_equals_the_uninterrupted_run(reference, model_dir, tmp_path):
     ref, _ = reference
     out = tmp_path / "killed"
-    cmd = [sys.executable, str(RECIPE), "--config", str(CONFIG), *OVERRIDES, f"model_dir={model_dir}", f"output_dir={out}"]
-    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    shard = out / "shards" / "rank0.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if shard.exists() and shard.read_text().count("\n") >= 1:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    written = shard.read_text().count("\n")
-    assert 1 <= written < N_QUESTIONS, f"the kill should land mid-run ({written} questions written)"
+    written = 3  # mid-run and mid-group: questions_in_flight=2, so builtin-2's group is half written
+    cmd = [sys.executable, "-c", SIGKILL_CHILD, str(RECIPE), "--config", str(CONFIG), *OVERRIDES,
+           f"model_dir={model_dir}", f"output_dir={out}"]
+    r = run_cmd(cmd, 300, env={**env(), "PSR_TEST_SIGKILL_AFTER": str(written)})
+    assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
+    shard = (out / "shards" / "rank0.jsonl").read_text()
+    assert shard.count("\n") == written and shard.endswith('"status": "o')  # + a torn last line
     assert not (out / "pairs.jsonl").exists()
     summary = run_inprocess(model_dir, out)
     assert summary["this_run"]["questions_searched"] == N_QUESTIONS - written
@@ -151,7 +169,7 @@ def test_two_torchrun_ranks_write_disjoint_shards_whose_union_is_every_question(
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(RECIPE),
            "--config", str(CONFIG), *OVERRIDES, f"model_dir={model_dir}", f"output_dir={out}"]
-    r = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=300)
+    r = run_cmd(cmd, 900, env=env())
     assert r.returncode == 0, r.stderr[-3000:]
     s0 = {x["id"] for x in read(out / "shards" / "rank0.jsonl")}
     s1 = {x["id"] for x in read(out / "shards" / "rank1.jsonl")}
@@ -189,14 +207,13 @@ def test_config_errors_name_the_key(model_dir, tmp_path):
         run_inprocess(model_dir, tmp_path / "x", ["judge_orders=3"])
     with pytest.raises(ConfigError, match="model_dir"):
         run_inprocess(tmp_path / "nope", tmp_path / "y")
-    r = subprocess.run([sys.executable, str(RECIPE), "--config", str(CONFIG), f"output_dir={tmp_path / 'z'}", "widht=3"],
-                       env=env(), capture_output=True, text=True, timeout=120)
+    r = run_cmd([sys.executable, str(RECIPE), "--config", str(CONFIG), f"output_dir={tmp_path / 'z'}", "widht=3"],
+                300, env=env())
     assert r.returncode == 2 and "widht" in r.stderr
 
 
 def test_tiny_config_runs_with_only_output_dir(tmp_path):
-    r = subprocess.run([sys.executable, str(RECIPE), "--config", str(CONFIG), f"output_dir={tmp_path}"],
-                       env=env(), capture_output=True, text=True, timeout=300)
+    r = run_cmd([sys.executable, str(RECIPE), "--config", str(CONFIG), f"output_dir={tmp_path}"], 600, env=env())
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["questions_written"] == 4 and summary["search"]["questions_failed"] == 0
