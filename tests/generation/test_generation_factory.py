@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 
 import pytest
 
@@ -15,7 +15,17 @@ def test_native_backend_by_name(tiny_model_dir):
     g = make_generator("native", str(tiny_model_dir), device="cpu", dtype="float32", max_batch_size=8)
     assert isinstance(g, NativeGenerator) and g.name == "native" and g.max_batch_size == 8
     (c,), = g.generate(["Step 1:"], SamplingParams(max_new_tokens=3))
-    assert c.n_tokens == 3 or c.finish_reason == "eos"
+    # greedy: what transformers generates from the same dir
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32).eval()
+    enc = g.tokenizer("Step 1:", return_tensors="pt")
+    with torch.no_grad():
+        ref = hf.generate(**enc, do_sample=False, max_new_tokens=3)[0, enc["input_ids"].shape[1]:].tolist()
+    eos = ref[-1] == g.tokenizer.eos_token_id
+    assert (c.n_tokens, c.finish_reason) == (len(ref), "eos" if eos else "length")
+    assert c.text == g.tokenizer.decode(ref, skip_special_tokens=True)
 
 
 def test_unknown_backend_is_named():
@@ -105,8 +115,30 @@ def test_vllm_backend_without_vllm_installed_says_so(monkeypatch):
         make_generator("vllm", "/nonexistent")
 
 
-def test_vllm_available_reflects_the_environment():
-    assert factory.vllm_available() == (importlib.util.find_spec("vllm") is not None)
+def _without_vllm_modules(monkeypatch):
+    for name in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.")]:
+        monkeypatch.delitem(sys.modules, name)
+
+
+def test_vllm_available_finds_an_installed_package_without_importing_it(tmp_path, monkeypatch):
+    # a vllm package on the path whose import would fail: found, and never imported (importing the
+    # real one takes seconds and starts its plugin machinery)
+    (tmp_path / "vllm").mkdir()
+    (tmp_path / "vllm" / "__init__.py").write_text("raise RuntimeError('vllm must not be imported')\n")
+    _without_vllm_modules(monkeypatch)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert factory.vllm_available() is True
+    assert "vllm" not in sys.modules
+
+
+def test_vllm_available_is_false_when_vllm_cannot_be_imported(monkeypatch):
+    _without_vllm_modules(monkeypatch)
+    monkeypatch.setitem(sys.modules, "vllm", None)  # Python's marker for "this import fails"
+    assert factory.vllm_available() is False
+    # and then auto falls back to native with the reason, and backend=vllm names the fix
+    assert factory.choose_backend("auto", 10**12, "search", "cuda") == ("native", "vllm is not installed")
+    with pytest.raises(ImportError, match="needs the vllm package.*backend=native"):
+        make_generator("vllm", "/nonexistent")
 
 
 def test_a_stage_where_vllm_never_pays_back_stays_native(monkeypatch):
