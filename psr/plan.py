@@ -88,6 +88,9 @@ Training terms (per GPU; psr.training.fsdp: FSDP2 ``fully_shard`` per block then
   The same model under FSDP2 with 2 gloo processes, 2x512: per-rank peak RSS above a bare
   torch+gloo process 1,461 / 1,484 MiB, of which ~211 MiB is the full model that script built on
   every rank before sharding; this plan: 1,332 MiB.)
+* Setup (``values["setup"]``, the sharded load before the first step): the parameter shards +
+  one whole tensor in flight (the embedding, ``p x V x H``); a loader that gathers more at once
+  (e.g. rank 0 holding the full state dict to broadcast it) peaks higher on that rank.
 * The optimizer step (activations freed, blocks resharded): parameters + gradients + optimizer
   state + on CUDA one moment-sized temporary of AdamW's foreach path; the verdict uses it when it
   is the larger peak.
@@ -496,6 +499,9 @@ def estimate_training(
         plan.overlap_bytes = min(grads_b, act + logits)
         notes.append(f"one micro-batch per optimizer step: gradients and activations + logits are not held at "
                      f"once (-{gib(plan.overlap_bytes)})")
+    # setup (sharded load, before any step): this rank's parameter shards + one full tensor in
+    # flight (the largest, the embedding, when a rank reads or receives a whole tensor at a time)
+    plan.values["setup"] = (0 if cpu_offload else params_b) + p * s.vocab * s.hidden
     # optimizer step: blocks resharded, activations freed; AdamW's foreach path (CUDA) adds a
     # temporary of one moment's size (sqrt of exp_avg_sq)
     step_peak = params_b + grads_b + optim_b + (p * shard if (device == "cuda" and not cpu_offload) else 0)
