@@ -847,7 +847,8 @@ def format_plan(plan: Plan) -> str:
         out.append(f"activations {other} checkpointing: {gib(alt)} (total {gib(v['total_other_checkpointing'])})")
         if "reference_pass" in v:
             out.append(f"reference pass (before training): {gib(v['reference_pass'])}")
-        out.append(f"optimizer step: {gib(v['optimizer_step'])}")
+        out.append(f"optimizer step: {gib(v['optimizer_step'])}; setup (sharded load, one whole tensor in flight): "
+                   f"{gib(v['setup'])}")
         if plan.host_bytes_per_node is not None:
             out.append(f"host RAM per node (cpu_offload: {plan.nproc_per_node} ranks' parameters, gradients and "
                        f"optimizer state): {gib(plan.host_bytes_per_node)}")
