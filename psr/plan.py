@@ -406,7 +406,14 @@ def estimate_training(
     recipe: Optional[str] = None,
     _other_checkpointing: bool = True,
 ) -> Plan:
-    """Per-rank memory of one training step (module docstring). ``objective``: sft | dpo | prm."""
+    """Per-rank memory of a training step (module docstring).
+
+    ``objective``: sft | dpo | prm (eft_ift_sft, step_dpo, prm_train). ``device``: cuda (a verdict
+    against ``gpu_mem_gb``) or cpu (gloo processes: per-process terms, no verdict). ``dtype``:
+    float32 | bfloat16 | auto. ``grad_accum_steps``: micro-batches per optimizer step on a rank
+    (1: gradients and activations are not held at once). Returns a :class:`Plan`: ``terms``
+    (name, bytes), ``total`` (the peak), ``values`` (activations both ways, setup,
+    optimizer_step, reference_pass for dpo, ...)."""
     s = model_config if isinstance(model_config, ModelShape) else model_shape(model_config)
     if objective not in ("sft", "dpo", "prm"):
         raise PlanError(f"objective must be sft, dpo or prm, got {objective!r}")
