@@ -193,20 +193,29 @@ def _shard_paths(out: Path, world: int) -> list[Path]:
     return [out / f"items.rank{r}.jsonl" for r in range(world)]
 
 
-def _done(out: Path) -> dict[str, dict]:
-    """Records already written for this output dir (merged file and any rank shards)."""
+def _records(out: Path) -> tuple[dict[str, dict], dict[str, dict]]:
+    """(done, failed) records of this output dir (merged file and any rank shards). A failed
+    item (``status: error``, e.g. a test-time-scaling search that raised) is not done: a re-run
+    evaluates it again."""
     done: dict[str, dict] = {}
+    failed: dict[str, dict] = {}
     for p in [out / "items.jsonl", *sorted(out.glob("items.rank*.jsonl"))]:
         for rec in read_jsonl_tolerant(p):
-            done[str(rec["id"])] = rec
-    return done
+            (failed if rec.get("status") == "error" else done)[str(rec["id"])] = rec
+    return done, {k: v for k, v in failed.items() if k not in done}
+
+
+def _done(out: Path) -> dict[str, dict]:
+    return _records(out)[0]
 
 
 def _merge(out: Path, order: list[str]) -> list[dict]:
-    """Rank 0: one items.jsonl in the benchmark's item order; shard files removed."""
-    done = _done(out)
+    """Rank 0: one items.jsonl in the benchmark's item order (failed items in failures.jsonl);
+    shard files removed."""
+    done, failed = _records(out)
     merged = [done[i] for i in order if i in done]
     write_jsonl(out / "items.jsonl", merged)
+    write_jsonl(out / "failures.jsonl", [failed[i] for i in order if i in failed])
     for p in out.glob("items.rank*.jsonl"):
         p.unlink()
     return merged
@@ -267,9 +276,14 @@ def tts_records(cfg, grader, scfg):
     def make(gen, chunk, bench):
         questions = [{"id": str(it["id"]), "question": it["problem"]} for it in chunk]
         results = tts_solve(gen, questions, scfg)
-        responses = [r.response for r in results]
-        prompts = [build_prompt(gen.tokenizer, it["problem"], "psr") for it in chunk]
-        return _graded(gen, grader, chunk, prompts, responses, [r.n_tokens for r in results], bench)
+        failed = [(it, r) for it, r in zip(chunk, results) if getattr(r.result, "status", "ok") != "ok"]
+        ok = [(it, r) for it, r in zip(chunk, results) if getattr(r.result, "status", "ok") == "ok"]
+        recs = [{"id": it["id"], "status": "error", "error": r.result.error} for it, r in failed]
+        if ok:
+            items = [it for it, _ in ok]
+            prompts = [build_prompt(gen.tokenizer, it["problem"], "psr") for it in items]
+            recs += _graded(gen, grader, items, prompts, [r.response for _, r in ok], [r.n_tokens for _, r in ok], bench)
+        return recs
 
     return make
 
@@ -425,9 +439,11 @@ def main(cfg) -> dict:
                 run_items(cfg, gen, items, out / bench, bench, lambda g, c, b=gb: make(g, c, b))
                 if D.is_rank0():
                     per[bench] = summarize_benchmark(_merge(out / bench, [str(it["id"]) for it in items]))
+                    per[bench]["failed"] = len(read_jsonl_tolerant(out / bench / "failures.jsonl"))
     finally:
         gen.close()
     summary = {}
+    failure = ""
     if D.is_rank0():
         summary = write_summary(cfg, out, per, {"backend": gen.name, "backend_version": gen.version,
                                                 "world_size": D.get_world_size(), "wall_s": round(time.time() - t0, 1)})
@@ -440,8 +456,15 @@ def main(cfg) -> dict:
             each = ", ".join(f"{b} {_fmt(v['accuracy'])}" for b, v in per.items())
             O.finish("eval", f"{cfg.mode} accuracy {_fmt(summary['average_accuracy'])}% (average; {each}) -> "
                              f"{out / 'summary.json'}, {out}/<benchmark>/items.jsonl")
+            failed = {b: v["failed"] for b, v in per.items() if v.get("failed")}
+            if failed:
+                failure = (f"eval: {sum(failed.values())} items failed and are not counted (reasons in "
+                           + ", ".join(str(out / b / "failures.jsonl") for b in failed)
+                           + "); everything else is written; the same command retries them")
     D.barrier()
     D.destroy()
+    if failure:
+        raise O.RunFailed(failure)
     return summary
 
 

@@ -236,3 +236,34 @@ def test_ctrl_c_in_step_search_is_one_line_exit_130_and_the_command_resumes(tmp_
     assert last.startswith(f"interrupted: what finished is saved in {out}; resume with the same command: psr run step_search")
     assert "questions=builtin:200" in last
     assert len(read(shard)) >= 1
+
+
+def test_eval_tts_failed_items_are_not_graded_as_wrong_and_are_retried(tmp_path, monkeypatch, data_dir):
+    import types
+
+    import psr.search
+    from psr.outputs import RunFailed
+
+    broken = {"on": True}
+
+    def fake_tts_solve(gen, questions, cfg):
+        outs = []
+        for q in questions:
+            fail = broken["on"] and q["id"].endswith("-1")
+            res = types.SimpleNamespace(status="error" if fail else "ok", error="search raised" if fail else None)
+            outs.append(types.SimpleNamespace(result=res, response="" if fail else r"Step 1: \boxed{72}", n_tokens=3))
+        return outs
+
+    monkeypatch.setattr(psr.search, "tts_solve", fake_tts_solve)
+    out = tmp_path / "tts"
+    args = [f"output_dir={out}", "mode=tts", "benchmarks=[gsm8k]", "limit=2", f"data_dir={data_dir}"]
+    with pytest.raises(RunFailed, match=r"eval: 1 items failed and are not counted \(reasons in .*gsm8k/failures.jsonl"):
+        inproc("eval", "EvalConfig", "tiny/eval", args)
+    assert [r["id"] for r in read(out / "gsm8k" / "items.jsonl")] == ["gsm8k-test-0"]
+    assert read(out / "gsm8k" / "failures.jsonl") == [{"id": "gsm8k-test-1", "status": "error", "error": "search raised"}]
+    s = json.loads((out / "summary.json").read_text())["benchmarks"]["gsm8k"]
+    assert s["n"] == 1 and s["failed"] == 1
+    broken["on"] = False
+    s = inproc("eval", "EvalConfig", "tiny/eval", args)["benchmarks"]["gsm8k"]
+    assert s["n"] == 2 and s["failed"] == 0
+    assert [r["id"] for r in read(out / "gsm8k" / "items.jsonl")] == ["gsm8k-test-0", "gsm8k-test-1"]
