@@ -46,7 +46,7 @@ MANIFEST = "manifest.json"
 # different limit evaluates more or fewer of the same items; each item's result is its own).
 NEVER_RESULT_CHANGING = frozenset({
     "output_dir", "overwrite", "skip_bad_lines", "progress_bar", "cpu_threads", "merge_timeout_s",
-    "grader_workers", "grader_timeout_s", "metric_loggers", "log_every_n_steps", "resume_from_checkpoint",
+    "grader_workers", "metric_loggers", "log_every_n_steps", "resume_from_checkpoint",
     "save_every_n_steps", "activation_checkpointing", "reshard_after_forward", "cpu_offload", "hybrid_shard",
     "max_shard_size", "retry_failed", "limit", "trace_judge_text", "ref_cache_dir", "ref_micro_batch_size",
     "ref_hash_weights", "micro_batch_size", "data_dir", "save_trees", "backend_kwargs",
