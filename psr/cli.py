@@ -140,10 +140,33 @@ def cmd_run(argv: Sequence[str]) -> int:
         if not names & {"--nnodes", "--rdzv-endpoint", "--rdzv_endpoint", "--master-addr", "--master_addr",
                         "--master-port", "--master_port", "--standalone"}:
             torchrun_args = ["--standalone"] + torchrun_args  # single node: a free port, no clashes
-        torchrun_main(torchrun_args + [str(path)] + recipe_args)
-        return 0
+        return _torchrun(torchrun_main, torchrun_args + [str(path)] + recipe_args)
     sys.argv = [str(path)] + recipe_args
     runpy.run_path(str(path), run_name="__main__")
+    return 0
+
+
+def _torchrun(torchrun_main, argv: list[str]) -> int:
+    """Run torchrun; a failed worker's exit status is returned as ours without torchrun's
+    multi-line failure report (the recipe's rank 0 already printed its one-line error), and
+    Ctrl-C exits 130 without a traceback (each worker prints what is saved and how to resume)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    try:
+        torchrun_main(argv)
+    except ChildFailedError as e:
+        try:
+            _, failure = e.get_first_failure()
+            code = int(failure.exitcode)
+        except Exception:  # noqa: BLE001 - any shape of report: still a failure
+            code = 1
+        return code if code > 0 else 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # torchrun's SignalException on SIGINT/SIGTERM
+        if type(e).__name__ == "SignalException":
+            return 130
+        raise
     return 0
 
 

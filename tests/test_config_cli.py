@@ -109,6 +109,19 @@ def test_psr_run_with_torchrun_two_processes(tmp_path, repo_root):
     assert [r["world"] for r in recs] == [2, 2] and [r["rank_sum"] for r in recs] == [1.0, 1.0]
 
 
+def test_psr_run_torchrun_failure_is_the_recipes_one_line_and_exit_code(tmp_path, repo_root):
+    """A worker's configuration error under torchrun: the recipe's one line and its exit status 2,
+    not torchrun's ChildFailedError report with exit status 1."""
+    out = tmp_path / "o"
+    p = _run([sys.executable, "-m", "psr.cli", "run", "--nproc_per_node", "2", "step_dpo", "--config", "tiny/step_dpo",
+              f"output_dir={out}", f"model_dir={tmp_path / 'nope'}"], repo_root)
+    assert p.returncode == 2, p.stderr[-2000:]
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: model_dir={tmp_path / 'nope'}: no config.json there: no such directory "
+                      "(an HF model dir is expected)"]
+    assert "ChildFailedError" not in p.stderr and "Traceback" not in p.stderr and not out.exists()
+
+
 @pytest.mark.parametrize("nproc", [1, 2])
 def test_tune_run_launches_a_recipe_file(tmp_path, repo_root, nproc):
     # torchtune runs a custom recipe given as a path relative to the working directory
