@@ -377,6 +377,7 @@ class Run:
     output_dir: Path
     manifest: dict
     resumed: bool  # the dir already held this run's manifest (a re-run continues it)
+    saved: str = "what finished"  # what an interrupted run keeps
 
 
 _CURRENT: Optional[Run] = None
@@ -389,13 +390,14 @@ def current_run() -> Optional[Run]:
 
 def claim_output_dir(recipe: str, cfg: Any, models: Optional[Mapping[str, Any]] = None,
                      inputs: Optional[Mapping[str, Any]] = None, ignore: Iterable[str] = (),
-                     data_dirs: Optional[Mapping[str, Any]] = None, extra: Optional[Mapping[str, Any]] = None) -> Run:
+                     data_dirs: Optional[Mapping[str, Any]] = None, extra: Optional[Mapping[str, Any]] = None,
+                     saved: str = "what finished") -> Run:
     """Check ``cfg.output_dir`` against what made it and record this run there (see the module
     docstring). ``models``/``inputs``: key -> input model dir / data file (``None`` entries are
     skipped; a list value fingerprints each element as ``key[i]``); ``data_dirs``: further input
     dirs the output dir must not be inside; ``extra``: more result-changing settings that are not
-    config keys (e.g. how a tiny model was built). Every rank checks; rank 0 writes; collective
-    (a barrier) under torchrun."""
+    config keys (e.g. how a tiny model was built); ``saved``: what an interrupted run keeps (the
+    Ctrl-C line). Rank 0 checks and writes; collective under torchrun."""
     global _CURRENT
     from psr import distributed as D
 
@@ -424,7 +426,7 @@ def claim_output_dir(recipe: str, cfg: Any, models: Optional[Mapping[str, Any]] 
     from psr.data.jsonl import set_skip_bad_lines
 
     set_skip_bad_lines(bool(getattr(cfg, "skip_bad_lines", False)))
-    _CURRENT = Run(recipe, out, new, resumed)
+    _CURRENT = Run(recipe, out, new, resumed, saved)
     return _CURRENT
 
 
@@ -576,5 +578,5 @@ def interrupted_message() -> str:
     run = current_run()
     if run is None:
         return "interrupted before any output was written; nothing to resume"
-    return (f"interrupted: what finished is saved in {run.output_dir}; "
+    return (f"interrupted: saved in {run.output_dir}: {run.saved}; "
             f"resume with the same command: {command_line(run.recipe)}")

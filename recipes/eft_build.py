@@ -357,7 +357,8 @@ def _main(cfg) -> dict:
         inputs={"input": resolve_data_path(cfg.input, cfg.data_dir)},
         ignore={"input", *dirs, "judge_batch_pairs"},
         data_dirs={"data_dir": cfg.data_dir} if cfg.data_dir else None,
-        extra={k: ("built in output_dir" if _in_output(cfg, p) else "model dir") for k, p in dirs.items()})
+        extra={k: ("built in output_dir" if _in_output(cfg, p) else "model dir") for k, p in dirs.items()},
+        saved="every finished tree and judged question (work/)")
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     questions = load_questions(cfg)

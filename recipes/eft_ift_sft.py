@@ -150,7 +150,8 @@ def main(cfg: Any):
         inputs={} if built["data"] else _data_files(cfg),
         ignore={"model_dir", "ift_data", "eft_data", "text_data", "tiny"},
         extra={"model": f"tiny (seed {cfg.seed}), built in output_dir" if built["model"] else "model_dir",
-               "data": "tiny, built in output_dir" if built["data"] else "files"})
+               "data": "tiny, built in output_dir" if built["data"] else "files"},
+        saved="the last checkpoint (resume_state/, step_<n>/ and epoch_<e>/ model dirs) and metrics.jsonl")
     if cfg.tiny:
         _build_tiny(cfg, built)
     ift = [r for p in _paths(cfg.ift_data) for r in load_ift(p)]

@@ -370,7 +370,8 @@ def main(cfg) -> dict:
         "eval", cfg, models={} if tiny else {"model_dir": cfg.model_dir}, inputs=inputs,
         ignore=MODE_IRRELEVANT[cfg.mode] | {"model_dir", "tiny_model"},
         data_dirs={"data_dir": cfg.data_dir} if cfg.data_dir else None,
-        extra={"model": f"tiny (seed {cfg.seed}), built in output_dir" if tiny else "model_dir"})
+        extra={"model": f"tiny (seed {cfg.seed}), built in output_dir" if tiny else "model_dir"},
+        saved="every item evaluated so far (<benchmark>/items*.jsonl)")
     if tiny and not (Path(cfg.model_dir) / "config.json").exists():
         from psr.models.tiny import build_tiny_model_dir
 

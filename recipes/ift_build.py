@@ -198,7 +198,8 @@ def main(cfg) -> dict:
         "ift_build", cfg, inputs={"input": resolve_data_path(cfg.input, cfg.data_dir)},
         ignore={"input", "batch_size"} | ({"teacher", "teacher_temperature", "teacher_top_p", "teacher_max_new_tokens"}
                                           if rules else {"rules_format", "min_step_chars"}),
-        data_dirs={"data_dir": cfg.data_dir} if cfg.data_dir else None)
+        data_dirs={"data_dir": cfg.data_dir} if cfg.data_dir else None,
+        saved="every record decided so far (work/)")
     (out / "work").mkdir(parents=True, exist_ok=True)
     items = load_items(cfg)
     D.barrier()

@@ -417,7 +417,8 @@ def main(cfg: Any) -> Path:
                        ignore={"iterations", "questions_per_iteration", "eval_tts", "tts_limit", "eval_headroom",
                                "launcher", "base_model", "questions"},
                        inputs={"questions": _questions_file(cfg)} if cfg.source == "recipes" else {},
-                       extra={"base_model": cfg.base_model if base is None else "model dir"})
+                       extra={"base_model": cfg.base_model if base is None else "model dir"},
+                       saved="every finished stage (stages/*.done) and the stage that ran, up to its last save")
     p = Pipeline(cfg)
     t0 = time.time()
     steps = [("data", p.stage_data), ("train", p.stage_train), ("eval", p.stage_eval), ("report", p.stage_report)]

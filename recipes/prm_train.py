@@ -170,7 +170,8 @@ def main(cfg: Any):
         "prm_train", cfg, models={} if built["model"] else {"model_dir": cfg.model_dir},
         inputs={} if built["data"] else _data_files(cfg), ignore={"model_dir", "data", "tiny"},
         extra={"model": f"tiny (seed {cfg.seed}), built in output_dir" if built["model"] else "model_dir",
-               "data": "tiny, built in output_dir" if built["data"] else "files"})
+               "data": "tiny, built in output_dir" if built["data"] else "files"},
+        saved="the last checkpoint (resume_state/, step_<n>/ and epoch_<e>/ model dirs) and metrics.jsonl")
     if cfg.tiny:
         _build_tiny(cfg, built)
     tok = load_tokenizer(cfg.model_dir)

@@ -190,7 +190,8 @@ def main(cfg: Any):
         ignore={"model_dir", "pairs", "tiny", "shrink_batch_to_pairs"},
         extra={"model": f"tiny (seed {cfg.seed}), built in output_dir" if built["model"] else "model_dir",
                "pairs": "tiny, built in output_dir" if built["pairs"] else "file",
-               "shrink_batch_to_pairs": bool(cfg.shrink_batch_to_pairs)})
+               "shrink_batch_to_pairs": bool(cfg.shrink_batch_to_pairs)},
+        saved="the last checkpoint (resume_state/, step_<n>/ and epoch_<e>/ model dirs) and metrics.jsonl")
     if cfg.tiny:
         _build_tiny(cfg, built)
     pair_stats = PairStats()

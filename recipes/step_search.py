@@ -326,7 +326,8 @@ def main(cfg) -> dict | None:
         data_dirs={"data_dir": cfg.data_dir} if cfg.data_dir else None,
         extra={"model": f"tiny (seed {cfg.seed}), built in output_dir" if tiny else "model_dir",
                "questions": cfg.questions if qfile is None else "file",
-               "checker_judge": bool(cfg.checker_judge_problems)})
+               "checker_judge": bool(cfg.checker_judge_problems)},
+        saved="every finished question (shards/rank<r>.jsonl)")
     shard_dir = out / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     token = _run_token()

@@ -233,7 +233,8 @@ def test_ctrl_c_in_step_search_is_one_line_exit_130_and_the_command_resumes(tmp_
     assert p.returncode == 130, err[-2000:]
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
-    assert last.startswith(f"interrupted: what finished is saved in {out}; resume with the same command: psr run step_search")
+    assert last.startswith(f"interrupted: saved in {out}: every finished question (shards/rank<r>.jsonl); "
+                           "resume with the same command: psr run step_search")
     assert "questions=builtin:200" in last
     assert len(read(shard)) >= 1
 
