@@ -142,6 +142,9 @@ def setup_model(
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     world = D.get_world_size()
+    if cpu_offload and dev.type == "cpu" and world > 1:
+        raise ConfigError("cpu_offload=true needs a GPU (FSDP2's CPUOffloadPolicy moves shards between host and "
+                          "accelerator); on device=cpu the parameters already live in host memory")
     compute = resolve_dtype(dtype, dev)
     param_dtype = torch.float32 if (master_weights_fp32 or compute == torch.float32) else compute
     model = build_meta_model(config, dtype=param_dtype)

@@ -174,3 +174,12 @@ def test_inconsistent_multinode_launch_is_refused(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "5")
     with pytest.raises(ConfigError, match="hybrid_shard=true needs whole nodes: WORLD_SIZE=5"):
         check_launch(hybrid_shard=True)
+
+
+def test_cpu_offload_on_cpu_is_refused(monkeypatch, model_dirs):
+    import psr.training.fsdp as F
+
+    monkeypatch.setattr(F.D, "init_distributed", lambda dev: True)
+    monkeypatch.setattr(F.D, "get_world_size", lambda: 2)
+    with pytest.raises(ConfigError, match="cpu_offload=true needs a GPU"):
+        setup_model(str(model_dirs[0]), device="cpu", cpu_offload=True)
