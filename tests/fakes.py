@@ -302,7 +302,11 @@ def run_cmd(cmd, timeout_s: float, env=None, cwd=None):
         out, err = proc.communicate(timeout=limit)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # a process that left the group still holds the pipes
+            proc.kill()
+            out, err = "", "(output not collected: a process outside the command's process group holds its pipes)"
         pytest.fail(f"{' '.join(cmd[:8])} ... did not finish within {limit:.0f} s (timeout {timeout_s} s x "
                     f"PSR_TEST_TIMEOUT_SCALE); killed its process group\nstdout tail:\n{out[-2000:]}\n"
                     f"stderr tail:\n{err[-3000:]}", pytrace=False)
