@@ -184,7 +184,9 @@ def test_two_torchrun_ranks_write_disjoint_shards_whose_union_is_every_question(
     assert trace == read(ref / "trace.jsonl")
 
 
-def test_bad_input_lines_are_skipped_and_reported(model_dir, tmp_path):
+def test_bad_input_lines_are_an_error_or_skipped_and_reported(model_dir, tmp_path):
+    from psr.data.jsonl import DataError
+
     q = tmp_path / "q.jsonl"
     q.write_text(
         '{"id": "a", "problem": "What is 2 + 2?"}\n'
@@ -193,7 +195,12 @@ def test_bad_input_lines_are_skipped_and_reported(model_dir, tmp_path):
         '{"id": "a", "problem": "duplicate id"}\n'
         '{"id": 7, "question": "What is 3 + 4?", "answer": "7"}\n'
     )
-    summary = run_inprocess(model_dir, tmp_path / "o", [f"questions={q}"])
+    # a malformed line is an error naming file:line, before anything is searched
+    with pytest.raises(DataError, match=rf"{q}:2: not valid JSON .*skip_bad_lines=true skips such lines"):
+        run_inprocess(model_dir, tmp_path / "strict", [f"questions={q}"])
+    assert not (tmp_path / "strict" / "trace.jsonl").exists()
+    # skip_bad_lines=true: it is skipped and reported with the records that have no text or a duplicate id
+    summary = run_inprocess(model_dir, tmp_path / "o", [f"questions={q}", "skip_bad_lines=true"])
     assert [t["id"] for t in read(tmp_path / "o" / "trace.jsonl")] == ["a", "7"]
     assert [(s["where"].rsplit(":", 1)[1], s["reason"].split(" ")[0]) for s in summary["skipped_inputs"]] == [
         ("2", "not"), ("3", "no"), ("4", "duplicate")]
@@ -248,11 +255,13 @@ def test_tts_mode_writes_the_chain_of_best_steps_without_rollbacks(model_dir, tm
         assert t["solution"] == "".join(f"Step {k + 1}: {s}\n" for k, s in enumerate(t["steps"]))
 
 
-def test_a_failing_question_is_recorded_skipped_and_retried_on_request(tmp_path, monkeypatch):
+def test_a_failing_question_is_recorded_fails_the_run_and_is_retried_by_the_next(model_dir, tmp_path, monkeypatch):
     """With a scripted generator in place of the model: the question whose prompts make the
-    backend raise becomes an error record, the others are unaffected; retry_failed=true reruns
-    only it, and the merged output then has one ok record per id."""
+    backend raise becomes an error record (listed in failures.jsonl, the run fails naming the
+    count), the others are unaffected; retry_failed=false keeps the error record, a plain re-run
+    retries only that question, and the merged output then has one ok record per id."""
     import psr.generation.factory as factory
+    from psr.outputs import RunFailed
     from fakes import ScriptedGenerator, prefer
 
     def policy(req):
@@ -262,14 +271,22 @@ def test_a_failing_question_is_recorded_skipped_and_retried_on_request(tmp_path,
     gen = ScriptedGenerator(policy, prefer({r"so \boxed{1}": 1}), fail_on=lambda p: broken["on"] and "bags with 3" in p)
     monkeypatch.setattr(factory, "make_generator", lambda *a, **k: gen)
     out = tmp_path / "o"
-    s1 = run_inprocess(tmp_path, out, ["questions=builtin:3", "limit=3"])
+    args = ["questions=builtin:3", "limit=3"]
+    with pytest.raises(RunFailed, match="1 of 3 questions failed") as e:
+        run_inprocess(model_dir, out, args)
+    s1 = e.value.summary
     trace = read(out / "trace.jsonl")
     assert [t["status"] for t in trace] == ["ok", "error", "ok"] and "scripted failure" in trace[1]["error"]
+    assert read(out / "failures.jsonl") == [{"id": "builtin-1", "error": trace[1]["error"]}]
     assert s1["search"]["failed_ids"] == ["builtin-1"] and s1["pairs"] == 2
     assert [p["chosen"] for p in read(out / "pairs.jsonl")] == ["Step 1: so \\boxed{1}\n"] * 2
-    # a plain rerun keeps the error record; retry_failed reruns that question only
-    assert run_inprocess(tmp_path, out, ["questions=builtin:3", "limit=3"])["this_run"]["questions_searched"] == 0
+    # retry_failed=false keeps the error record (and the run still fails)
+    with pytest.raises(RunFailed) as e:
+        run_inprocess(model_dir, out, args + ["retry_failed=false"])
+    assert e.value.summary["this_run"]["questions_searched"] == 0
+    # the same command again retries that question only
     broken["on"] = False
-    s3 = run_inprocess(tmp_path, out, ["questions=builtin:3", "limit=3", "retry_failed=true"])
+    s3 = run_inprocess(model_dir, out, args)
     assert s3["this_run"]["questions_searched"] == 1 and s3["search"]["questions_failed"] == 0
     assert [t["status"] for t in read(out / "trace.jsonl")] == ["ok"] * 3 and s3["pairs"] == 3
+    assert read(out / "failures.jsonl") == []
