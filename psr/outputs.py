@@ -6,7 +6,7 @@ A recipe's ``main`` does, in this order::
     validate(cfg)                          # check_* helpers below: one-line ConfigError, nothing written
     D.init_distributed(...)
     run = claim_output_dir("eval", cfg, models={"model_dir": ...}, inputs={"eft_test": ...},
-                           ignore={"batch_size"})           # before any model or data is loaded
+                           ignore={"model_dir"})            # before any model or data is loaded
     ...
     finish("eval", f"accuracy 41.20 -> {out}/summary.json")  # the recipe's last line
 
@@ -16,8 +16,11 @@ the identity of each input model dir (:func:`model_identity`) and input file
 (:func:`file_identity`) -- their contents, not their paths, so a copied dir still matches. A re-run
 continues only when all of that matches; otherwise it stops before loading anything with one line
 naming every differing key (old -> new) and the ways out: ``overwrite=true`` (empties the output
-dir first; only a dir that holds a psr manifest) or another output_dir. A non-empty dir without a
-manifest (written by an older version) is adopted: its manifest is written and the run resumes.
+dir first; only a dir that holds a psr manifest) or another output_dir. A dir holding nothing but
+its manifest (an attempt that stopped on bad input) takes the new run's; a non-empty dir without
+a manifest (written by an older version) is adopted: its manifest is written and the run resumes.
+A path key whose identity is recorded (``model_dir``, ``pairs`` ...) is left out of the settings:
+the contents decide, not where they are.
 
 Input dirs are read-only: an output_dir equal to or inside an input model dir or data dir is
 refused (:func:`check_not_inside_inputs`), and the model-dir writers (the tiny builder, the SmolLM2
