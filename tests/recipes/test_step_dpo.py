@@ -184,9 +184,9 @@ def test_ref_cache_is_recomputed_when_the_model_dir_is_retrained_in_place(assets
     cache = tmp_path / "ref_cache"
     stage = tmp_path / "dpo_1"  # the earlier stage whose final dir is the next stage's reference
 
-    def train_stage(lr):
-        mod.main(_cfg(mod, assets, stage, max_steps=2, lr=lr, ref_cache_dir=str(tmp_path / "stage_cache")))
-        return stage / "final"
+    def train_stage(lr, overwrite=False):
+        mod.main(_cfg(mod, assets, stage, max_steps=1, lr=lr, ref_cache_dir=str(tmp_path / "stage_cache"),
+                      overwrite=overwrite))
 
     def next_stage(name, **kw):
         res = mod.main(_cfg(mod, assets, tmp_path / name, model_dir=str(stage / "final"), max_steps=1,
@@ -199,7 +199,7 @@ def test_ref_cache_is_recomputed_when_the_model_dir_is_retrained_in_place(assets
     s, _ = next_stage("a2")
     assert s["ref_cache"] == "reused" and s["ref_cache_key"] == s1["ref_cache_key"]  # untouched: reused
 
-    train_stage(3e-2)  # retrained in place: same path, same shapes, new weights
+    train_stage(3e-2, overwrite=True)  # retrained in place: same path, same shapes, new weights
     s2, loss2 = next_stage("b")
     assert s2["ref_cache"] == "computed" and s2["ref_cache_key"] != s1["ref_cache_key"]
     assert loss2 == pytest.approx(math.log(2), abs=1e-5)  # the reference is the new model
@@ -212,7 +212,7 @@ def test_ref_cache_is_recomputed_when_the_model_dir_is_retrained_in_place(assets
     assert s3["ref_cache"] == "computed"  # its own key: a content fingerprint
     weights = sorted((stage / "final").resolve().glob("*.safetensors"))
     times = {p.name: p.stat().st_mtime_ns for p in weights}
-    train_stage(1e-1)
+    train_stage(1e-1, overwrite=True)
     for p in sorted((stage / "final").resolve().glob("*.safetensors")):
         os.utime(p, ns=(p.stat().st_atime_ns, times[p.name]))
     s4, loss4 = next_stage("d", ref_hash_weights=True)
