@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from fakes import run_cmd
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "bench" / "gpu_check.py"
 
@@ -232,7 +234,7 @@ def test_a_missing_import_prints_a_clear_message_and_exits_2(tmp_path):
     code = ("import sys, runpy; sys.modules['transformers'] = None; "
             f"sys.argv = ['gpu_check.py', '--device', 'cpu', '--out', {str(out)!r}]; "
             f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=str(REPO))
+    r = run_cmd([sys.executable, "-c", code], 300, cwd=str(REPO))
     assert r.returncode == 2, r.stderr[-2000:]
     assert "gpu_check: cannot import transformers" in r.stderr and "no pip" in r.stderr
     s = _read(out)
@@ -245,8 +247,8 @@ def test_whole_dry_run_on_cpu_passes_every_check(tmp_path, data_file):
     """The script as the device tool runs it (a child process), every check at dry-run size:
     all ok, the vLLM ones skipped exactly when vLLM is not importable."""
     out = tmp_path / "out" / "gpu_check.json"
-    r = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--dry-run", "--out", str(out),
-                        "--data", str(data_file)], capture_output=True, text=True, timeout=600, cwd=str(REPO))
+    r = run_cmd([sys.executable, str(SCRIPT), "--device", "cpu", "--dry-run", "--out", str(out),
+                 "--data", str(data_file)], 900, cwd=str(REPO))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert r.stdout.splitlines()[-1].startswith("gpu_check: all ok")
     s = _read(out)

@@ -5,11 +5,12 @@ of the finished dir continues (nothing left to train) instead of starting over."
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from fakes import run_cmd
 
 REPO = Path(__file__).resolve().parents[2]
 TRAINING = sorted(p.stem for p in (REPO / "configs" / "tiny").glob("*.yaml")
@@ -18,8 +19,7 @@ TRAINING = sorted(p.stem for p in (REPO / "configs" / "tiny").glob("*.yaml")
 
 def psr_run(*args, timeout=900):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "psr.cli", "run", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return run_cmd([sys.executable, "-m", "psr.cli", "run", *args], timeout, cwd=REPO, env=env)
 
 
 def test_every_tiny_training_config_is_covered():

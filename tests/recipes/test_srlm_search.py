@@ -6,13 +6,12 @@ tiny model."""
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from fakes import load_recipe
+from fakes import load_recipe, run_cmd
 from srlm_fakes import ScoringGenerator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -255,15 +254,14 @@ def test_settings_that_overflow_the_models_context_are_refused(tmp_path, tiny_mo
 def test_tiny_config_runs_with_only_output_dir(tmp_path):
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    r = subprocess.run([sys.executable, str(RECIPE), "--config", str(CONFIG), f"output_dir={tmp_path}"],
-                       env=env, capture_output=True, text=True, timeout=300)
+    r = run_cmd([sys.executable, str(RECIPE), "--config", str(CONFIG), f"output_dir={tmp_path}"], 600, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["questions_written"] == 4 and s["srlm"]["questions_failed"] == 0
     assert s["judge_calls"] == 4 * 3 * 2 - 2 * s["empty_responses"]
     assert s["backend"] == ["native"] and (tmp_path / "pairs.jsonl").exists()
-    bad = subprocess.run([sys.executable, str(RECIPE), "--config", str(CONFIG), f"output_dir={tmp_path / 'x'}",
-                          "num_sampels=3"], env=env, capture_output=True, text=True, timeout=120)
+    bad = run_cmd([sys.executable, str(RECIPE), "--config", str(CONFIG), f"output_dir={tmp_path / 'x'}",
+                   "num_sampels=3"], 300, env=env)
     assert bad.returncode == 2 and "num_sampels" in bad.stderr
 
 
@@ -272,12 +270,10 @@ def test_two_torchrun_ranks_give_the_one_process_output(tmp_path, tiny_model_dir
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     common = ["--config", str(CONFIG), f"model_dir={tiny_model_dir}", "questions=builtin:5"]
-    one = subprocess.run([sys.executable, str(RECIPE), *common, f"output_dir={tmp_path / 'one'}"],
-                         env=env, capture_output=True, text=True, timeout=300)
+    one = run_cmd([sys.executable, str(RECIPE), *common, f"output_dir={tmp_path / 'one'}"], 600, env=env)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(RECIPE), *common, f"output_dir={tmp_path / 'two'}"],
-                         env=env, capture_output=True, text=True, timeout=300)
+    two = run_cmd([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                   str(RECIPE), *common, f"output_dir={tmp_path / 'two'}"], 900, env=env)
     assert two.returncode == 0, two.stderr[-3000:]
     s0 = {x["id"] for x in read(tmp_path / "two" / "shards" / "rank0.jsonl")}
     s1 = {x["id"] for x in read(tmp_path / "two" / "shards" / "rank1.jsonl")}
