@@ -451,7 +451,13 @@ def _check_and_record(recipe: str, cfg: Any, out: Path, models: dict, inputs: di
     if old is not None and not overwrite and not has_results:
         old = None  # an earlier attempt stopped before writing anything (bad data, say): nothing to mix
     if old is not None and not overwrite:
-        diffs = _diff(old, new)
+        # a key ignored now is not compared either (e.g. a stage's component once that stage is done)
+        skip = set(ignore)
+        old_cmp = {**old, "settings": {k: v for k, v in old.get("settings", {}).items()
+                                       if not any(k == x or k.startswith(x + ".") for x in skip)},
+                   "models": {k: v for k, v in old.get("models", {}).items()
+                              if not any(k.startswith(x + ".") for x in skip)}}
+        diffs = _diff(old_cmp, new)
         if diffs:
             raise ConfigError(
                 f"output_dir={cfg.output_dir} holds the outputs of a different run ({'; '.join(diffs)}); "

@@ -210,6 +210,19 @@ def _read(work: Path, stem: str) -> dict[str, dict]:
     return recs
 
 
+def _finished_stages(questions: list[tuple[str, str]], work: Path) -> set[str]:
+    """The component keys of the stages with nothing left to do: {"policy", "prm"} when every
+    question's tree is written, + {"teacher"} when every question is judged too."""
+    if not work.is_dir():
+        return set()
+    ids = [qid for qid, _ in questions]
+    trees = _read(work, "trees")
+    if not all(q in trees for q in ids):
+        return set()
+    judged = _read(work, "judged")
+    return {"policy", "prm"} | ({"teacher"} if all(q in judged for q in ids) else set())
+
+
 def _mine(qid: str, rank: int, world: int) -> bool:
     return stable_hash("shard", qid) % world == rank
 
@@ -350,18 +363,22 @@ def main(cfg) -> dict:
 def _main(cfg) -> dict:
     D.init_distributed()
     out = Path(cfg.output_dir)
-    dirs = component_model_dirs(cfg)
     check_inputs(cfg)
+    questions = load_questions(cfg)
+    work = out / "work"
+    # A stage whose work is all written cannot change the results any more: its components are
+    # neither built nor compared with the manifest (a re-run may name another policy once every
+    # tree is searched, or another teacher once every question is judged).
+    done_stages = _finished_stages(questions, work)
+    dirs = {k: p for k, p in component_model_dirs(cfg).items() if k.split(".")[0] not in done_stages}
     O.claim_output_dir(
         "eft_build", cfg, models={k: p for k, p in dirs.items() if not _in_output(cfg, p)},
         inputs={"input": resolve_data_path(cfg.input, cfg.data_dir)},
-        ignore={"input", *dirs, "judge_batch_pairs"},
+        ignore={"input", *component_model_dirs(cfg), "judge_batch_pairs", *done_stages},
         data_dirs={"data_dir": cfg.data_dir} if cfg.data_dir else None,
         extra={k: ("built in output_dir" if _in_output(cfg, p) else "model dir") for k, p in dirs.items()},
         saved="every finished tree and judged question (work/)")
-    work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    questions = load_questions(cfg)
     D.barrier()
     search_stage(cfg, questions, work)
     _release_memory()
