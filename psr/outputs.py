@@ -452,7 +452,7 @@ def _check_and_record(recipe: str, cfg: Any, out: Path, models: dict, inputs: di
         old = None  # an earlier attempt stopped before writing anything (bad data, say): nothing to mix
     if old is not None and not overwrite:
         # a key ignored now is not compared either (e.g. a stage's component once that stage is done)
-        skip = set(ignore)
+        skip = set(ignore) - set(extra or {})  # an extra setting may reuse an ignored key's name
         old_cmp = {**old, "settings": {k: v for k, v in old.get("settings", {}).items()
                                        if not any(k == x or k.startswith(x + ".") for x in skip)},
                    "models": {k: v for k, v in old.get("models", {}).items()

@@ -358,3 +358,12 @@ def test_ctrl_c_prints_one_line_with_the_resume_command_and_exits_130(tmp_path):
     assert len(lines) == 1 and "Traceback" not in err
     assert f"saved in {tmp_path / 'o'}" in lines[0] and "resume with the same command: psr run toy" in lines[0]
     assert "what=sleep" in lines[0]
+
+
+def test_an_extra_setting_named_like_an_ignored_key_is_still_compared(tmp_path):
+    out = tmp_path / "out"
+    O.claim_output_dir("s", _cfg(out), ignore={"api_key"}, extra={"api_key": "file"})
+    (out / "items.jsonl").write_text("x\n")
+    assert O.claim_output_dir("s", _cfg(out), ignore={"api_key"}, extra={"api_key": "file"}).resumed
+    with pytest.raises(ConfigError, match="api_key: file -> builtin:3"):
+        O.claim_output_dir("s", _cfg(out), ignore={"api_key"}, extra={"api_key": "builtin:3"})
