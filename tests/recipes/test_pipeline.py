@@ -109,7 +109,7 @@ def test_smoke_pipeline_runs_every_stage_and_resumes(tmp_path):
     # a second run skips every finished stage
     timings = (out / "timings.json").read_text()
     p = _run(["--config", "arith/pipeline_smoke", f"output_dir={out}"])
-    assert p.returncode == 0
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert json.loads((out / "timings.json").read_text())["m0"] == json.loads(timings)["m0"]
 
 
