@@ -1,10 +1,12 @@
-"""The ``psr`` command: ``psr ls``, ``psr cp``, ``psr run``.
+"""The ``psr`` command: ``psr ls``, ``psr cp``, ``psr run``, ``psr plan``.
 
     psr ls                                   recipes and their configs
     psr cp step_search my_search.py          copy a recipe to edit (a variant is a copy)
     psr cp tiny/step_search my.yaml          copy a config to edit
     psr run step_search --config tiny/step_search output_dir=/tmp/s
     psr run --nproc_per_node 2 step_dpo --config tiny/step_dpo output_dir=/tmp/d
+    psr plan step_dpo --config qwen2_5_math_72b/step_dpo --nnodes 4 --nproc_per_node 8 --gpu_mem_gb 80 \
+        --model_config /models/Qwen2.5-Math-72B/config.json       per-GPU memory plan (psr.plan)
 
 ``psr run`` runs the recipe in this process, or through ``torch.distributed.run`` (torchrun)
 when torchrun options are given (``--nproc_per_node``, ``--nnodes``, ``--rdzv-endpoint`` ...).
@@ -170,7 +172,14 @@ def _torchrun(torchrun_main, argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"ls": cmd_ls, "cp": cmd_cp, "run": cmd_run}
+def cmd_plan(argv: Sequence[str]) -> int:
+    """Per-GPU memory plan from the config and the model's config.json (psr.plan; exit 1: does not fit)."""
+    from psr.plan import main as plan_main
+
+    return plan_main(list(argv))
+
+
+COMMANDS = {"ls": cmd_ls, "cp": cmd_cp, "run": cmd_run, "plan": cmd_plan}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -360,3 +360,13 @@ def test_estimate_rejects_nonsense_settings():
         estimate(SMALL, "pipeline")
     with pytest.raises(PlanError, match="tensor_parallel_size=3 does not divide num_attention_heads 4"):
         estimate_generation(SMALL, tensor_parallel_size=3)
+
+
+def test_psr_plan_command_is_the_plan(model_configs, capsys):
+    from psr.cli import main as psr_main
+
+    rc = psr_main(["plan", "eft_ift_sft", "--config", "qwen2_5_math_72b/eft_ift_sft", "--nnodes", "1",
+                   "--nproc_per_node", "8", "--gpu_mem_gb", "80", "--model_dir", str(model_configs["72b"])])
+    out = capsys.readouterr().out
+    assert rc == 1 and "does not fit" in out and "cpu_offload=true" in out
+    assert psr_main(["plan", "no_such_recipe", "--config", "tiny/eval"]) == 2
