@@ -115,7 +115,9 @@ class TrainConfig:
     save_every_n_steps: Optional[int] = None
     # dtype of saved model dirs (null = the training parameter dtype), e.g. bfloat16 for vLLM.
     save_dtype: Optional[str] = None
-    # Continue from <output_dir>/resume_state when it exists (fresh start otherwise).
+    # Kept for torchtune-style commands: a plain re-run into the same output_dir already continues
+    # from <output_dir>/resume_state when it exists (the manifest check refuses a different run);
+    # true only adds a line when there is no checkpoint to continue.
     resume_from_checkpoint: bool = False
     # Metric backends on rank 0: any of jsonl (metrics.jsonl), stdout, tensorboard.
     metric_loggers: list = field(default_factory=lambda: ["jsonl"])
