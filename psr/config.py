@@ -39,6 +39,19 @@ class ConfigError(ValueError):
     """A bad configuration; the message names the key and where it came from."""
 
 
+def dataclass_from_mapping(cls: type, m: Any) -> Any:
+    """An instance of the dataclass ``cls`` from an instance, a dict or an omegaconf config (keys
+    that are not fields of ``cls`` are ignored; None gives the defaults)."""
+    if isinstance(m, cls):
+        return m
+    if m is None:
+        return cls()
+    if isinstance(m, DictConfig):
+        m = OmegaConf.to_container(m, resolve=True)
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in dict(m).items() if k in names})
+
+
 def resolve_config_path(spec: str | Path) -> Path:
     """A YAML path as given, or ``family/recipe`` → ``configs/family/recipe.yaml``."""
     p = Path(spec)

@@ -150,19 +150,9 @@ class SearchConfig:
     @classmethod
     def from_mapping(cls, m: Any) -> "SearchConfig":
         """A SearchConfig from a SearchConfig, a dict or an omegaconf config (other keys ignored)."""
-        if isinstance(m, cls):
-            return m
-        if m is None:
-            return cls()
-        try:
-            from omegaconf import DictConfig, OmegaConf
+        from psr.config import dataclass_from_mapping
 
-            if isinstance(m, DictConfig):
-                m = OmegaConf.to_container(m, resolve=True)
-        except ImportError:  # pragma: no cover
-            pass
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in dict(m).items() if k in names})
+        return dataclass_from_mapping(cls, m)
 
     def policy_params(self) -> SamplingParams:
         return SamplingParams(

@@ -49,7 +49,6 @@ prompts), so a resumed run sends the backend the same batches as an uninterrupte
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import re
@@ -187,19 +186,9 @@ class SRLMConfig:
     @classmethod
     def from_mapping(cls, m: Any) -> "SRLMConfig":
         """An SRLMConfig from an SRLMConfig, a dict or an omegaconf config (other keys ignored)."""
-        if isinstance(m, cls):
-            return m
-        if m is None:
-            return cls()
-        try:
-            from omegaconf import DictConfig, OmegaConf
+        from psr.config import dataclass_from_mapping
 
-            if isinstance(m, DictConfig):
-                m = OmegaConf.to_container(m, resolve=True)
-        except ImportError:  # pragma: no cover
-            pass
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in dict(m).items() if k in names})
+        return dataclass_from_mapping(cls, m)
 
     def policy_params(self) -> SamplingParams:
         return SamplingParams(n=self.num_samples, temperature=self.temperature, top_p=self.top_p,

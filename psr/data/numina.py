@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
-from psr.data.jsonl import DataError, write_jsonl
+from psr.data.jsonl import DataError, iter_jsonl, write_jsonl
 from psr.grader.extract import last_boxed
 
 NUMINA_FIELDS = ("source", "problem", "solution", "messages")
@@ -99,15 +99,8 @@ def _rows(path: Path) -> Iterator[tuple[str, Any]]:
                 yield f"{path}:row {row}", rec
                 row += 1
         return
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})") from None
-            yield f"{path}:{n}", rec
+    for n, rec in iter_jsonl(path):
+        yield f"{path}:{n}", rec
 
 
 def _check_messages(msgs: Any, where: str) -> list[dict]:

@@ -36,7 +36,7 @@ import math
 import re
 from functools import lru_cache
 
-from psr.grader.extract import choice_letter
+from psr.grader.extract import _balanced, choice_letter
 from psr.grader.normalize import normalize, numbers_close, parse_number
 
 __all__ = ["match_local", "answer_type_of", "symbolic_equal", "split_top_level"]
@@ -85,18 +85,6 @@ def split_top_level(s: str, sep: str = ",") -> list[str]:
         i += 1
     out.append("".join(cur))
     return [p.strip() for p in out]
-
-
-def _balanced(s: str) -> bool:
-    depth = 0
-    for c in s:
-        if c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth -= 1
-            if depth < 0:
-                return False
-    return depth == 0
 
 
 def _structure(s: str):
