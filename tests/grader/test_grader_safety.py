@@ -50,11 +50,13 @@ def test_pathological_inputs_are_wrong_within_the_timeout():
         ("\\boxed{9^{9^{9^{9}}}}", "9^{9^{9^{9}}}+1"),
     ]
     t0 = time.perf_counter()
-    got = grade_many(cases + [("\\boxed{4}", "4")], workers=2, timeout_s=2)
+    # a timeout far above what an easy item needs on a loaded machine (\\boxed{4} must never time
+    # out); the pathological items are cut by guards or by this timeout either way
+    got = grade_many(cases + [("\\boxed{4}", "4")], workers=2, timeout_s=10)
     elapsed = time.perf_counter() - t0
     assert got == [False] * len(cases) + [True]
-    # each item is bounded by its own timeout (2 s) plus a worker restart
-    assert elapsed < 2 * len(cases) + 10
+    # each item is bounded by its own timeout plus a worker restart
+    assert elapsed < 10 * len(cases) + 30
 
 
 def test_a_stuck_item_is_killed_and_the_rest_of_the_batch_is_graded():
@@ -62,10 +64,12 @@ def test_a_stuck_item_is_killed_and_the_rest_of_the_batch_is_graded():
     try:
         items = [("grade", "\\boxed{10^{10^{10^{10}}}}", "1", None)] + [("grade", f"\\boxed{{{k}}}", str(k), None) for k in range(5)]
         t0 = time.perf_counter()
-        got = pool.run(items, timeout_s=1.0)
+        # 5 s: the restarted worker's first easy item must not time out on a loaded machine; the
+        # stuck item never finishes, so exactly one timeout whatever the machine's speed
+        got = pool.run(items, timeout_s=5.0)
         assert got == [False] + [True] * 5
         assert pool.n_timeouts == 1
-        assert time.perf_counter() - t0 < 15
+        assert time.perf_counter() - t0 < 5.0 + 30
     finally:
         pool.close()
 
