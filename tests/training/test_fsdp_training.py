@@ -5,26 +5,25 @@ reshards) with the losses of an uninterrupted run."""
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from psr.models.tiny import build_tiny_model_dir
+from fakes import run_cmd
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = REPO / "tests" / "assets" / "fsdp_train_worker.py"
 
 
-def launch(nproc: int, *args, fault: int | None = None) -> subprocess.CompletedProcess:
+def launch(nproc: int, *args, fault: int | None = None):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     if fault is not None:
         env["PSR_FAULT_AFTER_STEP"] = str(fault)
     cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
            if nproc > 1 else [sys.executable])
-    return subprocess.run(cmd + [str(WORKER), *map(str, args)], cwd=REPO, capture_output=True, text=True,
-                          timeout=900, env=env)
+    return run_cmd(cmd + [WORKER, *args], timeout_s=900, cwd=REPO, env=env)
 
 
 @pytest.fixture(scope="module")

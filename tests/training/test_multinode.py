@@ -4,6 +4,7 @@ over the 4 ranks, and with hybrid_shard (replicate across the nodes, shard withi
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from psr.training.metrics import read_metrics
+from fakes import run_cmd
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "eft_ift_sft.py"
@@ -28,8 +30,8 @@ def free_port() -> int:
 def one_process(tmp_path_factory):
     out = tmp_path_factory.mktemp("single")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    p = subprocess.run([sys.executable, str(RECIPE), "--config", "tiny/eft_ift_sft", f"output_dir={out}", *COMMON],
-                       cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+    p = run_cmd([sys.executable, RECIPE, "--config", "tiny/eft_ift_sft", f"output_dir={out}", *COMMON],
+                timeout_s=900, cwd=REPO, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
     return out
 
@@ -45,13 +47,16 @@ def test_two_nodes_of_two_match_one_process(tmp_path, one_process, hybrid):
            "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", f"psr-{port}",
            "--max_restarts", "0", str(RECIPE), "--config", "tiny/eft_ift_sft", "tiny=false",
            f"output_dir={tmp_path / 'multi'}", f"hybrid_shard={str(hybrid).lower()}", *inputs, *COMMON]
-    agents = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-              for _ in range(2)]
+    # each agent in its own process group: a hung run is killed whole, ranks included
+    agents = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               start_new_session=True) for _ in range(2)]
+    limit = 900 * float(os.environ.get("PSR_TEST_TIMEOUT_SCALE", "1"))
     try:
-        outs = [a.communicate(timeout=900) for a in agents]
+        outs = [a.communicate(timeout=limit) for a in agents]
     finally:
         for a in agents:
-            a.kill()
+            if a.poll() is None:
+                os.killpg(a.pid, signal.SIGKILL)
     for a, (_, err) in zip(agents, outs):
         assert a.returncode == 0, err[-3000:]
     single = [r["loss"] for r in read_metrics(one_process / "metrics.jsonl")]

@@ -8,7 +8,6 @@ tied Llama (SmolLM2's architecture) and an untied Qwen2 whose row counts do not 
 import hashlib
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from psr.models.hf import (build_tiny_llama_dir, load_model_for_training, parse_
 from psr.models.tiny import build_tiny_tokenizer
 from psr.training.fsdp import check_launch, setup_model
 from psr.config import ConfigError
+from fakes import run_cmd
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = REPO / "tests" / "assets" / "fsdp_load_save.py"
@@ -109,9 +109,8 @@ def test_not_a_model_dir_is_one_line(tmp_path):
 def test_sharded_setup_matches_one_process_and_saves_a_reloadable_sharded_dir(tmp_path, model_dirs, nproc):
     before = [file_hashes(d) for d in model_dirs]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                        str(nproc), str(WORKER), str(tmp_path), *map(str, model_dirs)],
-                       cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
+    p = run_cmd([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                 str(nproc), str(WORKER), str(tmp_path), *model_dirs], timeout_s=900, cwd=REPO, env=env)
     assert p.returncode == 0, p.stderr[-4000:]
     for k, d in enumerate(model_dirs):
         ref = hf_logits(d)
