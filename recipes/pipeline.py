@@ -39,6 +39,37 @@ iterations' candidates (step_search ``checker_judge_problems``), so the report s
 DPO do with a perfect judge. Copy a run's ``data`` and ``stages/{m0,m1}*`` into a new output_dir to
 reuse its M1.
 
+Several nodes: each stage is one command. Without a template it is ``psr run [launcher] <recipe>
+--config ... key=value ...`` on this machine (``launcher``: torchrun options). On a cluster every
+node must start a torchrun agent for each stage, so give a command template, a bash command with
+placeholders, per stage kind (``launch.train``: eft_ift_sft, prm_train, step_dpo; ``launch.generate``:
+step_search, eval, eft_build) or per stage spec (``search: {config, overrides, launch}``, which wins;
+ift_build only calls the teacher and runs locally unless its spec has one):
+
+    {stage}   the stage's name (m1, search_2, eval_M3, ...): a unique ``--rdzv_id``
+    {recipe}  the path of recipes/<recipe>.py
+    {args}    the recipe's shell-quoted arguments (--config <stage config> output_dir=... key=value ...)
+    {port}    a free port on this machine (rendezvous of local test "nodes")
+    {python}  this interpreter
+
+e.g. for Slurm, 72B (4 nodes x 8 GPUs per training stage; 4 nodes x 1 rank per generation stage, each
+rank one vLLM engine with backend_kwargs.tensor_parallel_size=8):
+
+    launch:
+      train: srun --nodes 4 --ntasks-per-node 1 python -m torch.distributed.run --nnodes 4 --nproc_per_node 8
+             --rdzv_backend c10d --rdzv_endpoint $HEAD:29500 --rdzv_id {stage} {recipe} {args}
+      generate: srun --nodes 4 --ntasks-per-node 1 python -m torch.distributed.run --nnodes 4 --nproc_per_node 1
+             --rdzv_backend c10d --rdzv_endpoint $HEAD:29500 --rdzv_id {stage} {recipe} {args}
+
+The command runs with ``bash -e -o pipefail -c``; its exit status is the stage's. Agents started in the
+background must each be waited for by pid (``A & a=$!; B & b=$!; wait $a; wait $b``: a bare ``wait``
+always succeeds); when the command fails, what it left running (its process group) is terminated. A
+literal brace is ``{{``/``}}``; write shell variables as ``$HEAD``, not ``${HEAD}`` (OmegaConf
+interpolation). Every template is checked before any stage runs (an unknown placeholder or one without
+{recipe}/{args} is refused, naming the key). ``print_commands=true`` prints each stage's command
+(``# <stage>`` then the command; ``(done)`` for finished ones) and runs, writes and marks nothing:
+paste them into a job script to run the stages by hand.
+
 Re-running the same command skips finished stages (``output_dir/stages/<stage>.done``); a stage
 killed midway is run again with the recipe's own resume (training recipes continue their
 checkpoint, search and eval skip finished ids). ``output_dir/manifest.json`` records the
@@ -51,6 +82,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
+import socket
+import string
 import subprocess
 import sys
 import time
@@ -126,8 +161,15 @@ class PipelineConfig(O.RunKeys):
     # iterations' candidates instead of the model (step_search checker_judge_problems), so the
     # report shows what search + DPO do when the judge is perfect. Use its own output_dir.
     checker_judge: bool = False
-    # Extra torchrun options for every stage, e.g. ["--nproc_per_node", "2"] (empty: one process).
+    # Extra torchrun options for every stage run locally, e.g. ["--nproc_per_node", "2"] (empty: one
+    # process). A stage with a launch template (below) ignores them.
     launcher: list = field(default_factory=list)
+    # Command templates for clusters (see "Several nodes" in the module docstring): a bash command per
+    # stage kind, `train` (eft_ift_sft, prm_train, step_dpo) and `generate` (step_search, eval,
+    # eft_build); null: run locally with `launcher`. A stage spec's own `launch` key wins over these.
+    launch: Any = field(default_factory=lambda: {"train": None, "generate": None})
+    # Print each stage's command instead of running it (nothing is run, written or marked done).
+    print_commands: bool = False
 
 
 class Pipeline:
@@ -137,8 +179,9 @@ class Pipeline:
         self.data = self.out / "data"
         self.stages = self.out / "stages"
         self.logs = self.out / "logs"
-        for d in (self.data, self.stages, self.logs):
-            d.mkdir(parents=True, exist_ok=True)
+        if not cfg.print_commands:  # print_commands writes nothing
+            for d in (self.data, self.stages, self.logs):
+                d.mkdir(parents=True, exist_ok=True)
         self.timings: dict[str, float] = self._load_timings()
 
     # ----------------------------------------------------------------- bookkeeping
@@ -167,24 +210,48 @@ class Pipeline:
         return self.stages / f"dpo_{k - 1}" / "final"
 
     def run_recipe(self, stage: str, recipe: str, spec: Any, overrides: list[str], resume_key: Optional[str] = None) -> None:
-        """Run ``recipe`` as its own process for ``stage`` unless the stage is done."""
-        if self.done(stage):
-            return
+        """Run ``recipe`` as its own process for ``stage`` unless the stage is done: through the
+        stage's launch template when it has one, else ``psr run [launcher] <recipe> ...``."""
         stage_out = self.stages / stage
-        args = [sys.executable, "-m", "psr.cli", "run", *self.cfg.launcher, recipe, "--config", str(spec.config),
-                f"output_dir={stage_out}", *overrides, *[str(o) for o in spec.overrides]]
+        rargs = ["--config", str(spec.config), f"output_dir={stage_out}", *overrides, *[str(o) for o in spec.overrides]]
         if resume_key and stage_out.exists() and any(stage_out.iterdir()):
-            args.append(f"{resume_key}=true")
-        self.run_process(stage, recipe, args)
+            rargs.append(f"{resume_key}=true")
+        template = stage_template(self.cfg, spec, recipe)
+        if template is None:
+            args = [sys.executable, "-m", "psr.cli", "run", *self.cfg.launcher, recipe, *rargs]
+            if self.cfg.print_commands:
+                return self.print_command(stage, shlex.join(args))
+            if self.done(stage):
+                return
+            return self.run_process(stage, recipe, args)
+        cmd = fill_template(template, stage=stage, recipe=recipe, args=rargs)
+        if self.cfg.print_commands:
+            return self.print_command(stage, cmd)
+        if not self.done(stage):
+            self.run_process(stage, recipe, ["bash", "-e", "-o", "pipefail", "-c", cmd], shown=cmd)
 
-    def run_process(self, stage: str, what: str, args: list[str]) -> None:
-        """Run ``args`` for ``stage`` with its output in the stage's log; mark the stage done."""
+    def print_command(self, stage: str, cmd: str) -> None:
+        """print_commands=true: the stage's command, marked when the stage is already done."""
+        print(f"# {stage}{' (done)' if self.done(stage) else ''}\n{cmd}", flush=True)
+
+    def run_process(self, stage: str, what: str, args: list[str], shown: Optional[str] = None) -> None:
+        """Run ``args`` for ``stage`` with its output in the stage's log; mark the stage done. The
+        command runs in its own process group; when it fails, what it left running (e.g. the other
+        torchrun agents of a launch template) is terminated with it."""
         t0 = time.time()
         log = self.logs / f"{stage}.log"
         with log.open("a") as f:
-            f.write(f"\n$ {' '.join(args)}\n")
+            f.write(f"\n$ {shown or ' '.join(args)}\n")
             f.flush()
-            rc = subprocess.call(args, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            try:
+                rc = proc.wait()
+            except BaseException:
+                _kill_group(proc.pid)
+                raise
+            if rc != 0:
+                _kill_group(proc.pid)
         if rc != 0:
             tail = "".join(log.read_text().splitlines(keepends=True)[-25:])
             raise StageError(f"stage {stage} ({what}) failed with exit code {rc}; log: {log}\n{tail}")
@@ -194,6 +261,8 @@ class Pipeline:
     def stage_data(self) -> None:
         if not self.arith:
             return self.stage_real_data()
+        if self.cfg.print_commands:
+            return self.print_command("data", "# in process: the arith world's data and initial model (psr.arith)")
         if self.done("data"):
             return self.check_judge_budgets()  # the stage configs may have changed since
         t0 = time.time()
@@ -254,6 +323,8 @@ class Pipeline:
         self.run_recipe("prm", "prm_train", c.prm, [], resume_key="resume_from_checkpoint")
         self.run_recipe("eft", "eft_build", c.eft,
                         [f"policy.model_dir={self.model(0)}", f"prm.model_dir={self.stages / 'prm' / 'final'}"])
+        if self.cfg.print_commands:
+            return self.print_command("data", f"# in process: the iterations' questions from {c.questions}")
         if self.done("data"):
             return
         path = Path(c.questions)
@@ -299,7 +370,7 @@ class Pipeline:
                             [f"model_dir={self.model(i)}", f"questions={self.data / f'iter{i}_questions.jsonl'}",
                              f"seed={c.seed + i}", *judge])
             pairs = self.stages / f"search_{i}" / "pairs.jsonl"
-            if not self.done(f"dpo_{i}") and not read_jsonl(pairs):
+            if not self.cfg.print_commands and not self.done(f"dpo_{i}") and not read_jsonl(pairs):
                 # No preference data (every round tied): nothing to optimise, M_{i+1} = M_i.
                 print(f"pipeline: search_{i} produced no preference pairs; M{i + 1} = M{i} (see {self.logs / f'search_{i}.log'})",
                       flush=True)
@@ -347,7 +418,7 @@ class Pipeline:
         """headroom_M<k> (arith): the share of M_k's greedy failures on the held-out split whose first
         wrong step has a correct candidate among the search's w samples (psr.arith.headroom)."""
         stage = f"headroom_M{k}"
-        if self.done(stage):
+        if self.done(stage) and not self.cfg.print_commands:
             return
         sp = self.search_sampling()
         args = [sys.executable, "-m", "psr.arith", "headroom", "--model", str(self.model(k)),
@@ -355,6 +426,8 @@ class Pipeline:
                 "--greedy", str(self.stages / f"eval_M{k}" / "arith" / "items.jsonl"), "--out", str(self.stages / stage),
                 "--width", str(sp["width"]), "--temperature", str(sp["temperature"]), "--top-p", str(sp["top_p"]),
                 "--max-new-tokens", str(sp["max_new_tokens"]), "--seed", str(self.cfg.seed)]
+        if self.cfg.print_commands:
+            return self.print_command(stage, shlex.join(args))
         self.run_process(stage, "psr.arith headroom", args)
 
     def pair_checker(self):
@@ -381,6 +454,8 @@ class Pipeline:
     def stage_report(self) -> Path:
         from psr.report import write_report
 
+        if self.cfg.print_commands:
+            return self.print_command("report", "# in process: psr.report.write_report")
         t0 = time.time()
         path = write_report(self.out, self.cfg.iterations, pair_checker=self.pair_checker() if self.arith else None,
                             judge="the exact checker (diagnostic: checker_judge=true)" if self.cfg.checker_judge else None)
@@ -389,7 +464,100 @@ class Pipeline:
         return path
 
 
-def main(cfg: Any) -> Path:
+# ----------------------------------------------------------------- launch templates
+# Which pipeline-level template a recipe takes (launch.train / launch.generate); ift_build (teacher
+# calls only) takes none: it runs locally unless its stage spec has its own launch.
+RECIPE_KIND = {"eft_ift_sft": "train", "prm_train": "train", "step_dpo": "train",
+               "step_search": "generate", "eval": "generate", "eft_build": "generate"}
+# The placeholders of a launch template.
+PLACEHOLDERS = ("stage", "recipe", "args", "port", "python")
+STAGE_KEYS = ("m0", "ift", "prm", "eft", "sft", "search", "dpo", "eval")
+
+
+def stage_template(cfg: Any, spec: Any, recipe: str) -> Optional[str]:
+    """The launch template of a stage: its spec's ``launch``, else the pipeline's ``launch.<kind>``."""
+    own = spec.get("launch") if hasattr(spec, "get") else None
+    if own:
+        return str(own)
+    kind = RECIPE_KIND.get(recipe)
+    launch = cfg.get("launch") or {}
+    return str(launch[kind]) if kind and launch.get(kind) else None
+
+
+def template_fields(template: str) -> list[str]:
+    """The placeholder names of ``template`` ({{ and }} are literal braces)."""
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+
+
+def check_template(key: str, template: Any) -> None:
+    """A launch template must be a string whose placeholders are known and which passes the
+    recipe and its arguments on; else a ConfigError naming ``key``."""
+    if not isinstance(template, str):
+        raise ConfigError(f"{key}: a launch template must be a string, got {type(template).__name__}")
+    try:
+        names = template_fields(template)
+    except ValueError as e:
+        raise ConfigError(f"{key}: bad template ({e}; write a literal brace as {{{{ or }}}})") from None
+    for name in names:
+        if name not in PLACEHOLDERS:
+            raise ConfigError(f"{key}: unknown placeholder {{{name}}} (known: "
+                              f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)}; write a literal brace as {{{{ or }}}})")
+    for need in ("recipe", "args"):
+        if need not in names:
+            raise ConfigError(f"{key}: the template must contain {{{need}}} (the stage would not run its recipe as configured)")
+
+
+def check_templates(cfg: Any) -> None:
+    """Every launch template of the pipeline, before any stage runs."""
+    launch = cfg.get("launch")
+    if launch is None:
+        launch = {}
+    if not hasattr(launch, "items"):
+        raise ConfigError(f"launch: must be a mapping {{train: ..., generate: ...}}, got {launch!r}")
+    for kind, template in launch.items():
+        if kind not in ("train", "generate"):
+            raise ConfigError(f"launch.{kind}: unknown stage kind (known: train, generate)")
+        if template is not None:
+            check_template(f"launch.{kind}", template)
+    for key in STAGE_KEYS:
+        spec = cfg.get(key)
+        if hasattr(spec, "get") and spec.get("launch") is not None:
+            check_template(f"{key}.launch", spec.get("launch"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fill_template(template: str, stage: str, recipe: str, args: list[str]) -> str:
+    """The shell command of a stage: {stage}, {recipe} (recipes/<recipe>.py), {args} (the recipe's
+    shell-quoted arguments), {port} (a free port on this machine), {python} (this interpreter)."""
+    from psr.cli import resolve_recipe
+
+    return template.format(stage=stage, recipe=shlex.quote(str(resolve_recipe(recipe).resolve())),
+                           args=shlex.join(args), port=free_port() if "port" in template_fields(template) else "",
+                           python=shlex.quote(sys.executable))
+
+
+def _kill_group(pgid: int, grace_s: float = 10.0) -> None:
+    """SIGTERM what is left of a process group (torchrun agents end their workers), SIGKILL after grace_s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.time() + grace_s
+        while time.time() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.2)
+
+
+def main(cfg: Any) -> Optional[Path]:
     if cfg.iterations < 0:
         raise ConfigError(f"iterations must be >= 0, got {cfg.iterations}")
     if len(cfg.questions_per_iteration) < cfg.iterations:
@@ -411,11 +579,17 @@ def main(cfg: Any) -> Path:
         for key in ("base_model", "questions"):
             if not cfg[key]:
                 raise ConfigError(f"{key}: required with source=recipes")
+    check_templates(cfg)
+    if cfg.print_commands:
+        p = Pipeline(cfg)
+        for fn in (p.stage_data, p.stage_train, p.stage_eval, p.stage_report):
+            fn()
+        return None
     O.check_output_dir(cfg.output_dir)
     base = cfg.base_model if cfg.source == "recipes" and cfg.base_model and Path(cfg.base_model).is_dir() else None
     O.claim_output_dir("pipeline", cfg, models={"base_model": base} if base else {},
                        ignore={"iterations", "questions_per_iteration", "eval_tts", "tts_limit", "eval_headroom",
-                               "launcher", "base_model", "questions"},
+                               "launcher", "launch", "print_commands", "base_model", "questions"},
                        inputs={"questions": _questions_file(cfg)} if cfg.source == "recipes" else {},
                        extra={"base_model": cfg.base_model if base is None else "model dir"},
                        saved="every finished stage (stages/*.done) and the stage that ran, up to its last save")
