@@ -24,7 +24,8 @@ Stages (the MCTS, pair rules and filters are documented in psr/eft.py):
                 -> work/trees.rank<r>.jsonl
     2. judge    both orders of every pair through the teacher; status kept / unparseable /
                 inconsistent / prm_disagree                  -> work/judged.rank<r>.jsonl
-    3. split    rank 0: EFT records of the kept pairs (both A/B orders with emit_both_orders),
+    3. split    rank 0: EFT records of the kept pairs (one per pair, seeded A/B order; both
+                orders with emit_both_orders=true),
                 split by question into test (test_size records) and train (train_size, null = all)
 
 Outputs (in ``output_dir``):
@@ -75,9 +76,10 @@ from psr.ift import resolve_data_path, stable_hash
 @dataclass
 class EftBuildConfig(O.RunKeys):
     output_dir: str = MISSING
-    # Questions jsonl: absolute, or relative to the data dir (data_dir when set, else
-    # $PSR_DATA_DIR, else ../shared/data, taken from the repository root).
-    input: str = "gsm8k/train.jsonl"
+    # Questions jsonl (required, no default: the question source is a choice, e.g. NuminaMath-CoT
+    # written by `python -m psr.data.numina IN OUT`): absolute, or relative to the data dir
+    # (data_dir when set, else $PSR_DATA_DIR, else ../shared/data, taken from the repository root).
+    input: str = MISSING
     data_dir: Optional[str] = None
     id_key: str = "id"
     question_key: str = "problem"
@@ -115,8 +117,9 @@ class EftBuildConfig(O.RunKeys):
     judge_max_new_tokens: int = 1024
     # Pairs per teacher generate call (each pair is two prompts).
     judge_batch_pairs: int = 64
-    # Write both A/B orders of each kept pair (balanced labels); false: one order per pair.
-    emit_both_orders: bool = True
+    # false (default, the paper's counts): one record per kept pair, its A/B order drawn with the
+    # seed (labels balanced in expectation); true: both orders of each pair (twice the records).
+    emit_both_orders: bool = False
     # --- split (paper: 4,167 train / 500 test records) ---
     # EFT records in the test split (whole questions; a question's surplus records are dropped).
     test_size: int = 500

@@ -67,9 +67,10 @@ class IftBuildConfig(O.RunKeys):
     output_dir: str = MISSING
     # rules | teacher (see the module docstring).
     mode: str = "rules"
-    # Input jsonl: absolute, or relative to the data dir: data_dir when set, else $PSR_DATA_DIR,
-    # else ../shared/data (a relative data dir is taken from the repository root).
-    input: str = "gsm8k/train.jsonl"
+    # Input jsonl (required, no default: the paper's source is NuminaMath-CoT, written by
+    # `python -m psr.data.numina IN OUT`): absolute, or relative to the data dir: data_dir when
+    # set, else $PSR_DATA_DIR, else ../shared/data (a relative data dir is taken from the repository root).
+    input: str = MISSING
     data_dir: Optional[str] = None
     # Field names in the input records.
     id_key: str = "id"

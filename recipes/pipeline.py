@@ -123,7 +123,9 @@ class PipelineConfig(O.RunKeys):
     prm: Any = field(default_factory=lambda: {"config": None, "overrides": []})
     eft: Any = field(default_factory=lambda: {"config": None, "overrides": []})
     # source=recipes: the iterations' questions, a jsonl of {id, problem} records (path, or
-    # relative to data_dir); iteration i takes the next questions_per_iteration[i-1] of them.
+    # relative to data_dir), required: the iterations draw sum(questions_per_iteration) of them by a
+    # shuffle with `seed`, leaving out every question the ift and eft stages used (counts in
+    # data/questions_summary.json); iteration i takes the next questions_per_iteration[i-1].
     questions: Optional[str] = None
     # source=recipes: skip this many records of `questions` first (e.g. those ift_build used).
     questions_offset: int = 0
@@ -335,18 +337,40 @@ class Pipeline:
             path = data_dir / c.questions
             if not path.exists():
                 raise ConfigError(f"questions: {c.questions}: no such file (also looked in {data_dir})")
-        recs = read_jsonl(path, required=("problem",))[c.questions_offset:]
+        from psr.data.numina import sample_questions
+
+        recs = [dict(r, id=str(r.get("id", f"q{j}"))) for j, r in
+                enumerate(read_jsonl(path, required=("problem",)))][c.questions_offset:]
         need = sum(int(n) for n in c.questions_per_iteration[: c.iterations])
-        if len(recs) < need:
-            raise ConfigError(f"questions: {path} has {len(recs)} records after questions_offset={c.questions_offset}; "
-                              f"questions_per_iteration needs {need}")
+        used = self.sft_questions()
+        try:
+            sample, counts = sample_questions(recs, need, c.seed, exclude=used)
+        except ValueError as e:
+            raise ConfigError(f"questions: {path} after questions_offset={c.questions_offset}: {e} "
+                              f"(questions_per_iteration needs {need})") from None
         start = 0
         for i, n in enumerate(c.questions_per_iteration[: c.iterations], 1):
-            chunk = recs[start:start + int(n)]
+            chunk = sample[start:start + int(n)]
             start += int(n)
-            write_jsonl(self.data / f"iter{i}_questions.jsonl",
-                        [{"id": str(r.get("id", f"q{start - len(chunk) + j}")), "problem": r["problem"]} for j, r in enumerate(chunk)])
+            write_jsonl(self.data / f"iter{i}_questions.jsonl", [{"id": r["id"], "problem": r["problem"]} for r in chunk])
+        summary = {"questions": str(path), "questions_offset": c.questions_offset, "seed": c.seed,
+                   "sft_questions": len(used), **counts,
+                   "per_iteration": [int(n) for n in c.questions_per_iteration[: c.iterations]]}
+        (self.data / "questions_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        print(f"pipeline: iteration questions {json.dumps(summary)}", flush=True)
         self.mark("data", 0.0)
+
+    def sft_questions(self) -> set[str]:
+        """source=recipes: every question the IFT and EFT stages used (IFT accepted and rejected,
+        EFT searched and kept), which the iterations must not ask again."""
+        out: set[str] = set()
+        files = [self.stages / "ift" / "ift.jsonl", self.stages / "ift" / "rejects.jsonl",
+                 self.stages / "eft" / "eft_train.jsonl", self.stages / "eft" / "eft_test.jsonl",
+                 *sorted((self.stages / "eft" / "work").glob("trees.rank*.jsonl"))]
+        for f in files:
+            if f.exists():
+                out.update(str(r["question"]) for r in read_jsonl(f) if r.get("question"))
+        return out
 
     def sft_data(self) -> list[str]:
         if self.arith:
@@ -579,6 +603,11 @@ def main(cfg: Any) -> Optional[Path]:
         for key in ("base_model", "questions"):
             if not cfg[key]:
                 raise ConfigError(f"{key}: required with source=recipes")
+        for key, recipe in (("ift", "ift_build"), ("eft", "eft_build")):
+            node = Pipeline.stage_config(cfg[key])
+            if OmegaConf.select(node, "input", default=None) is None or OmegaConf.is_missing(node, "input"):
+                raise ConfigError(f"{key}.overrides: input is not set ({recipe}'s question source, no default; "
+                                  f"add input=... to {key}.overrides or set it in {cfg[key].config})")
     check_templates(cfg)
     if cfg.print_commands:
         p = Pipeline(cfg)

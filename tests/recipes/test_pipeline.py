@@ -154,9 +154,11 @@ def test_recipes_source_wires_ift_prm_eft_into_m1_and_slices_new_questions(tmp_p
     assert got["eval_M0"][3] == ["model_dir=/m/smol", "mode=greedy"]  # the eval config's benchmarks (gsm8k)
     assert got["judge_M3"][3][-1] == f"eft_test={p.stages / 'eft' / 'eft_test.jsonl'}"
     assert "m0" not in got and not any(c[0].startswith("tts") for c in calls)
-    # iteration questions: disjoint consecutive slices after the offset
+    # iteration questions: a seeded shuffle of those after the offset, disjoint across iterations
     ids = [[json.loads(line)["id"] for line in (p.data / f"iter{i}_questions.jsonl").open()] for i in (1, 2)]
-    assert ids == [["g2", "g3", "g4"], ["g5", "g6", "g7", "g8"]]
+    assert [len(x) for x in ids] == [3, 4] and len(set(ids[0] + ids[1])) == 7
+    assert set(ids[0] + ids[1]) <= {f"g{i}" for i in range(2, 10)}
+    assert ids[0] + ids[1] != [f"g{i}" for i in range(2, 9)]  # shuffled, not the file's order
     # the prm override interpolates base_model
     assert OmegaConf.to_container(cfg.prm, resolve=True)["overrides"][0] == "model_dir=/m/smol"
 
@@ -207,9 +209,10 @@ def test_every_family_has_a_pipeline_config_of_the_same_shape():
 
     for fam, source in (("arith", "arith"), ("smollm2_135m", "recipes"), ("qwen2_5_math_7b", "recipes"),
                         ("qwen2_5_math_72b", "recipes")):
-        cfg = load_config(PipelineConfig, f"{fam}/pipeline", ["output_dir=/tmp/x", "base_model=/m"])
+        cfg = load_config(PipelineConfig, f"{fam}/pipeline", ["output_dir=/tmp/x", "base_model=/m", "questions=/q.jsonl"])
         assert cfg.source == source and cfg.iterations == 3 and len(cfg.questions_per_iteration) == 3
         stages = ["sft", "search", "dpo", "eval"] + (["m0"] if source == "arith" else ["ift", "prm", "eft"])
         for key in stages:  # every stage config exists and names its family
             assert str(cfg[key].config).startswith(f"{fam}/") and (REPO / "configs" / f"{cfg[key].config}.yaml").exists()
-    assert load_config(PipelineConfig, "qwen2_5_math_7b/pipeline", ["output_dir=/x"]).questions_per_iteration == [400, 800, 1200]
+    cfg = load_config(PipelineConfig, "qwen2_5_math_7b/pipeline", ["output_dir=/x", "questions=/q.jsonl"])
+    assert cfg.questions_per_iteration == [400, 800, 1200]
