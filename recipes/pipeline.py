@@ -30,8 +30,11 @@ this config, its log in ``output_dir/logs/<stage>.log``:
 With ``source: recipes`` (``configs/{smollm2_135m,qwen2_5_math_7b,qwen2_5_math_72b}/pipeline.yaml``)
 the same loop runs on real data: M0 is the pretrained ``base_model``; stages ``ift`` (ift_build),
 ``prm`` (prm_train) and ``eft`` (eft_build: the PRM-scored tree search, judged by the teacher
-endpoint of the eft config) replace ``data`` and ``m0``; the iterations take consecutive slices of
-the ``questions`` file; eval uses the eval config's benchmarks, and the report has no pair quality
+endpoint of the eft config) replace ``data`` and ``m0``; ``questions`` (required; the 7B/72B
+configs pass it to ift_build and eft_build as their ``input``) is the question source, and the
+iterations draw theirs from it by a seeded shuffle, leaving out every IFT/EFT question
+(``data/questions_summary.json``). One PRM serves both sizes as in the paper (``prm_base``, or an
+existing ``prm_model`` dir), and one EFT set can be reused (``eft_dir``: no prm/eft stages); eval uses the eval config's benchmarks, and the report has no pair quality
 (there is no checker).
 
 ``checker_judge=true`` is a diagnostic, not the paper's method: the exact checker judges the
@@ -122,6 +125,15 @@ class PipelineConfig(O.RunKeys):
     ift: Any = field(default_factory=lambda: {"config": None, "overrides": []})
     prm: Any = field(default_factory=lambda: {"config": None, "overrides": []})
     eft: Any = field(default_factory=lambda: {"config": None, "overrides": []})
+    # source=recipes: the PRM that scores eft_build's search. The paper trains one PRM (Qwen2.5-72B on
+    # PRM800K) and uses it for both model sizes. prm_base: the model the prm stage trains from
+    # (passed as its model_dir=; null: the prm stage config's own); prm_model: an existing PRM dir
+    # (prm_train's final/, e.g. another family's run): no prm stage.
+    prm_base: Optional[str] = None
+    prm_model: Optional[str] = None
+    # source=recipes: an existing eft_build output dir (eft_train.jsonl, eft_test.jsonl), e.g. the
+    # other family's stages/eft: no prm and eft stages; M1 trains on it and judge_M<k> tests on it.
+    eft_dir: Optional[str] = None
     # source=recipes: the iterations' questions, a jsonl of {id, problem} records (path, or
     # relative to data_dir), required: the iterations draw sum(questions_per_iteration) of them by a
     # shuffle with `seed`, leaving out every question the ift and eft stages used (counts in
@@ -322,9 +334,11 @@ class Pipeline:
         the eft config's teacher), and the iterations' questions sliced from ``questions``."""
         c = self.cfg
         self.run_recipe("ift", "ift_build", c.ift, [])
-        self.run_recipe("prm", "prm_train", c.prm, [], resume_key="resume_from_checkpoint")
-        self.run_recipe("eft", "eft_build", c.eft,
-                        [f"policy.model_dir={self.model(0)}", f"prm.model_dir={self.stages / 'prm' / 'final'}"])
+        if not c.eft_dir:  # a reused EFT set needs neither the PRM nor the search
+            if not c.prm_model:
+                self.run_recipe("prm", "prm_train", c.prm, [f"model_dir={c.prm_base}"] if c.prm_base else [],
+                                resume_key="resume_from_checkpoint")
+            self.run_recipe("eft", "eft_build", c.eft, [f"policy.model_dir={self.model(0)}", f"prm.model_dir={self.prm_dir()}"])
         if self.cfg.print_commands:
             return self.print_command("data", f"# in process: the iterations' questions from {c.questions}")
         if self.done("data"):
@@ -360,13 +374,21 @@ class Pipeline:
         print(f"pipeline: iteration questions {json.dumps(summary)}", flush=True)
         self.mark("data", 0.0)
 
+    def prm_dir(self) -> Path:
+        """source=recipes: the PRM of eft_build (prm_model, else the prm stage's final/)."""
+        return Path(self.cfg.prm_model) if self.cfg.prm_model else self.stages / "prm" / "final"
+
+    def eft_dir(self) -> Path:
+        """source=recipes: the EFT set (eft_dir, else the eft stage's output)."""
+        return Path(self.cfg.eft_dir) if self.cfg.eft_dir else self.stages / "eft"
+
     def sft_questions(self) -> set[str]:
         """source=recipes: every question the IFT and EFT stages used (IFT accepted and rejected,
         EFT searched and kept), which the iterations must not ask again."""
         out: set[str] = set()
         files = [self.stages / "ift" / "ift.jsonl", self.stages / "ift" / "rejects.jsonl",
-                 self.stages / "eft" / "eft_train.jsonl", self.stages / "eft" / "eft_test.jsonl",
-                 *sorted((self.stages / "eft" / "work").glob("trees.rank*.jsonl"))]
+                 self.eft_dir() / "eft_train.jsonl", self.eft_dir() / "eft_test.jsonl",
+                 *sorted((self.eft_dir() / "work").glob("trees.rank*.jsonl"))]
         for f in files:
             if f.exists():
                 out.update(str(r["question"]) for r in read_jsonl(f) if r.get("question"))
@@ -375,10 +397,10 @@ class Pipeline:
     def sft_data(self) -> list[str]:
         if self.arith:
             return [f"ift_data={self.data / 'ift_train.jsonl'}", f"eft_data={self.data / 'eft_train.jsonl'}"]
-        return [f"ift_data={self.stages / 'ift' / 'ift.jsonl'}", f"eft_data={self.stages / 'eft' / 'eft_train.jsonl'}"]
+        return [f"ift_data={self.stages / 'ift' / 'ift.jsonl'}", f"eft_data={self.eft_dir() / 'eft_train.jsonl'}"]
 
     def eft_test(self) -> Path:
-        return self.data / "eft_test.jsonl" if self.arith else self.stages / "eft" / "eft_test.jsonl"
+        return self.data / "eft_test.jsonl" if self.arith else self.eft_dir() / "eft_test.jsonl"
 
     def stage_train(self) -> None:
         c = self.cfg
@@ -603,7 +625,13 @@ def main(cfg: Any) -> Optional[Path]:
         for key in ("base_model", "questions"):
             if not cfg[key]:
                 raise ConfigError(f"{key}: required with source=recipes")
-        for key, recipe in (("ift", "ift_build"), ("eft", "eft_build")):
+        if cfg.eft_dir and not cfg.print_commands:
+            for name in ("eft_train.jsonl", "eft_test.jsonl"):
+                if not (Path(cfg.eft_dir) / name).is_file():
+                    raise ConfigError(f"eft_dir: {cfg.eft_dir} has no {name} (an eft_build output dir is expected)")
+        if cfg.prm_model and not cfg.eft_dir and not cfg.print_commands and not (Path(cfg.prm_model) / "config.json").is_file():
+            raise ConfigError(f"prm_model: {cfg.prm_model} has no config.json (a prm_train final/ dir is expected)")
+        for key, recipe in (("ift", "ift_build"),) + ((("eft", "eft_build"),) if not cfg.eft_dir else ()):
             node = Pipeline.stage_config(cfg[key])
             if OmegaConf.select(node, "input", default=None) is None or OmegaConf.is_missing(node, "input"):
                 raise ConfigError(f"{key}.overrides: input is not set ({recipe}'s question source, no default; "

@@ -212,7 +212,8 @@ def test_every_family_has_a_pipeline_config_of_the_same_shape():
         cfg = load_config(PipelineConfig, f"{fam}/pipeline", ["output_dir=/tmp/x", "base_model=/m", "questions=/q.jsonl"])
         assert cfg.source == source and cfg.iterations == 3 and len(cfg.questions_per_iteration) == 3
         stages = ["sft", "search", "dpo", "eval"] + (["m0"] if source == "arith" else ["ift", "prm", "eft"])
-        for key in stages:  # every stage config exists and names its family
-            assert str(cfg[key].config).startswith(f"{fam}/") and (REPO / "configs" / f"{cfg[key].config}.yaml").exists()
+        for key in stages:  # every stage config exists and names its family (the PRM: the paper's one 72B PRM)
+            own = "qwen2_5_math_72b" if key == "prm" and fam.startswith("qwen") else fam
+            assert str(cfg[key].config).startswith(f"{own}/") and (REPO / "configs" / f"{cfg[key].config}.yaml").exists()
     cfg = load_config(PipelineConfig, "qwen2_5_math_7b/pipeline", ["output_dir=/x", "questions=/q.jsonl"])
     assert cfg.questions_per_iteration == [400, 800, 1200]

@@ -107,3 +107,66 @@ def test_ift_and_eft_build_name_the_missing_input(recipe, family, tmp_path):
     assert load_config(schema, f"{family}/{recipe}", over + ["input=/q.jsonl"]).input == "/q.jsonl"
     if recipe == "eft_build":
         assert schema().emit_both_orders is False  # one record per kept pair by default (issue 18.5)
+
+
+def _stage_calls(tmp_path, *overrides):
+    from psr.config import load_config
+    from recipes.pipeline import Pipeline, PipelineConfig
+
+    qs = tmp_path / "numina.jsonl"
+    qs.write_text("".join(json.dumps({"id": f"n{i}", "problem": f"p{i}"}) + "\n" for i in range(10)))
+    cfg = load_config(PipelineConfig, str(REPO / "configs/qwen2_5_math_7b/pipeline.yaml"),
+                      [f"output_dir={tmp_path / 'run'}", "base_model=/m/q7", f"questions={qs}",
+                       "questions_per_iteration=[1,1,1]", "iterations=1", "eval_tts=false", *overrides])
+    p = Pipeline(cfg)
+    calls = {}
+
+    def fake_run(stage, recipe, spec, overrides, resume_key=None):
+        calls[stage] = (str(spec.config), list(overrides) + [str(o) for o in spec.overrides])
+        (p.stages / stage).mkdir(parents=True, exist_ok=True)
+        if recipe == "step_search":
+            (p.stages / stage / "pairs.jsonl").write_text(json.dumps({"chosen": "a", "rejected": "b"}) + "\n")
+        p.mark(stage, 0.0)
+
+    p.run_recipe = fake_run
+    p.stage_data()
+    p.stage_train()
+    p.stage_eval()
+    return p, calls
+
+
+def test_the_7b_pipeline_trains_the_papers_one_72b_prm_by_default(tmp_path):
+    p, calls = _stage_calls(tmp_path)
+    assert calls["prm"][0] == "qwen2_5_math_72b/prm_train"
+    assert calls["prm"][1] == ["model_dir=/models/Qwen2.5-72B", "data=prm800k/phase2_train.jsonl"]
+    assert f"prm.model_dir={p.stages / 'prm' / 'final'}" in calls["eft"][1]
+
+
+def test_an_existing_prm_dir_skips_the_prm_stage(tmp_path):
+    prm = tmp_path / "prm72"
+    prm.mkdir()
+    (prm / "config.json").write_text("{}")
+    p, calls = _stage_calls(tmp_path, f"prm_model={prm}")
+    assert "prm" not in calls and f"prm.model_dir={prm}" in calls["eft"][1]
+
+
+def test_one_eft_set_reused_skips_prm_and_eft_and_feeds_m1_and_the_judge_evals(tmp_path):
+    eft = tmp_path / "psr_72b_eft"
+    eft.mkdir()
+    (eft / "eft_train.jsonl").write_text(json.dumps({"id": "e", "question": "p1"}) + "\n")
+    (eft / "eft_test.jsonl").write_text("")
+    p, calls = _stage_calls(tmp_path, f"eft_dir={eft}")
+    assert "prm" not in calls and "eft" not in calls
+    assert f"eft_data={eft / 'eft_train.jsonl'}" in calls["m1"][1]
+    assert f"eft_test={eft / 'eft_test.jsonl'}" in calls["judge_M1"][1]
+    summary = json.loads((p.data / "questions_summary.json").read_text())
+    assert summary["excluded_overlap"] == 1  # p1, an EFT question of the reused set, is not asked again
+    assert "n1" not in [json.loads(l)["id"] for l in (p.data / "iter1_questions.jsonl").open()]
+
+
+@pytest.mark.parametrize("key,message", [("eft_dir", "eft_dir: {} has no eft_train.jsonl"),
+                                         ("prm_model", "prm_model: {} has no config.json")])
+def test_a_reused_prm_or_eft_dir_must_hold_its_files(tmp_path, key, message):
+    r = run_cmd([sys.executable, "-m", "psr.cli", "run", "pipeline", "--config", "qwen2_5_math_7b/pipeline",
+                 f"output_dir={tmp_path / 'run'}", "questions=/q.jsonl", f"{key}={tmp_path}"], 120, cwd=REPO)
+    assert r.returncode == 2 and message.format(tmp_path) in r.stderr
