@@ -1,5 +1,14 @@
-"""The pipeline's report: tables shaped like the paper's Tables 1, 3, 4 and 5, the search
-statistics per iteration, pair quality (when a step checker is available) and PNG plots.
+"""The pipeline's report: tables shaped like the paper's Tables 1 (every benchmark and their
+average), 2 (M_{i+1} - M_i), 3, 4/7 and 5, the search statistics per iteration, pair quality (when
+a step checker is available) and PNG plots. Works for every family: the arith world (one local
+benchmark, per-operation-count accuracy from data/<bench>/test.jsonl when it exists) and
+``source: recipes`` pipelines (the eval config's benchmarks).
+
+report.json has one entry per model in ``models``: ``model``, ``accuracy`` (percent: the average
+over the benchmarks, as eval's ``average_accuracy``; with one benchmark, its accuracy),
+``delta`` (accuracy minus the previous model's), ``judge_accuracy``, ``tts_accuracy``,
+``mean_steps`` / ``mean_step_tokens`` (means over the benchmarks), and ``benchmarks`` /
+``tts_benchmarks``: ``{name: {n, accuracy, delta, mean_steps, mean_step_tokens}}``.
 
 Reads what the stages wrote under a pipeline ``output_dir``::
 
@@ -31,11 +40,45 @@ def _fmt(x: Any, nd: int = 1) -> str:
     return "-" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
 
 
-def _first_bench(summary: dict) -> tuple[Optional[str], dict]:
-    b = summary.get("benchmarks") or {}
-    for name, v in b.items():
-        return name, v
-    return None, {}
+def _benches(summary: dict) -> dict:
+    return {name: v for name, v in (summary.get("benchmarks") or {}).items() if isinstance(v, dict)}
+
+
+def _mean(xs: list) -> Optional[float]:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _average(summary: dict, per: dict) -> Optional[float]:
+    avg = summary.get("average_accuracy")
+    return avg if avg is not None else _mean([v.get("accuracy") for v in per.values()])
+
+
+def _by_ops(out: Path, st: Path, k: int, names: list[str]) -> dict:
+    """arith: greedy accuracy per operation count, from the local benchmark's ``meta.n_ops``
+    (empty when the benchmark is not a local file with that field, e.g. source=recipes)."""
+    by_ops: dict[str, list[int]] = {}
+    for name in names:
+        test = out / "data" / name / "test.jsonl"
+        if not test.exists():
+            continue
+        meta = {str(r["id"]): (r.get("meta") or {}).get("n_ops") for r in read_jsonl(test)}
+        for r in read_jsonl_tolerant(st / f"eval_M{k}" / name / "items.jsonl"):
+            ops = meta.get(str(r["id"]))
+            if ops is not None:
+                by_ops.setdefault(str(ops), [0, 0])
+                by_ops[str(ops)][0] += int(r["correct"])
+                by_ops[str(ops)][1] += 1
+    return {o: 100.0 * c / n for o, (c, n) in sorted(by_ops.items(), key=lambda kv: int(kv[0]))}
+
+
+def _per_bench(per: dict) -> dict:
+    return {name: {"n": v.get("n"), "accuracy": v.get("accuracy"), "mean_steps": v.get("mean_steps"),
+                   "mean_step_tokens": v.get("mean_step_tokens")} for name, v in per.items()}
+
+
+def _delta(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return None if a is None or b is None else a - b
 
 
 def collect(out: Path, iterations: int, pair_checker: Optional[PairChecker] = None) -> dict:
@@ -43,26 +86,27 @@ def collect(out: Path, iterations: int, pair_checker: Optional[PairChecker] = No
     st = out / "stages"
     models = []
     for k in range(iterations + 2):
-        name, g = _first_bench(_json(st / f"eval_M{k}" / "summary.json"))
-        j = (_json(st / f"judge_M{k}" / "summary.json").get("benchmarks") or {}).get("judge", {})
-        _, t = _first_bench(_json(st / f"tts_M{k}" / "summary.json"))
-        by_ops: dict[str, list[int]] = {}
-        if name:
-            meta = {str(r["id"]): (r.get("meta") or {}).get("n_ops") for r in read_jsonl(out / "data" / name / "test.jsonl")}
-            for r in read_jsonl_tolerant(st / f"eval_M{k}" / name / "items.jsonl"):
-                ops = meta.get(str(r["id"]))
-                if ops is not None:
-                    by_ops.setdefault(str(ops), [0, 0])
-                    by_ops[str(ops)][0] += int(r["correct"])
-                    by_ops[str(ops)][1] += 1
+        gs = _json(st / f"eval_M{k}" / "summary.json")
+        g = _benches(gs)
+        j = _benches(_json(st / f"judge_M{k}" / "summary.json")).get("judge", {})
+        ts = _json(st / f"tts_M{k}" / "summary.json")
+        t = _benches(ts)
+        ns = [v.get("n") for v in g.values() if v.get("n") is not None]
+        tn = [v.get("n") for v in t.values() if v.get("n") is not None]
         models.append({
-            "model": f"M{k}", "n": g.get("n"), "accuracy": g.get("accuracy"),
-            "mean_steps": g.get("mean_steps"), "mean_step_tokens": g.get("mean_step_tokens"),
+            "model": f"M{k}", "n": sum(ns) if ns else None, "accuracy": _average(gs, g),
+            "mean_steps": _mean([v.get("mean_steps") for v in g.values()]),
+            "mean_step_tokens": _mean([v.get("mean_step_tokens") for v in g.values()]),
             "judge_accuracy": j.get("accuracy"), "judge_n": j.get("n"), "judge_unparseable": j.get("unparseable"),
-            "tts_accuracy": t.get("accuracy"), "tts_n": t.get("n"),
-            "accuracy_by_ops": {o: 100.0 * c / n for o, (c, n) in sorted(by_ops.items(), key=lambda kv: int(kv[0]))},
+            "tts_accuracy": _average(ts, t) if t else None, "tts_n": sum(tn) if tn else None,
+            "benchmarks": _per_bench(g), "tts_benchmarks": _per_bench(t),
+            "accuracy_by_ops": _by_ops(out, st, k, list(g)),
             "headroom": _json(st / f"headroom_M{k}" / "headroom.json") or None,
         })
+    for prev, m in zip([None] + models[:-1], models):  # Table 2: M_{i+1} - M_i
+        m["delta"] = _delta(m["accuracy"], prev["accuracy"]) if prev else None
+        for name, b in m["benchmarks"].items():
+            b["delta"] = _delta(b["accuracy"], (prev["benchmarks"].get(name) or {}).get("accuracy")) if prev else None
     searches = []
     for i in range(1, iterations + 1):
         s = _json(st / f"search_{i}" / "summary.json")
@@ -131,28 +175,47 @@ def _plots(out: Path, data: dict) -> list[str]:
 def render(data: dict, plots: list[str]) -> str:
     ms, ss = data["models"], data["searches"]
     ops = sorted({o for m in ms for o in m["accuracy_by_ops"]}, key=int)
+    benches = list(dict.fromkeys(b for m in ms for b in m["benchmarks"]))
+    tts_benches = list(dict.fromkeys(b for m in ms for b in m["tts_benchmarks"]))
     lines = ["# Process-based Self-Rewarding: pipeline report", ""]
     if data.get("judge"):
         lines += [f"**Judge of the iterations: {data['judge']}**, not the model itself.", ""]
-    lines += ["## Accuracy (Table 1 shape): greedy, held-out split", "",
-              "| model | n | accuracy | " + " | ".join(f"{o} ops" for o in ops) + (" |" if ops else ""),
-              "|---|---|---|" + "---|" * len(ops)]
+    bcol = lambda m, b, key="accuracy": _fmt((m["benchmarks"].get(b) or {}).get(key))  # noqa: E731
+    lines += ["## Accuracy (Table 1 shape): greedy, every benchmark and their average", "",
+              "| model | n | " + "".join(f"{b} | " for b in benches) + "average | " + " | ".join(f"{o} ops" for o in ops)
+              + (" |" if ops else ""),
+              "|---|---|" + "---|" * len(benches) + "---|" + "---|" * len(ops)]
     for m in ms:
-        lines.append(f"| {m['model']} | {_fmt(m['n'])} | {_fmt(m['accuracy'])} | "
-                     + " | ".join(_fmt(m["accuracy_by_ops"].get(o)) for o in ops) + (" |" if ops else ""))
+        lines.append(f"| {m['model']} | {_fmt(m['n'])} | " + "".join(f"{bcol(m, b)} | " for b in benches)
+                     + f"{_fmt(m['accuracy'])} | " + " | ".join(_fmt(m["accuracy_by_ops"].get(o)) for o in ops)
+                     + (" |" if ops else ""))
+    sign = lambda x: "-" if x is None else f"{x:+.1f}"  # noqa: E731
+    lines += ["", "## Improvement per iteration (Table 2 shape): M_{i+1} - M_i, accuracy points", "",
+              "| step | " + "".join(f"{b} | " for b in benches) + "average |",
+              "|---|" + "---|" * len(benches) + "---|"]
+    for prev, m in zip(ms, ms[1:]):
+        lines.append(f"| {m['model']} - {prev['model']} | "
+                     + "".join(f"{sign((m['benchmarks'].get(b) or {}).get('delta'))} | " for b in benches)
+                     + f"{sign(m['delta'])} |")
     lines += ["", "## Judge accuracy on the held-out EFT set (Table 3 shape)", "",
               "| model | n | judge accuracy | unparseable |", "|---|---|---|---|"]
     for m in ms:
         lines.append(f"| {m['model']} | {_fmt(m['judge_n'])} | {_fmt(m['judge_accuracy'])} | {_fmt(m['judge_unparseable'])} |")
-    lines += ["", "## Step count and step length (Table 4 shape)", "",
-              "| model | mean steps | mean step length (tokens) |", "|---|---|---|"]
+    lines += ["", "## Step count and step length (Tables 4/7 shape): greedy responses", "",
+              "| model | " + "".join(f"{b} steps | {b} tokens/step | " for b in benches)
+              + "mean steps | mean step length (tokens) |",
+              "|---|" + "---|---|" * len(benches) + "---|---|"]
     for m in ms:
-        lines.append(f"| {m['model']} | {_fmt(m['mean_steps'], 2)} | {_fmt(m['mean_step_tokens'], 1)} |")
+        cells = "".join(f"{_fmt((m['benchmarks'].get(b) or {}).get('mean_steps'), 2)} | "
+                        f"{_fmt((m['benchmarks'].get(b) or {}).get('mean_step_tokens'), 1)} | " for b in benches)
+        lines.append(f"| {m['model']} | {cells}{_fmt(m['mean_steps'], 2)} | {_fmt(m['mean_step_tokens'], 1)} |")
     lines += ["", "## Test-time scaling (Table 5 shape): best step by the model's own judgments", "",
-              "| model | n | greedy | test-time scaling |", "|---|---|---|---|"]
+              "| model | n | " + "".join(f"{b} greedy | {b} TTS | " for b in tts_benches) + "greedy (average) | TTS (average) |",
+              "|---|---|" + "---|---|" * len(tts_benches) + "---|---|"]
     for m in ms:
         if m["tts_accuracy"] is not None:
-            lines.append(f"| {m['model']} | {_fmt(m['tts_n'])} | {_fmt(m['accuracy'])} | {_fmt(m['tts_accuracy'])} |")
+            cells = "".join(f"{bcol(m, b)} | {_fmt((m['tts_benchmarks'].get(b) or {}).get('accuracy'))} | " for b in tts_benches)
+            lines.append(f"| {m['model']} | {_fmt(m['tts_n'])} | {cells}{_fmt(m['accuracy'])} | {_fmt(m['tts_accuracy'])} |")
     hr = [m for m in ms if m.get("headroom")]
     if hr:
         h0 = hr[0]["headroom"]
@@ -176,9 +239,12 @@ def render(data: dict, plots: list[str]) -> str:
         lines.append(f"| {s['iteration']} | {s['model']} | {_fmt(s['questions'])} | {_fmt(s['pairs'])} | {_fmt(s['rollbacks'])} | "
                      f"{_fmt(s['unparseable'])} | {_fmt(s.get('pair_quality'))} | {_fmt(s.get('inverted'))} | "
                      f"{_fmt(s.get('both_correct'))} | {_fmt(s.get('both_wrong'))} |")
-    lines += ["", "By the exact checker (used only to measure, never inside the loop), % of pairs: pair quality = chosen "
-              "step correct and rejected wrong; inverted = chosen wrong and rejected correct; both wrong is mostly "
-              "steps after an already wrong step. DPO can only help where pair quality exceeds inverted.", ""]
+    if any(s.get("pair_quality") is not None for s in ss):
+        lines += ["", "By the exact checker (used only to measure, never inside the loop), % of pairs: pair quality = chosen "
+                  "step correct and rejected wrong; inverted = chosen wrong and rejected correct; both wrong is mostly "
+                  "steps after an already wrong step. DPO can only help where pair quality exceeds inverted.", ""]
+    else:
+        lines += ["", "Pair quality needs a step checker (the arith world); none here.", ""]
     t = data["timings"]
     if t:
         lines += ["## Time per stage (s)", "", "| stage | seconds |", "|---|---|"]
