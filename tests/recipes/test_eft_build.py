@@ -124,7 +124,8 @@ def test_bad_input_and_config_errors(tmp_path):
     with pytest.raises(eft_build.DataError, match=rf"{bad}:2: duplicate id 'a'"):
         _run(tmp_path / "o", f"input={bad}")
     no_prm = tmp_path / "no_prm.yaml"
-    no_prm.write_text("teacher: {_component_: psr.eft.ScriptedTeacher}\n"
+    no_prm.write_text("input: gsm8k/train.jsonl\n"  # the question source has no default (issue 18.2)
+                      "teacher: {_component_: psr.eft.ScriptedTeacher}\n"
                       "policy: {_component_: psr.eft.tiny_generator, model_dir: /nonexistent}\n")
     with pytest.raises(ConfigError, match="`prm` needs a _component_"):
         _run(tmp_path / "o", config=str(no_prm))
@@ -155,8 +156,8 @@ def test_family_configs_load_and_name_real_components(family, tmp_path):
     over = [f"output_dir={tmp_path}"]
     if family != "tiny":
         over += ["policy.model_dir=/m/policy", "prm.model_dir=/m/prm"]
-    if family.startswith("qwen"):
-        over += ["teacher.base_url=http://127.0.0.1:8000/v1", "teacher.model=m"]
+    if family.startswith("qwen"):  # the 7B/72B configs leave the question source to the user
+        over += ["teacher.base_url=http://127.0.0.1:8000/v1", "teacher.model=m", "input=/data/numina_questions.jsonl"]
     cfg = load_config(eft_build.EftBuildConfig, f"{family}/eft_build", over)
     eft_build.validate(cfg)
     for key in ("policy", "prm", "teacher"):

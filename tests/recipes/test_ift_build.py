@@ -192,8 +192,19 @@ def test_teacher_mode_through_an_openai_compatible_http_endpoint(tmp_path):
 @pytest.mark.parametrize("family", ["tiny", "smollm2_135m", "qwen2_5_math_7b", "qwen2_5_math_72b"])
 def test_family_configs_load(family, tmp_path):
     over = [f"output_dir={tmp_path}"]
-    if family.startswith("qwen"):
-        over += ["teacher.base_url=http://127.0.0.1:8000/v1", "teacher.model=m"]
+    if family.startswith("qwen"):  # the 7B/72B configs leave the question source to the user
+        src = tmp_path / "numina_cot.jsonl"
+        src.write_text('{"id": "n0", "problem": "1+1?", "solution": "2. \\\\boxed{2}"}\n')
+        over += ["teacher.base_url=http://127.0.0.1:8000/v1", "teacher.model=m", f"input={src}"]
     cfg = load_config(ift_build.IftBuildConfig, f"{family}/ift_build", over)
     ift_build.validate(cfg)
     assert cfg.mode == ("teacher" if family.startswith("qwen") else "rules")
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_math_7b", "qwen2_5_math_72b"])
+def test_paper_configs_refuse_to_run_without_a_question_source(family, tmp_path):
+    from psr.config import ConfigError
+
+    over = [f"output_dir={tmp_path}", "teacher.base_url=http://127.0.0.1:8000/v1", "teacher.model=m"]
+    with pytest.raises(ConfigError, match=r"required key\(s\) not set: input"):
+        load_config(ift_build.IftBuildConfig, f"{family}/ift_build", over)
