@@ -512,14 +512,23 @@ def run_search(
     its other ids are yielded. ``on_group`` is called with each finished group's results.
     """
     cfg = SearchConfig.from_mapping(cfg)
+    yield from run_in_groups(lambda group: search_group_safe(generator, group, cfg), questions,
+                             cfg.questions_in_flight, skip_ids, on_group)
+
+
+def run_in_groups(run_group: Callable[[list[Question]], list[Any]], questions: Iterable[Any], group_size: int,
+                  skip_ids: Iterable[str] = (), on_group: Optional[Callable[[list[Any]], None]] = None) -> Iterator[Any]:
+    """``run_group`` over fixed groups of ``group_size`` questions, results yielded in input order:
+    a group whose ids are all in ``skip_ids`` is skipped, a partly done one is recomputed whole (the
+    batches of an uninterrupted run) and only its other ids are yielded; ``on_group`` sees each
+    finished group's results. Shared by the step search and the SRLM baseline (psr.srlm)."""
     qs = [as_question(q, i) for i, q in enumerate(questions)]
     skip = {str(i) for i in skip_ids}
-    k = cfg.questions_in_flight
-    for g in range(0, len(qs), k):
-        group = qs[g : g + k]
+    for g in range(0, len(qs), group_size):
+        group = qs[g : g + group_size]
         if all(q.id in skip for q in group):
             continue
-        results = search_group_safe(generator, group, cfg)
+        results = run_group(group)
         if on_group is not None:
             on_group(results)
         for r in results:

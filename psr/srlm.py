@@ -58,7 +58,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from psr.generation.base import Completion, Generator, SamplingParams
 from psr.prompts import chat, fill, reasoning_prompt
-from psr.search import Question, as_question, derive_seed
+from psr.search import Question, derive_seed, run_in_groups
 
 log = logging.getLogger(__name__)
 
@@ -358,19 +358,8 @@ def run_srlm(generator: Generator, questions: Iterable[Any], cfg: Any = None, sk
     ``questions_in_flight``; a group whose ids are all in ``skip_ids`` is skipped, a partly done
     one is recomputed whole and only its other ids are yielded)."""
     cfg = SRLMConfig.from_mapping(cfg)
-    qs = [as_question(q, i) for i, q in enumerate(questions)]
-    skip = {str(i) for i in skip_ids}
-    k = cfg.questions_in_flight
-    for g in range(0, len(qs), k):
-        group = qs[g : g + k]
-        if all(q.id in skip for q in group):
-            continue
-        results = srlm_group_safe(generator, group, cfg)
-        if on_group is not None:
-            on_group(results)
-        for r in results:
-            if r.id not in skip:
-                yield r
+    yield from run_in_groups(lambda group: srlm_group_safe(generator, group, cfg), questions,
+                             cfg.questions_in_flight, skip_ids, on_group)
 
 
 def summarize(results: Iterable[SRLMResult]) -> dict:
