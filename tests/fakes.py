@@ -167,7 +167,7 @@ class ScriptedGenerator:
         self.closed = True
 
 
-def build_verdict_model_dir(path):
+def build_verdict_model_dir(path, **model_kwargs):
     """A tiny *real* qwen2 model dir whose samples are full of ``[[A]]`` / ``[[B]]`` verdicts.
 
     The random tiny model of :func:`psr.models.tiny.build_tiny_model_dir` almost never writes a
@@ -189,7 +189,7 @@ def build_verdict_model_dir(path):
     path = Path(path)
     if (path / "verdicts.done").exists():
         return path
-    build_tiny_model_dir(path)
+    build_tiny_model_dir(path, **model_kwargs)  # model_kwargs: build_tiny_model_dir's shape keys
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)
     lb, a, rb = tok.encode("[[A]]")

@@ -75,11 +75,8 @@ class SharedEngine:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from psr.models.tiny import build_tiny_model_dir
-
     path = tmp_path_factory.mktemp("vllm_recipes") / "model"
-    build_tiny_model_dir(path, hidden_size=64, num_heads=2, num_kv_heads=1)  # head dim 32
-    return build_verdict_model_dir(path)  # reuses the dir above, then makes it write verdicts
+    return build_verdict_model_dir(path, hidden_size=64, num_heads=2, num_kv_heads=1)  # head dim 32
 
 
 @pytest.fixture(scope="module")
@@ -180,14 +177,16 @@ def test_eval_greedy_with_vllm_equals_native_fp32(engine, eval_model_dir, mini_d
 
 
 def test_eval_judge_mode_with_vllm_equals_native(engine, eval_model_dir, tmp_path):
-    eft = tmp_path / "eft.jsonl"
+    data = tmp_path / "data"  # inputs apart from the output dirs (an output_dir inside data_dir is refused)
+    data.mkdir()
+    eft = data / "eft.jsonl"
     recs = [{"id": f"e{i}", "question": f"What is {i} + 2?", "prev_steps": [] if i % 2 else ["Read it."],
              "step_a": f"{i} + 2 = {i + 2}. \\boxed{{{i + 2}}}", "step_b": f"{i} + 2 = {i + 3}.",
              "label": "AB"[i % 2]} for i in range(4)]
     eft.write_text("".join(json.dumps(r) + "\n" for r in recs))
     common = ["mode=judge", f"eft_test={eft}", "judge_max_new_tokens=12"]
-    sv = _eval(eval_model_dir, tmp_path / "v", tmp_path, ["backend=vllm", *ENGINE_OVERRIDES, *common])
-    sn = _eval(eval_model_dir, tmp_path / "n", tmp_path, ["backend=native", *common])
+    sv = _eval(eval_model_dir, tmp_path / "v", data, ["backend=vllm", *ENGINE_OVERRIDES, *common])
+    sn = _eval(eval_model_dir, tmp_path / "n", data, ["backend=native", *common])
     v, n = _items(tmp_path / "v" / "judge" / "items.jsonl"), _items(tmp_path / "n" / "judge" / "items.jsonl")
     assert len(v) == 4 and v == n  # verdicts, raw judge texts, token counts
     assert len({it["response"] for it in v}) > 1
