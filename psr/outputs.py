@@ -86,11 +86,12 @@ def check_positive(cfg: Any, *keys: str, allow_none: bool = False) -> None:
             raise ConfigError(f"{key}: must be an integer >= 1{' or null' if allow_none else ''}, got {v!r}")
 
 
-def check_non_negative(cfg: Any, *keys: str) -> None:
+def check_non_negative(cfg: Any, *keys: str, what: str = "must be >= 0") -> None:
+    """Each dotted key (when not null) is a number >= 0; the error says ``<key>: <what>, got ...``."""
     for key in keys:
         v = _select(cfg, key)
         if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
-            raise ConfigError(f"{key}: must be >= 0, got {v!r}")
+            raise ConfigError(f"{key}: {what}, got {v!r}")
 
 
 def check_probability(cfg: Any, *keys: str, open_low: bool = False) -> None:
@@ -105,10 +106,7 @@ def check_probability(cfg: Any, *keys: str, open_low: bool = False) -> None:
 
 
 def check_temperature(cfg: Any, *keys: str) -> None:
-    for key in keys:
-        v = _select(cfg, key)
-        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
-            raise ConfigError(f"{key}: a sampling temperature must be >= 0, got {v!r}")
+    check_non_negative(cfg, *keys, what="a sampling temperature must be >= 0")
 
 
 def check_output_dir(path: Any, key: str = "output_dir") -> Path:

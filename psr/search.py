@@ -613,22 +613,33 @@ def result_from_record(rec: Mapping[str, Any], pairs: Sequence[dict] = ()) -> Qu
     )
 
 
-def summarize(results: Iterable[QuestionResult]) -> dict:
-    """Totals and per-question means of the statistics, stop reasons, failed ids."""
-    results = list(results)
+def summary_head(results: Sequence[Any], stat_keys: Sequence[str]) -> tuple[list, dict]:
+    """(the ok results, the fields a run summary starts with): question counts, failed ids, and the
+    totals and per-question means of ``stat_keys`` over the ok questions (``r.stats``). Shared by
+    the step search and the SRLM round (psr.srlm)."""
     ok = [r for r in results if r.status == "ok"]
-    totals = Counter({k: 0 for k in STAT_KEYS})
+    totals = Counter({k: 0 for k in stat_keys})
     for r in ok:
-        totals.update({k: int(r.stats.get(k, 0)) for k in STAT_KEYS})
+        totals.update({k: int(r.stats.get(k, 0)) for k in stat_keys})
     n = len(ok)
-    pairs_hist = Counter(len(r.pairs) for r in ok)
-    return {
+    return ok, {
         "questions": len(results),
         "questions_ok": n,
         "questions_failed": len(results) - n,
         "failed_ids": [r.id for r in results if r.status != "ok"],
         "totals": dict(totals),
-        "per_question_mean": {k: (totals[k] / n if n else 0.0) for k in STAT_KEYS},
+        "per_question_mean": {k: (totals[k] / n if n else 0.0) for k in stat_keys},
+    }
+
+
+def summarize(results: Iterable[QuestionResult]) -> dict:
+    """Totals and per-question means of the statistics, stop reasons, failed ids."""
+    results = list(results)
+    ok, head = summary_head(results, STAT_KEYS)
+    n = len(ok)
+    pairs_hist = Counter(len(r.pairs) for r in ok)
+    return {
+        **head,
         "pairs_per_question_hist": {str(k): v for k, v in sorted(pairs_hist.items())},
         "stop_reasons": dict(sorted(Counter(r.stop_reason for r in results).items())),
         "final_answer_rate": (sum(r.stop_reason == "final_answer" for r in ok) / n if n else 0.0),

@@ -58,7 +58,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from psr.generation.base import Completion, Generator, SamplingParams
 from psr.prompts import chat, fill, reasoning_prompt
-from psr.search import Question, derive_seed, run_in_groups
+from psr.search import Question, derive_seed, run_in_groups, summary_head
 
 log = logging.getLogger(__name__)
 
@@ -365,24 +365,15 @@ def run_srlm(generator: Generator, questions: Iterable[Any], cfg: Any = None, sk
 def summarize(results: Iterable[SRLMResult]) -> dict:
     """Totals of the statistics over the ok questions, why questions gave no pair, failed ids, and
     the spread of the solution scores (how often the judge could not tell solutions apart)."""
-    results = list(results)
-    ok = [r for r in results if r.status == "ok"]
-    totals = Counter({k: 0 for k in STAT_KEYS})
-    for r in ok:
-        totals.update({k: int(r.stats.get(k, 0)) for k in STAT_KEYS})
+    ok, head = summary_head(list(results), STAT_KEYS)
+    totals = head["totals"]
     scores = Counter()
     for r in ok:
         for x in r.responses:
             if x.get("score") is not None:
                 scores[f"{x['score']:g}"] += 1
-    n = len(ok)
     return {
-        "questions": len(results),
-        "questions_ok": n,
-        "questions_failed": len(results) - n,
-        "failed_ids": [r.id for r in results if r.status != "ok"],
-        "totals": dict(totals),
-        "per_question_mean": {k: (totals[k] / n if n else 0.0) for k in STAT_KEYS},
+        **head,
         "no_pair_reasons": {k: sum(r.no_pair_reason == k for r in ok) for k in NO_PAIR_REASONS},
         "unparseable_score_rate": totals["unparseable_scores"] / totals["judge_calls"] if totals["judge_calls"] else 0.0,
         "solution_score_hist": dict(sorted(scores.items(), key=lambda kv: float(kv[0]))),
