@@ -255,7 +255,8 @@ def test_tts_mode_writes_the_chain_of_best_steps_without_rollbacks(model_dir, tm
         assert t["solution"] == "".join(f"Step {k + 1}: {s}\n" for k, s in enumerate(t["steps"]))
 
 
-def test_a_failing_question_is_recorded_fails_the_run_and_is_retried_by_the_next(model_dir, tmp_path, monkeypatch):
+def test_a_failing_question_is_recorded_fails_the_run_and_is_retried_by_the_next(model_dir, tmp_path, monkeypatch,
+                                                                                 capsys):
     """With a scripted generator in place of the model: the question whose prompts make the
     backend raise becomes an error record (listed in failures.jsonl, the run fails naming the
     count), the others are unaffected; retry_failed=false keeps the error record, a plain re-run
@@ -272,8 +273,10 @@ def test_a_failing_question_is_recorded_fails_the_run_and_is_retried_by_the_next
     monkeypatch.setattr(factory, "make_generator", lambda *a, **k: gen)
     out = tmp_path / "o"
     args = ["questions=builtin:3", "limit=3"]
-    with pytest.raises(RunFailed, match="1 of 3 questions failed") as e:
+    with pytest.raises(RunFailed) as e:
         run_inprocess(model_dir, out, args)
+    assert f"1 of 3 questions failed (reasons in {out / 'failures.jsonl'})" in str(e.value)
+    assert "2 pairs from 2 of 3 questions" in capsys.readouterr().out  # the end line agrees with the summary
     s1 = e.value.summary
     trace = read(out / "trace.jsonl")
     assert [t["status"] for t in trace] == ["ok", "error", "ok"] and "scripted failure" in trace[1]["error"]
