@@ -257,6 +257,9 @@ def decoder_layers(model: Any) -> list:
     return list(layers)
 
 
+# The size of one saved safetensors file (transformers' 4.x default; every writer takes it from here).
+DEFAULT_MAX_SHARD_SIZE = "5GB"
+
 _SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
                "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
@@ -300,7 +303,7 @@ def save_model_dir(
     tokenizer: Any,
     out_dir: str | os.PathLike,
     dtype: Optional[str | torch.dtype] = None,
-    max_shard_size: int | str = "5GB",
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
 ) -> Path:
     """Write an HF model dir (see module docstring) from a plain or FSDP2-sharded model.
 

@@ -34,7 +34,7 @@ import warnings
 import torch
 
 from psr import distributed as D
-from psr.models.hf import save_model_dir
+from psr.models.hf import DEFAULT_MAX_SHARD_SIZE, save_model_dir
 from psr.training.fsdp import ModelSetup
 
 RESUME_DIR = "resume_state"
@@ -56,7 +56,8 @@ def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None
 
 class Checkpointer:
     def __init__(self, output_dir: str | os.PathLike, setup: ModelSetup, optimizer: torch.optim.Optimizer,
-                 scheduler: Any = None, save_dtype: Optional[str] = None, max_shard_size: str = "5GB"):
+                 scheduler: Any = None, save_dtype: Optional[str] = None,
+                 max_shard_size: str = DEFAULT_MAX_SHARD_SIZE):
         self.output_dir = Path(output_dir)
         self.setup = setup
         self.optimizer = optimizer

@@ -49,6 +49,7 @@ from omegaconf import MISSING
 from psr import distributed as D
 from psr.config import ConfigError
 from psr.training.batching import global_batches, grad_accum_steps, rank_micro_batches
+from psr.models.hf import DEFAULT_MAX_SHARD_SIZE
 from psr.training.checkpoint import Checkpointer
 from psr.training.fsdp import ModelSetup, all_reduce_sum, clip_grad_norm, setup_model
 from psr.training.metrics import MetricLogger
@@ -91,7 +92,7 @@ class TrainConfig:
     hybrid_shard: bool = False
     # Saved model dirs are split into model-0000k-of-0000N.safetensors files of at most this size
     # (with model.safetensors.index.json), written one tensor at a time without gathering the model.
-    max_shard_size: str = "5GB"
+    max_shard_size: str = DEFAULT_MAX_SHARD_SIZE
     epochs: int = 1
     # Stop after this many optimizer steps in total (null = all epochs); also sets the LR schedule length.
     max_steps: Optional[int] = None
