@@ -18,6 +18,11 @@ Reads what the stages wrote under a pipeline ``output_dir``::
     stages/headroom_M<k>/headroom.json                                    the loop's headroom (arith)
     stages/search_<i>/summary.json, stages/search_<i>/pairs.jsonl         search statistics
     timings.json                                                          seconds per stage
+
+A ``method: srlm`` pipeline (the SRLM baseline) writes the same files: its ``search_<i>`` is
+srlm_search (pairs of whole solutions; pair quality then checks whole solutions) and its
+``judge_M<k>`` is eval ``mode=score``. :func:`compare` (``python -m psr.report compare <psr run>
+<srlm run> [--out FILE]``) puts two runs' report.json side by side in one markdown table.
 """
 
 from __future__ import annotations
@@ -126,6 +131,8 @@ def collect(out: Path, iterations: int, pair_checker: Optional[PairChecker] = No
                 q["both_wrong"] = share(lambda c, r: not c and not r)
                 q["chosen_correct"] = share(lambda c, r: c)
                 q["rejected_correct"] = share(lambda c, r: r)
+        if s.get("method") == "srlm":  # srlm_search: scores instead of verdicts, no rollback
+            q["unparseable"] = s.get("unparseable_scores")
         searches.append(q)
     return {"models": models, "searches": searches, "timings": _json(out / "timings.json")}
 
@@ -177,7 +184,9 @@ def render(data: dict, plots: list[str]) -> str:
     ops = sorted({o for m in ms for o in m["accuracy_by_ops"]}, key=int)
     benches = list(dict.fromkeys(b for m in ms for b in m["benchmarks"]))
     tts_benches = list(dict.fromkeys(b for m in ms for b in m["tts_benchmarks"]))
-    lines = ["# Process-based Self-Rewarding: pipeline report", ""]
+    srlm = data.get("method") == "srlm"
+    lines = ["# SRLM baseline (Yuan et al. 2024): pipeline report" if srlm else
+             "# Process-based Self-Rewarding: pipeline report", ""]
     if data.get("judge"):
         lines += [f"**Judge of the iterations: {data['judge']}**, not the model itself.", ""]
     bcol = lambda m, b, key="accuracy": _fmt((m["benchmarks"].get(b) or {}).get(key))  # noqa: E731
@@ -197,7 +206,9 @@ def render(data: dict, plots: list[str]) -> str:
         lines.append(f"| {m['model']} - {prev['model']} | "
                      + "".join(f"{sign((m['benchmarks'].get(b) or {}).get('delta'))} | " for b in benches)
                      + f"{sign(m['delta'])} |")
-    lines += ["", "## Judge accuracy on the held-out EFT set (Table 3 shape)", "",
+    lines += ["", "## Judge accuracy on the held-out EFT set (Table 3 shape)" + (
+        ": whole solutions scored with Yuan et al.'s prompt, verdict correct when the score is >= the threshold"
+        if srlm else ""), "",
               "| model | n | judge accuracy | unparseable |", "|---|---|---|---|"]
     for m in ms:
         lines.append(f"| {m['model']} | {_fmt(m['judge_n'])} | {_fmt(m['judge_accuracy'])} | {_fmt(m['judge_unparseable'])} |")
@@ -233,7 +244,8 @@ def render(data: dict, plots: list[str]) -> str:
             lines.append(f"| {m['model']} | {h['failures']} | {h['with_correct']} | {_fmt(h['mean_correct'], 2)} | "
                          + " | ".join(cells) + (" |" if ops else ""))
     lines += ["", "## Preference data per iteration (PPD(M_i))", "",
-              "| iteration | model | questions | pairs | rollbacks | unparseable verdicts | pair quality | inverted | both correct | both wrong |",
+              f"| iteration | model | questions | pairs | rollbacks | unparseable {'scores' if srlm else 'verdicts'} | pair quality | "
+              "inverted | both correct | both wrong |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for s in ss:
         lines.append(f"| {s['iteration']} | {s['model']} | {_fmt(s['questions'])} | {_fmt(s['pairs'])} | {_fmt(s['rollbacks'])} | "
@@ -256,12 +268,13 @@ def render(data: dict, plots: list[str]) -> str:
 
 
 def write_report(out: str | Path, iterations: int, pair_checker: Optional[PairChecker] = None, plots: bool = True,
-                 judge: Optional[str] = None) -> Path:
+                 judge: Optional[str] = None, method: str = "psr") -> Path:
     """Write report.md, report.json and the plots into ``out``; returns report.md's path.
     ``judge``: who judged the iterations' candidates when it was not the model itself (shown
-    at the top of the report)."""
+    at the top of the report). ``method``: the pipeline's method (psr or srlm, in report.json)."""
     out = Path(out)
     data = collect(out, iterations, pair_checker)
+    data["method"] = method
     if judge:
         data["judge"] = judge
     (out / "report.json").write_text(json.dumps(data, indent=1))
@@ -269,3 +282,72 @@ def write_report(out: str | Path, iterations: int, pair_checker: Optional[PairCh
     path = out / "report.md"
     path.write_text(render(data, files))
     return path
+
+
+# --------------------------------------------------------------------------- two runs side by side
+
+
+def compare(run_a: str | Path, run_b: str | Path) -> str:
+    """One markdown table of two pipeline runs' report.json (e.g. method=psr and method=srlm on the
+    same questions): greedy accuracy, judge accuracy and test-time scaling per model, then per
+    iteration the pairs and the tokens generated by the search (policy + judge) and the pair
+    quality when a checker measured it. A run without report.json is an error naming the file."""
+    runs = []
+    for d in (Path(run_a), Path(run_b)):
+        p = d / "report.json"
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: no report.json (run the pipeline, or its report stage, first)")
+        runs.append((d, json.loads(p.read_text())))
+    names = [r.get("method") or d.name for d, r in runs]
+    if names[0] == names[1]:
+        names = [f"{n} ({d.name})" for n, (d, _) in zip(names, runs)]
+    lines = ["| model | " + " | ".join(f"{n} accuracy | {n} judge accuracy | {n} TTS" for n in names) + " |",
+             "|---|" + "---|---|---|" * len(runs)]
+    by_model = [{m["model"]: m for m in r["models"]} for _, r in runs]
+    order = list(dict.fromkeys(m for bm in by_model for m in bm))
+    for name in order:
+        cells = []
+        for bm in by_model:
+            m = bm.get(name) or {}
+            cells.append(f"{_fmt(m.get('accuracy'))} | {_fmt(m.get('judge_accuracy'))} | {_fmt(m.get('tts_accuracy'))}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "| iteration | " + " | ".join(f"{n} questions | {n} pairs | {n} tokens generated | {n} pair quality"
+                                                  for n in names) + " |",
+              "|---|" + "---|---|---|---|" * len(runs)]
+    by_it = [{s["iteration"]: s for s in r["searches"]} for _, r in runs]
+    for it in sorted({i for b in by_it for i in b}):
+        cells = []
+        for b in by_it:
+            s = b.get(it) or {}
+            cells.append(f"{_fmt(s.get('questions'))} | {_fmt(s.get('pairs'))} | {_fmt(s.get('tokens'))} | "
+                         f"{_fmt(s.get('pair_quality'))}")
+        lines.append(f"| {it} (M{it}) | " + " | ".join(cells) + " |")
+    head = [f"runs: {names[0]} = {runs[0][0]}, {names[1]} = {runs[1][0]}", ""]
+    return "\n".join(head + lines) + "\n"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m psr.report", description="pipeline reports")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("compare", help="two runs' report.json side by side (markdown)")
+    c.add_argument("run_a", help="a pipeline output_dir (e.g. method=psr)")
+    c.add_argument("run_b", help="another pipeline output_dir (e.g. method=srlm)")
+    c.add_argument("--out", help="also write the table to this file")
+    args = ap.parse_args(argv)
+    try:
+        text = compare(args.run_a, args.run_b)
+    except FileNotFoundError as e:
+        import sys
+
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,5 +1,12 @@
 """Evaluate a model: greedy accuracy on math benchmarks (paper Tables 1, 2; step statistics as in
 Tables 4, 7), judge accuracy on an EFT test set (Table 3), or test-time scaling (Table 5).
+``mode=score`` is the SRLM baseline's judge (Yuan et al.'s additive 5-point scoring prompt,
+psr/srlm.py): on ``score_test`` records ``{id, question, solution, correct}`` the model scores each
+solution once (greedy); its verdict is "correct" when the parsed score is at least
+``score_threshold`` (default 3.5, midway between the 5 and 2 points its EFT data gives correct and
+wrong solutions), and judge accuracy is the share of verdicts that match the label (an unparseable
+score is a wrong verdict). It is a different task from mode=judge's pairwise step verdicts, so the
+two judge accuracies are each method's own judge measured on its own held-out judge data.
 
 Launch (from the repository root):
 
@@ -9,6 +16,7 @@ Launch (from the repository root):
     psr run --nproc_per_node 2 eval --config smollm2_135m/eval model_dir=... output_dir=...
     psr run eval --config qwen2_5_math_7b/eval mode=judge eft_test=/data/eft_test.jsonl model_dir=... output_dir=...
     psr run eval --config qwen2_5_math_7b/eval mode=tts model_dir=... output_dir=...
+    psr run eval --config arith/eval mode=score score_test=<data>/srlm_eft_test.jsonl model_dir=... output_dir=...
     python recipes/eval.py --config configs/tiny/eval.yaml output_dir=/tmp/eval
     tune run recipes/eval.py --config configs/tiny/eval.yaml output_dir=/tmp/eval
 
@@ -16,6 +24,7 @@ Outputs (in ``output_dir``):
     <benchmark>/items.jsonl   one record per item: id, prompt, response, extracted, gold, correct,
                               n_steps, mean_step_tokens (+ tokens generated)
     judge/items.jsonl         (mode=judge) id, label, verdict, correct, response
+                              (mode=score) id, label, score, verdict, correct, response
     summary.json, summary.md  accuracy per benchmark and their average, mean step count and
                               mean step length in tokens (or judge accuracy)
 
@@ -84,6 +93,10 @@ class EvalConfig(O.RunKeys):
     # mode=judge: EFT test jsonl (question, prev_steps, step_a, step_b, label).
     eft_test: Optional[str] = None
     judge_max_new_tokens: int = 512
+    # mode=score (the SRLM baseline's judge): jsonl of {id, question, solution, correct}; a solution
+    # is judged correct when its parsed score (Yuan et al.'s "Score: n", 0..5) is >= score_threshold.
+    score_test: Optional[str] = None
+    score_threshold: float = 3.5
     # mode=tts: search settings (paper §5.2: 6 samples per step at T=0.5, best by own judgments).
     tts: Any = field(
         default_factory=lambda: {"width": 6, "temperature": 0.5, "top_p": 0.95, "judge_orders": 2,
@@ -95,13 +108,15 @@ class EvalConfig(O.RunKeys):
 
 def validate(cfg) -> None:
     """Every setting, before anything is loaded or written (one-line ConfigError naming the key)."""
-    if cfg.mode not in ("greedy", "judge", "tts"):
-        raise ConfigError(f"mode must be greedy, judge or tts, got {cfg.mode!r}")
+    if cfg.mode not in ("greedy", "judge", "tts", "score"):
+        raise ConfigError(f"mode must be greedy, judge, tts or score, got {cfg.mode!r}")
     if cfg.prompt not in ("psr", "cot"):
         raise ConfigError(f"prompt must be psr or cot, got {cfg.prompt!r}")
     if cfg.mode == "judge" and not cfg.eft_test:
         raise ConfigError("mode=judge needs eft_test=<EFT test jsonl>")
-    if cfg.mode != "judge" and not cfg.benchmarks:
+    if cfg.mode == "score" and not cfg.score_test:
+        raise ConfigError("mode=score needs score_test=<jsonl of {id, question, solution, correct}>")
+    if cfg.mode in ("greedy", "tts") and not cfg.benchmarks:
         raise ConfigError("benchmarks is empty")
     O.check_output_dir(cfg.output_dir)
     O.check_positive(cfg, "batch_size", "max_new_tokens", "judge_max_new_tokens", "grader_workers")
@@ -122,6 +137,8 @@ def validate(cfg) -> None:
         O.check_model_dir(cfg.model_dir)
     if cfg.mode == "judge":
         O.check_input_file(cfg.eft_test, "eft_test")
+    elif cfg.mode == "score":
+        O.check_input_file(cfg.score_test, "score_test")
     else:
         for name in cfg.benchmarks:
             path = benchmark_file(name, cfg.data_dir)
@@ -288,6 +305,39 @@ def tts_records(cfg, grader, scfg):
     return make
 
 
+def load_score_items(path: str) -> list[dict]:
+    """mode=score's records ``{id, question, solution, correct}`` (``correct`` true/false); a bad
+    record is a ConfigError naming the file and the record."""
+    recs = read_jsonl(path, required=("id", "question", "solution", "correct"))
+    for k, rec in enumerate(recs):
+        if not isinstance(rec["correct"], bool):
+            raise ConfigError(f"{path}: record {k + 1} ({rec['id']}): 'correct' must be true or false, got {rec['correct']!r}")
+        rec["id"] = str(rec["id"])
+    return recs
+
+
+def score_records(cfg):
+    """mode=score: one greedy scoring judgment per solution with Yuan et al.'s prompt (psr/srlm.py)."""
+    from psr.generation import SamplingParams
+    from psr.srlm import parse_score, srlm_judge_prompt
+
+    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.judge_max_new_tokens)
+
+    def make(gen, chunk):
+        prompts = [chat(gen.tokenizer, srlm_judge_prompt(r["question"], r["solution"])) for r in chunk]
+        outs = gen.generate(prompts, params)
+        recs = []
+        for r, o in zip(chunk, outs):
+            score = parse_score(o[0].text)
+            verdict = None if score is None else score >= cfg.score_threshold
+            recs.append({"id": r["id"], "label": r["correct"], "score": score, "verdict": verdict,
+                         "correct": verdict is not None and verdict == r["correct"], "response": o[0].text,
+                         "n_tokens": o[0].n_tokens})
+        return recs
+
+    return make
+
+
 def hash_id(item_id: Any) -> int:
     """A stable (process-independent) 31-bit integer for an item id."""
     import zlib
@@ -333,10 +383,10 @@ def write_summary(cfg, out: Path, per: dict, extra: dict) -> dict:
         "benchmarks": per, "average_accuracy": sum(accs) / len(accs) if accs else None,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    if cfg.mode == "judge":
+    if cfg.mode in ("judge", "score"):
         j = per["judge"]
         md = ["| set | n | judge accuracy | unparseable |", "|---|---|---|---|",
-              f"| {Path(cfg.eft_test).name} | {j['n']} | {_fmt(j['accuracy'])} | {j['unparseable']} |"]
+              f"| {Path(cfg.eft_test if cfg.mode == 'judge' else cfg.score_test).name} | {j['n']} | {_fmt(j['accuracy'])} | {j['unparseable']} |"]
     else:
         md = ["| benchmark | n | accuracy | mean steps | mean step length (tokens) |", "|---|---|---|---|---|"]
         for name, v in per.items():
@@ -349,9 +399,11 @@ def write_summary(cfg, out: Path, per: dict, extra: dict) -> dict:
 
 # Keys that only matter in some modes: a re-run in another mode is refused by `mode` itself.
 MODE_IRRELEVANT = {
-    "greedy": {"judge_max_new_tokens", "tts", "eft_test"},
-    "judge": {"benchmarks", "prompt", "max_new_tokens", "temperature", "top_p", "tts"},
-    "tts": {"max_new_tokens", "temperature", "top_p", "judge_max_new_tokens", "eft_test", "prompt"},
+    "greedy": {"judge_max_new_tokens", "tts", "eft_test", "score_test", "score_threshold"},
+    "judge": {"benchmarks", "prompt", "max_new_tokens", "temperature", "top_p", "tts", "score_test", "score_threshold"},
+    "tts": {"max_new_tokens", "temperature", "top_p", "judge_max_new_tokens", "eft_test", "prompt", "score_test",
+            "score_threshold"},
+    "score": {"benchmarks", "prompt", "max_new_tokens", "temperature", "top_p", "tts", "eft_test"},
 }
 
 
@@ -364,6 +416,8 @@ def main(cfg) -> dict:
     tiny = bool(cfg.tiny_model) and out.resolve() in Path(cfg.model_dir).resolve().parents  # ours, built here
     if cfg.mode == "judge":
         inputs = {"eft_test": cfg.eft_test}
+    elif cfg.mode == "score":
+        inputs = {"score_test": cfg.score_test}
     else:
         inputs = {f"benchmark {b}": benchmark_file(b, cfg.data_dir) for b in cfg.benchmarks}
     O.claim_output_dir(
@@ -389,6 +443,8 @@ def main(cfg) -> dict:
             rec.setdefault("id", f"eft-{k}")
             if rec["label"] not in ("A", "B"):
                 raise ConfigError(f"{cfg.eft_test}: record {rec['id']}: label must be 'A' or 'B', got {rec['label']!r}")
+    elif cfg.mode == "score":
+        tasks = {"judge": load_score_items(cfg.score_test)}
     else:
         tasks = {b: load_items(b, cfg.data_dir, cfg.limit) for b in cfg.benchmarks}
 
@@ -402,7 +458,7 @@ def main(cfg) -> dict:
         scfg = SearchConfig(**OmegaConf.to_container(cfg.tts, resolve=True), seed=cfg.seed)
         budget = scfg.token_budget(n_items)
     else:
-        budget = eval_token_budget(n_items, cfg.judge_max_new_tokens if cfg.mode == "judge" else cfg.max_new_tokens)
+        budget = eval_token_budget(n_items, cfg.judge_max_new_tokens if cfg.mode in ("judge", "score") else cfg.max_new_tokens)
     gen = make_generator(cfg.backend, cfg.model_dir, device=str(device), dtype=cfg.dtype, expected_tokens=budget,
                          stage="search" if cfg.mode == "tts" else "eval",
                          **OmegaConf.to_container(cfg.backend_kwargs, resolve=True))
@@ -432,6 +488,15 @@ def main(cfg) -> dict:
                 per["judge"] = {"n": n, "correct": sum(r["correct"] for r in recs),
                                 "accuracy": 100.0 * sum(r["correct"] for r in recs) / n if n else None,
                                 "unparseable": sum(r["verdict"] is None for r in recs)}
+        elif cfg.mode == "score":
+            run_items(cfg, gen, tasks["judge"], out / "judge", "score", score_records(cfg))
+            if D.is_rank0():
+                recs = _merge(out / "judge", [str(r["id"]) for r in tasks["judge"]])
+                n = len(recs)
+                per["judge"] = {"n": n, "correct": sum(r["correct"] for r in recs),
+                                "accuracy": 100.0 * sum(r["correct"] for r in recs) / n if n else None,
+                                "unparseable": sum(r["score"] is None for r in recs),
+                                "threshold": cfg.score_threshold}
         else:
             grader = _Grader(cfg.grader_workers, cfg.grader_timeout_s)
             make = tts_records(cfg, grader, scfg) if cfg.mode == "tts" else greedy_records(cfg, grader)
@@ -449,9 +514,9 @@ def main(cfg) -> dict:
         summary = write_summary(cfg, out, per, {"backend": gen.name, "backend_version": gen.version,
                                                 "world_size": D.get_world_size(), "wall_s": round(time.time() - t0, 1)})
         print((out / "summary.md").read_text(), flush=True)
-        if cfg.mode == "judge":
+        if cfg.mode in ("judge", "score"):
             j = per["judge"]
-            O.finish("eval", f"judge accuracy {_fmt(j['accuracy'])}% on {j['n']} EFT records "
+            O.finish("eval", f"{cfg.mode} accuracy {_fmt(j['accuracy'])}% on {j['n']} {'EFT' if cfg.mode == 'judge' else 'scoring'} records "
                              f"({j['unparseable']} unparseable) -> {out / 'summary.json'}, {out / 'judge' / 'items.jsonl'}")
         else:
             each = ", ".join(f"{b} {_fmt(v['accuracy'])}" for b, v in per.items())

@@ -37,6 +37,25 @@ iterations draw theirs from it by a seeded shuffle, leaving out every IFT/EFT qu
 existing ``prm_model`` dir), and one EFT set can be reused (``eft_dir``: no prm/eft stages); eval uses the eval config's benchmarks, and the report has no pair quality
 (there is no checker).
 
+``method: srlm`` runs the SRLM baseline (Yuan et al. 2024; the paper's Tables 1-2 compare PSRLM
+with it) through the same stages, questions and seeds: ``search_i`` runs recipes/srlm_search.py
+(config ``srlm``: N whole solutions per question, each scored by the model with Yuan et al.'s
+additive 5-point prompt, highest- vs lowest-scoring solution as the pair) instead of step_search,
+and ``dpo_i`` is the same step_dpo on those pairs (a whole response is one "step" after the
+question). The SRLM M1 is M0 after the same SFT on the same IFT data plus EFT of the scoring
+prompt instead of the step-wise pairwise one, as Yuan et al. initialise M1 on IFT + EFT of their
+own judge prompt. The paper (§4-5.1) says only that SRLM uses Yuan et al.'s prompt and that the
+two methods' M1s differ because their EFT data differ; where it is silent this pipeline chooses:
+the scoring EFT is made from the same problems as the step-wise EFT (arith: ``data/srlm_eft_train
+.jsonl``, per EFT problem one reference solution and one with a wrong step carried through, graded
+by the exact checker: 5 points when correct, 2 when wrong, psr.arith.data.srlm_scoring_items), so
+both M1s see as many judge records; the SFT settings are the same (``sft``); judge_M<k> measures
+each method's own judge on its own held-out judge data (SRLM: eval ``mode=score`` on
+``data/srlm_eft_test.jsonl``). ``source: recipes`` with ``method: srlm`` takes that data as
+``srlm_eft_data`` (eft_ift_sft TEXT records of the scoring prompt, e.g. written by
+psr.srlm.templated_scoring_records from PRM- or teacher-graded solutions) and ``srlm_eft_test``.
+``python -m psr.report compare <psr run> <srlm run>`` puts two runs' reports side by side.
+
 ``checker_judge=true`` is a diagnostic, not the paper's method: the exact checker judges the
 iterations' candidates (step_search ``checker_judge_problems``), so the report shows what search +
 DPO do with a perfect judge. Copy a run's ``data`` and ``stages/{m0,m1}*`` into a new output_dir to
@@ -118,6 +137,17 @@ class PipelineConfig(O.RunKeys):
     #            ift_build, a PRM from prm_train, EFT from eft_build (PRM-scored tree search + a
     #            teacher endpoint), the paper's M0 -> M1 on real datasets.
     source: str = "arith"
+    # psr: the paper's process-based self-rewarding (step_search -> step_dpo); srlm: the SRLM
+    # baseline (srlm_search -> step_dpo on whole responses; its M1 trained on IFT + scoring EFT).
+    # See the module docstring.
+    method: str = "psr"
+    # method=srlm: the srlm_search stage, {config, overrides} like the stages below.
+    srlm: Any = field(default_factory=lambda: {"config": "arith/srlm_search", "overrides": []})
+    # method=srlm with source=recipes: the SRLM M1's scoring EFT (eft_ift_sft TEXT records) and the
+    # held-out scoring items {id, question, solution, correct} of judge_M<k> (eval mode=score).
+    # source=arith writes both into data/.
+    srlm_eft_data: Optional[str] = None
+    srlm_eft_test: Optional[str] = None
     # source=recipes: M0, an HF model dir or hub id.
     base_model: Optional[str] = None
     # source=recipes: the data stages, {config, overrides} like the stages below. eft_build gets
@@ -278,6 +308,8 @@ class Pipeline:
         if self.cfg.print_commands:
             return self.print_command("data", "# in process: the arith world's data and initial model (psr.arith)")
         if self.done("data"):
+            if self.srlm and not (self.data / "srlm_eft_train.jsonl").exists():
+                self.write_srlm_data()
             return self.check_judge_budgets()  # the stage configs may have changed since
         t0 = time.time()
         from psr.arith import build_model_dir, generate_problems, load_model_config, write_initial_data
@@ -304,8 +336,25 @@ class Pipeline:
                      for r in read_jsonl(paths["m0_train"])])
         mcfg = load_model_config(None, **OmegaConf.to_container(self.cfg.model, resolve=True))
         build_model_dir(self.data / "init_model", mcfg)
+        if self.srlm:
+            self.write_srlm_data()
         self.mark("data", time.time() - t0)
         self.check_judge_budgets()
+
+    @property
+    def srlm(self) -> bool:
+        return self.cfg.method == "srlm"
+
+    def write_srlm_data(self) -> None:
+        """arith, method=srlm: the SRLM M1's scoring EFT and its held-out scoring items
+        (psr.arith.data.write_srlm_scoring_data, from the same problems as the step-wise EFT)."""
+        from psr.arith.data import write_srlm_scoring_data
+        from psr.models.hf import load_tokenizer
+
+        w = OmegaConf.to_container(self.cfg.world, resolve=True)
+        write_srlm_scoring_data(self.data, load_tokenizer(str(self.data / "init_model")), seed=self.cfg.seed,
+                                pairs_per_problem=int(w.get("eft_pairs_per_problem", 1)),
+                                n_eft_train_problems=w.get("n_eft_train_problems"))
 
     def check_judge_budgets(self) -> None:
         """Fail before any training when a judge token budget of the search or eval stages is
@@ -316,13 +365,18 @@ class Pipeline:
         from tokenizers import Tokenizer
 
         tok = Tokenizer.from_file(str(self.data / "init_model" / "tokenizer.json"))
-        texts = [r["judgment"] for name in ("eft_train", "eft_test") for r in read_jsonl(self.data / f"{name}.jsonl")]
+        if self.srlm:  # the scoring judgments of the SRLM M1's EFT (srlm_search and eval mode=score)
+            texts = [r["response"] for r in read_jsonl(self.data / "srlm_eft_train.jsonl")]
+            checks = (("srlm", "max_new_tokens_judge"), ("eval", "judge_max_new_tokens"))
+        else:
+            texts = [r["judgment"] for name in ("eft_train", "eft_test") for r in read_jsonl(self.data / f"{name}.jsonl")]
+            checks = (("search", "max_new_tokens_judge"), ("eval", "judge_max_new_tokens"),
+                      ("eval", "tts.max_new_tokens_judge"))
         if not texts:
             return
         need = max(len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)) + 1
-        configs = {stage: self.stage_config(self.cfg[stage]) for stage in ("search", "eval")}
-        for stage, key in (("search", "max_new_tokens_judge"), ("eval", "judge_max_new_tokens"),
-                           ("eval", "tts.max_new_tokens_judge")):
+        configs = {stage: self.stage_config(self.cfg[stage]) for stage in {s for s, _ in checks}}
+        for stage, key in checks:
             have = OmegaConf.select(configs[stage], key)
             if have is not None and int(have) < need:
                 raise ConfigError(
@@ -395,9 +449,18 @@ class Pipeline:
         return out
 
     def sft_data(self) -> list[str]:
+        if self.srlm:  # the same IFT data; the scoring prompt's EFT instead of the step-wise one
+            ift = self.data / "ift_train.jsonl" if self.arith else self.stages / "ift" / "ift.jsonl"
+            return [f"ift_data={ift}", f"text_data={self.srlm_eft_train()}"]
         if self.arith:
             return [f"ift_data={self.data / 'ift_train.jsonl'}", f"eft_data={self.data / 'eft_train.jsonl'}"]
         return [f"ift_data={self.stages / 'ift' / 'ift.jsonl'}", f"eft_data={self.eft_dir() / 'eft_train.jsonl'}"]
+
+    def srlm_eft_train(self) -> Path:
+        return self.data / "srlm_eft_train.jsonl" if self.arith else Path(self.cfg.srlm_eft_data)
+
+    def srlm_eft_test(self) -> Path:
+        return self.data / "srlm_eft_test.jsonl" if self.arith else Path(self.cfg.srlm_eft_test)
 
     def eft_test(self) -> Path:
         return self.data / "eft_test.jsonl" if self.arith else self.eft_dir() / "eft_test.jsonl"
@@ -412,9 +475,12 @@ class Pipeline:
                         resume_key="resume_from_checkpoint")
         for i in range(1, c.iterations + 1):
             judge = [f"checker_judge_problems={self.data / f'iter{i}_problems.jsonl'}"] if c.checker_judge else []
-            self.run_recipe(f"search_{i}", "step_search", c.search,
-                            [f"model_dir={self.model(i)}", f"questions={self.data / f'iter{i}_questions.jsonl'}",
-                             f"seed={c.seed + i}", *judge])
+            search_args = [f"model_dir={self.model(i)}", f"questions={self.data / f'iter{i}_questions.jsonl'}",
+                           f"seed={c.seed + i}"]
+            if self.srlm:  # the same questions and seed, whole solutions scored by the model
+                self.run_recipe(f"search_{i}", "srlm_search", c.srlm, search_args)
+            else:
+                self.run_recipe(f"search_{i}", "step_search", c.search, [*search_args, *judge])
             pairs = self.stages / f"search_{i}" / "pairs.jsonl"
             if not self.cfg.print_commands and not self.done(f"dpo_{i}") and not read_jsonl(pairs):
                 # No preference data (every round tied): nothing to optimise, M_{i+1} = M_i.
@@ -438,7 +504,10 @@ class Pipeline:
             base = [f"model_dir={m}", *([f"data_dir={self.data}"] if self.arith else [])]
             bench = ["benchmarks=[arith]"] if self.arith else []
             self.run_recipe(f"eval_M{k}", "eval", c.eval, base + ["mode=greedy", *bench])
-            self.run_recipe(f"judge_M{k}", "eval", c.eval, base + ["mode=judge", f"eft_test={self.eft_test()}"])
+            if self.srlm:  # the SRLM judge: Yuan et al.'s scoring prompt on held-out graded solutions
+                self.run_recipe(f"judge_M{k}", "eval", c.eval, base + ["mode=score", f"score_test={self.srlm_eft_test()}"])
+            else:
+                self.run_recipe(f"judge_M{k}", "eval", c.eval, base + ["mode=judge", f"eft_test={self.eft_test()}"])
             if c.eval_tts and k >= 1:
                 lim = [f"limit={c.tts_limit}"] if c.tts_limit else []
                 self.run_recipe(f"tts_M{k}", "eval", c.eval, base + ["mode=tts", *bench, *lim])
@@ -477,15 +546,29 @@ class Pipeline:
         self.run_process(stage, "psr.arith headroom", args)
 
     def pair_checker(self):
-        """(chosen correct, rejected correct) of a pair by the exact checker (measurement only)."""
+        """(chosen correct, rejected correct) of a pair by the exact checker (measurement only);
+        method=srlm: of the whole solutions (every step correct and the gold answer boxed)."""
         from psr.arith import load_problems
-        from psr.arith.checker import analyze_step, derived_values
-        from psr.steps import next_step_body
+        from psr.arith.checker import analyze_step, check_solution, check_steps, derived_values
+        from psr.steps import next_step_body, parse_steps
 
         by_q = {}
         for i in range(1, self.cfg.iterations + 1):
             for p in load_problems(self.data / f"iter{i}_problems.jsonl"):
                 by_q[(i, p.question)] = p
+
+        def solution_ok(prob, text: str) -> bool:
+            steps = parse_steps(text)
+            return bool(steps) and all(x.correct for x in check_steps(prob, steps)) and check_solution(prob, text)
+
+        if self.srlm:
+            def check_solutions(i: int, pair: dict):
+                prob = by_q.get((i, pair["prompt"]))
+                if prob is None:
+                    return None
+                return solution_ok(prob, pair["chosen"]), solution_ok(prob, pair["rejected"])
+
+            return check_solutions
 
         def check(i: int, pair: dict):
             prob = by_q.get((i, pair["question"]))
@@ -504,7 +587,8 @@ class Pipeline:
             return self.print_command("report", "# in process: psr.report.write_report")
         t0 = time.time()
         path = write_report(self.out, self.cfg.iterations, pair_checker=self.pair_checker() if self.arith else None,
-                            judge="the exact checker (diagnostic: checker_judge=true)" if self.cfg.checker_judge else None)
+                            judge="the exact checker (diagnostic: checker_judge=true)" if self.cfg.checker_judge else None,
+                            method=self.cfg.method)
         self.timings["report"] = round(time.time() - t0, 1)
         (self.out / "timings.json").write_text(json.dumps(self.timings, indent=1))
         return path
@@ -514,10 +598,10 @@ class Pipeline:
 # Which pipeline-level template a recipe takes (launch.train / launch.generate); ift_build (teacher
 # calls only) takes none: it runs locally unless its stage spec has its own launch.
 RECIPE_KIND = {"eft_ift_sft": "train", "prm_train": "train", "step_dpo": "train",
-               "step_search": "generate", "eval": "generate", "eft_build": "generate"}
+               "step_search": "generate", "srlm_search": "generate", "eval": "generate", "eft_build": "generate"}
 # The placeholders of a launch template.
 PLACEHOLDERS = ("stage", "recipe", "args", "port", "python")
-STAGE_KEYS = ("m0", "ift", "prm", "eft", "sft", "search", "dpo", "eval")
+STAGE_KEYS = ("m0", "ift", "prm", "eft", "sft", "search", "srlm", "dpo", "eval")
 
 
 def stage_template(cfg: Any, spec: Any, recipe: str) -> Optional[str]:
@@ -616,7 +700,19 @@ def main(cfg: Any) -> Optional[Path]:
         raise ConfigError("checker_judge: needs source=arith (the exact checker of the arith world)")
     if cfg.source not in ("arith", "recipes"):
         raise ConfigError(f"source must be arith or recipes, got {cfg.source!r}")
-    keys = ["sft", "search", "dpo", "eval"] + (["m0"] if cfg.source == "arith" else ["ift", "prm", "eft"])
+    if cfg.method not in ("psr", "srlm"):
+        raise ConfigError(f"method must be psr or srlm, got {cfg.method!r}")
+    if cfg.method == "srlm":
+        if cfg.checker_judge:
+            raise ConfigError("checker_judge: a diagnostic of method=psr's step search, not of method=srlm")
+        if cfg.source == "recipes":
+            for key in ("srlm_eft_data", "srlm_eft_test"):
+                if not cfg[key]:
+                    raise ConfigError(f"{key}: required with method=srlm and source=recipes (see the srlm_eft_data comment)")
+                if not cfg.print_commands and not Path(cfg[key]).is_file():
+                    raise ConfigError(f"{key}: {cfg[key]}: no such file")
+    keys = ["sft", "search" if cfg.method == "psr" else "srlm", "dpo", "eval"] + (
+        ["m0"] if cfg.source == "arith" else ["ift", "prm", "eft"])
     for key in keys:
         spec = cfg[key]
         if not spec.get("config"):

@@ -52,8 +52,10 @@ M1, N, K and the sampling temperatures), this project chooses:
 * step_dpo with the same β, lr and epochs as the PSRLM iterations.
 
 ``psr.srlm.templated_scoring_records`` writes such EFT records (TEXT records for eft_ift_sft's
-``text_data``) from solutions with a known correctness label; choosing those solutions and the
-pipeline's ``method: srlm`` wiring are outside this recipe.
+``text_data``) from solutions with a known correctness label; ``recipes/pipeline.py`` with
+``method: srlm`` runs the whole baseline (M1 on IFT + this EFT, then this recipe and step_dpo per
+iteration); in the arith world the solutions are the EFT problems' reference solutions and ones
+with a wrong step carried through, graded by the exact checker (psr.arith.data.srlm_scoring_items).
 
 Input: ``questions`` -- a jsonl with ``id`` and ``problem`` (or ``question``) per line (a relative
 path is looked up as given, then under ``data_dir`` / ``$PSR_DATA_DIR`` / ``../shared/data``);

@@ -10,8 +10,13 @@ r"""Initial data of the arith world in the project's schemas (see :mod:`psr.data
   ``\boxed{}``, for the short from-scratch training of the base model M0.
 * problems: :meth:`Problem.to_dict` records (gold answers, reference steps) for evaluation, and
   the test split in the benchmarks' schema ``{id, problem, answer, solution, meta}``.
+* SRLM scoring items (the SRLM baseline's judge data, ``method: srlm`` of recipes/pipeline.py):
+  ``{id, question, solution, correct}`` -- whole "Step n:" solutions graded by the exact checker
+  (:func:`srlm_scoring_items`); :func:`psr.srlm.templated_scoring_records` turns them into EFT
+  text records of Yuan et al.'s scoring prompt (5 points when correct, 2 when wrong).
 
-:func:`write_initial_data` writes all of them for one seed.
+:func:`write_initial_data` writes all of them for one seed (the SRLM items with
+:func:`write_srlm_scoring_data`).
 """
 
 from __future__ import annotations
@@ -161,9 +166,88 @@ def write_initial_data(
     return paths
 
 
+def wrong_solution_steps(problem: Problem, l: int, rng: random.Random) -> list[str]:
+    r"""A whole solution with its first error at step ``l``: the reference steps ``1..l-1``, a
+    random wrong step ``l`` (:func:`psr.arith.candidates.random_wrong_step`), then the remaining
+    operations carried on from the wrong running value (each recomputed, so the solution is
+    consistent after its slip, as a model's own wrong solutions mostly are), the last one boxing
+    its result. It stops early (no further steps) when the wrong step already boxes an answer, has
+    no equation to carry on from, or a carried operation has no positive integer result."""
+    from psr.arith.checker import find_boxed, find_equations
+    from psr.arith.problems import Operation, apply_op, eq_text, render_step
+
+    steps = list(problem.steps[: l - 1])
+    bad = random_wrong_step(problem, l, rng).body
+    steps.append(bad)
+    eqs = find_equations(bad)
+    if find_boxed(bad) or not eqs or eqs[-1].claimed.denominator != 1:
+        return steps
+    running = int(eqs[-1].claimed)
+    for j in range(l + 1, problem.n_ops + 1):
+        o = problem.operations[j - 1]
+        if o.kind == "g":  # a product of two given numbers does not use the running value
+            return steps
+        r = apply_op(running, o.op, o.y)
+        if r is None or r <= 0:
+            return steps
+        shown = Operation(o.kind, running, o.op, o.y, r)
+        steps.append(render_step(problem.ctx, shown, rng.randrange(problem.ctx.get("wordings", 3)),
+                                 eq_text(running, o.op, o.y, r), str(r) if j == problem.n_ops else None))
+        running = r
+    return steps
+
+
+def srlm_scoring_items(problems: Iterable[Problem], seed: int, pairs_per_problem: int = 1) -> list[dict]:
+    r"""Whole solutions for the SRLM baseline's scoring EFT: per problem, ``pairs_per_problem``
+    times a correct solution (the reference steps, each re-worded at random) and a wrong one
+    (:func:`wrong_solution_steps` at a random step), as ``{id, question, solution, correct}``
+    with ``solution`` in "Step n:" form. ``correct`` is the exact checker's grade (every step
+    correct and the boxed answer the gold one), never assumed. As many records per problem as
+    :func:`eft_records` writes (two per pair), so the SRLM M1 sees as many judge examples as
+    PSRLM's. Deterministic from ``seed`` and the problem ids."""
+    from psr.arith.checker import check_solution, check_steps
+
+    out = []
+    for p in problems:
+        rng = random.Random(f"arith-srlm-eft:{seed}:{p.id}")
+        positions = [rng.randrange(1, p.n_ops + 1) for _ in range(pairs_per_problem)]
+        for k, l in enumerate(positions):
+            good = [correct_step(p, j, rng) for j in range(1, p.n_ops + 1)]
+            bad = wrong_solution_steps(p, l, rng)
+            for tag, steps in (("correct", good), (f"s{l}", bad)):
+                ok = all(c.correct for c in check_steps(p, steps)) and check_solution(p, steps)
+                out.append({"id": f"{p.id}/{k}/{tag}", "question": p.question, "solution": format_steps(steps).rstrip("\n"),
+                            "correct": ok})
+    return out
+
+
+def write_srlm_scoring_data(data_dir: str | os.PathLike, tok, seed: int = 0, pairs_per_problem: int = 1,
+                            n_eft_train_problems: int | None = None) -> dict[str, Path]:
+    """The SRLM baseline's judge data beside :func:`write_initial_data`'s files in ``data_dir``,
+    from the same problems as the step-wise EFT sets (``problems_eft.jsonl`` when written, else the
+    first ``n_eft_train_problems`` of ``problems_train.jsonl``; the held-out set from
+    ``problems_test.jsonl`` with ``seed + 1``): ``srlm_eft_train.jsonl`` (eft_ift_sft TEXT
+    records, chat-formatted with ``tok``) and ``srlm_eft_test.jsonl`` (the graded items, for eval's
+    ``mode=score``). Returns the paths by name."""
+    from psr.srlm import templated_scoring_records
+
+    d = Path(data_dir)
+    if (d / "problems_eft.jsonl").exists():
+        src = load_problems(d / "problems_eft.jsonl")
+    else:
+        src = load_problems(d / "problems_train.jsonl")
+        src = src if n_eft_train_problems is None else src[:n_eft_train_problems]
+    test = load_problems(d / "problems_test.jsonl")
+    paths = {"srlm_eft_train": d / "srlm_eft_train.jsonl", "srlm_eft_test": d / "srlm_eft_test.jsonl"}
+    write_jsonl(paths["srlm_eft_train"], templated_scoring_records(tok, srlm_scoring_items(src, seed, pairs_per_problem)))
+    write_jsonl(paths["srlm_eft_test"], srlm_scoring_items(test, seed + 1, pairs_per_problem))
+    return paths
+
+
 def load_problems(path: str | os.PathLike) -> list[Problem]:
     """Problems written by :func:`write_initial_data`."""
     return [Problem.from_dict(r) for r in read_jsonl(path, required=("id", "question", "operations"))]
 
 
-__all__ = ["benchmark_records", "ift_records", "m0_records", "eft_pair_records", "eft_records", "write_initial_data", "load_problems"]
+__all__ = ["benchmark_records", "ift_records", "m0_records", "eft_pair_records", "eft_records", "write_initial_data", "load_problems",
+           "wrong_solution_steps", "srlm_scoring_items", "write_srlm_scoring_data"]

@@ -12,6 +12,11 @@ r"""The arith world's tokenizer: a small BPE fit to the arith texts, digits spli
 * Special tokens and chat template are those of :mod:`psr.models.tiny`: ``<|endoftext|>``
   (pad), ``<|im_start|>``, ``<|im_end|>`` (EOS, the end of a chat turn).
 * Deterministic: trained on a corpus generated from a fixed seed (:func:`tokenizer_corpus`).
+* The corpus also holds the SRLM baseline's scoring prompt (Yuan et al.'s Figure 2,
+  :data:`psr.srlm.SRLM_JUDGE_PROMPT`) filled with arith solutions and templated judgments, so
+  that prompt's fixed text is learned as a few long tokens too (it was 835 tokens, more than the
+  model's 512 positions, with a BPE that never saw it) and the same tokenizer and M0 serve both
+  methods of ``recipes/pipeline.py`` (``method: psr | srlm``).
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ from typing import Optional
 
 def tokenizer_corpus(n_problems: int = 400, seed: int = 12345) -> list[str]:
     """Texts as the models will see them (chat-wrapped prompts plus responses) for the three
-    roles (policy with steps, judge, free-form M0) and the Figure 3 prompt, from problems of a
-    split (``"tokenizer"``) that neither train nor test uses."""
+    roles (policy with steps, judge, free-form M0), the Figure 3 prompt and the SRLM scoring
+    prompt (every other problem's reference solution, judged correct or wrong in turn), from
+    problems of a split (``"tokenizer"``) that neither train nor test uses."""
     from psr import prompts
     from psr.arith.data import eft_records
     from psr.arith.problems import generate_problems
+    from psr.srlm import (CORRECT_JUSTIFICATION, CORRECT_SCORE, WRONG_JUSTIFICATION, WRONG_SCORE, scoring_judgment,
+                          srlm_judge_prompt)
     from psr.steps import format_steps
 
     def chat(text: str) -> str:
@@ -44,6 +52,10 @@ def tokenizer_corpus(n_problems: int = 400, seed: int = 12345) -> list[str]:
         )
     for p in problems[:50]:
         texts.append(chat(prompts.ift_split_prompt(p.question, p.solution)) + format_steps(p.steps))
+    for k, p in enumerate(problems[::2]):
+        ok = k % 2 == 0
+        judgment = scoring_judgment(CORRECT_SCORE if ok else WRONG_SCORE, CORRECT_JUSTIFICATION if ok else WRONG_JUSTIFICATION)
+        texts.append(chat(srlm_judge_prompt(p.question, format_steps(p.steps))) + judgment + "<|im_end|>")
     return texts
 
 

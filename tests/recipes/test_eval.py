@@ -288,3 +288,51 @@ def test_tts_answers_are_the_chain_of_steps_the_model_judged_best(tmp_path, tiny
     # both orders of each pair were judged: 2 judge calls per round, 4 rounds in all
     judge_prompts = [p for c in gen.calls if c["kind"] == "judge" for p in c["prompts"]]
     assert len(judge_prompts) == 2 * 4
+
+
+def test_score_mode_judges_solutions_by_their_parsed_score_against_the_checker_labels(tmp_path, tiny_model_dir,
+                                                                                       monkeypatch):
+    # mode=score: the SRLM baseline's judge (Yuan et al.'s scoring prompt); verdict "correct" when
+    # the parsed score is >= score_threshold, judge accuracy = verdicts that match the labels
+    from srlm_fakes import ScoringGenerator
+
+    answers = {"s=5": "Fine.\nScore: 5", "s=2": "A slip.\nScore: 2", "s=4": "Score: 4", "s=3": "Score: 3",
+               "none": "no score here"}
+    recs = [("a", "s=5", True), ("b", "s=2", False), ("c", "s=4", False), ("d", "s=3", True), ("e", "none", True),
+            ("f", "s=2", True)]
+    path = tmp_path / "score_test.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "question": f"Q {i}?", "solution": sol, "correct": ok}) + "\n"
+                            for i, sol, ok in recs))
+    gen = ScoringGenerator(lambda q, n: [], lambda q, r, k: answers[r])
+    summary, made = _run_scripted(monkeypatch, gen, tiny_model_dir, tmp_path / "o", "mode=score",
+                                  f"score_test={path}", "judge_max_new_tokens=12")
+    assert made["stage"] == "eval" and made["expected_tokens"] == 6 * 12
+    items = _items(tmp_path / "o" / "judge" / "items.jsonl")
+    assert [it["score"] for it in items] == [5.0, 2.0, 4.0, 3.0, None, 2.0]
+    assert [it["verdict"] for it in items] == [True, False, True, False, None, False]
+    assert [it["correct"] for it in items] == [True, True, False, False, False, False]
+    j = summary["benchmarks"]["judge"]
+    assert (j["n"], j["correct"], j["accuracy"], j["unparseable"], j["threshold"]) == (6, 2, 100 * 2 / 6, 1, 3.5)
+    assert "| score_test.jsonl | 6 | 33.33 | 1 |" in (tmp_path / "o" / "summary.md").read_text()
+    prompts = [p for c in gen.calls for p in c["prompts"]]
+    assert len(prompts) == 6 and all(p.startswith("Review the user's question") for p in prompts)
+    assert "User: Q a?\n<response>s=5</response>" in prompts[0]
+    assert gen.calls[0]["params"].temperature == 0.0 and gen.calls[0]["params"].n == 1
+    # a stricter threshold turns the 4 into a "wrong" verdict (a new output dir: another setting)
+    gen2 = ScoringGenerator(lambda q, n: [], lambda q, r, k: answers[r])
+    _run_scripted(monkeypatch, gen2, tiny_model_dir, tmp_path / "o2", "mode=score", f"score_test={path}",
+                  "judge_max_new_tokens=12", "score_threshold=4.5")
+    assert [it["verdict"] for it in _items(tmp_path / "o2" / "judge" / "items.jsonl")][:3] == [True, False, False]
+
+
+def test_score_mode_needs_its_file_and_boolean_labels(tmp_path, tiny_model_dir, monkeypatch):
+    from psr.config import ConfigError
+    from srlm_fakes import ScoringGenerator
+
+    gen = ScoringGenerator(lambda q, n: [], lambda q, r, k: "Score: 5")
+    with pytest.raises(ConfigError, match="mode=score needs score_test="):
+        _run_scripted(monkeypatch, gen, tiny_model_dir, tmp_path / "o", "mode=score")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "x", "question": "Q?", "solution": "S", "correct": "yes"}) + "\n")
+    with pytest.raises(ConfigError, match=r"bad.jsonl: record 1 \(x\): 'correct' must be true or false, got 'yes'"):
+        _run_scripted(monkeypatch, gen, tiny_model_dir, tmp_path / "o3", "mode=score", f"score_test={bad}")
