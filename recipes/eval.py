@@ -93,6 +93,12 @@ class EvalConfig(O.RunKeys):
     # mode=judge: EFT test jsonl (question, prev_steps, step_a, step_b, label).
     eft_test: Optional[str] = None
     judge_max_new_tokens: int = 512
+    # mode=judge: k solved judge examples before each item (the paper evaluates M0's judge 3-shot,
+    # Table 3): records of judge_shots_from (an EFT train jsonl with `judgment`), drawn once in a
+    # seeded order (same k for every item; a record identical to the evaluated one is never its
+    # shot), each a user turn (the Figure 5 prompt) and an assistant turn (its judgment).
+    judge_shots: int = 0
+    judge_shots_from: Optional[str] = None
     # mode=score (the SRLM baseline's judge): jsonl of {id, question, solution, correct}; a solution
     # is judged correct when its parsed score (Yuan et al.'s "Score: n", 0..5) is >= score_threshold.
     score_test: Optional[str] = None
@@ -114,6 +120,10 @@ def validate(cfg) -> None:
         raise ConfigError(f"prompt must be psr or cot, got {cfg.prompt!r}")
     if cfg.mode == "judge" and not cfg.eft_test:
         raise ConfigError("mode=judge needs eft_test=<EFT test jsonl>")
+    if cfg.judge_shots < 0:
+        raise ConfigError(f"judge_shots: must be >= 0, got {cfg.judge_shots}")
+    if cfg.mode == "judge" and cfg.judge_shots and not cfg.judge_shots_from:
+        raise ConfigError(f"judge_shots={cfg.judge_shots} needs judge_shots_from=<EFT train jsonl with judgments>")
     if cfg.mode == "score" and not cfg.score_test:
         raise ConfigError("mode=score needs score_test=<jsonl of {id, question, solution, correct}>")
     if cfg.mode in ("greedy", "tts") and not cfg.benchmarks:
@@ -137,6 +147,8 @@ def validate(cfg) -> None:
         O.check_model_dir(cfg.model_dir)
     if cfg.mode == "judge":
         O.check_input_file(cfg.eft_test, "eft_test")
+        if cfg.judge_shots:
+            O.check_input_file(cfg.judge_shots_from, "judge_shots_from")
     elif cfg.mode == "score":
         O.check_input_file(cfg.score_test, "score_test")
     else:
@@ -305,6 +317,45 @@ def tts_records(cfg, grader, scfg):
     return make
 
 
+def _judge_key(rec: dict) -> tuple:
+    return (rec["question"], tuple(rec["prev_steps"]), rec["step_a"], rec["step_b"])
+
+
+def load_judge_shots(path: str, k: int, seed: int) -> list[dict]:
+    """The candidates for mode=judge's few-shot examples: the records of the EFT train set ``path``
+    (fields question, prev_steps, step_a, step_b, judgment) in a fixed order seeded by ``seed``.
+    Fewer than ``k + 1`` records (k shots, and one spare for the item that is itself a record) is a
+    ConfigError naming the file."""
+    import random
+
+    recs = read_jsonl(path, required=("question", "prev_steps", "step_a", "step_b", "judgment"))
+    if len(recs) < k + 1:
+        raise ConfigError(f"judge_shots={k}: {path} has {len(recs)} records; {k} shots need at least {k + 1} "
+                          "(one spare for an evaluated item that is itself in the file)")
+    random.Random(f"judge-shots:{seed}").shuffle(recs)
+    return recs
+
+
+def judge_eval_prompt(tok, rec: dict, shots: list[dict], k: int) -> str:
+    """mode=judge's prompt for ``rec``: the Figure 5 judge prompt, after the first ``k`` of
+    ``shots`` that are not ``rec`` itself as solved examples (user turn = their judge prompt,
+    assistant turn = their judgment; a tokenizer without a chat template gets them as plain text,
+    prompt and judgment per example, separated by blank lines)."""
+    from psr.prompts import has_chat_template
+
+    user = judge_prompt(rec["question"], list(rec["prev_steps"]), rec["step_a"], rec["step_b"])
+    if not k:
+        return chat(tok, user)
+    key = _judge_key(rec)
+    chosen = [s for s in shots if _judge_key(s) != key][:k]
+    turns = [(judge_prompt(s["question"], list(s["prev_steps"]), s["step_a"], s["step_b"]), s["judgment"]) for s in chosen]
+    if tok is not None and has_chat_template(tok):
+        msgs = [m for u, a in turns for m in ({"role": "user", "content": u}, {"role": "assistant", "content": a})]
+        return tok.apply_chat_template(msgs + [{"role": "user", "content": user}], tokenize=False,
+                                       add_generation_prompt=True)
+    return "".join(f"{u}\n{a}\n\n" for u, a in turns) + chat(None, user)
+
+
 def load_score_items(path: str) -> list[dict]:
     """mode=score's records ``{id, question, solution, correct}`` (``correct`` true/false); a bad
     record is a ConfigError naming the file and the record."""
@@ -399,11 +450,13 @@ def write_summary(cfg, out: Path, per: dict, extra: dict) -> dict:
 
 # Keys that only matter in some modes: a re-run in another mode is refused by `mode` itself.
 MODE_IRRELEVANT = {
-    "greedy": {"judge_max_new_tokens", "tts", "eft_test", "score_test", "score_threshold"},
+    "greedy": {"judge_max_new_tokens", "tts", "eft_test", "score_test", "score_threshold", "judge_shots",
+               "judge_shots_from"},
     "judge": {"benchmarks", "prompt", "max_new_tokens", "temperature", "top_p", "tts", "score_test", "score_threshold"},
     "tts": {"max_new_tokens", "temperature", "top_p", "judge_max_new_tokens", "eft_test", "prompt", "score_test",
-            "score_threshold"},
-    "score": {"benchmarks", "prompt", "max_new_tokens", "temperature", "top_p", "tts", "eft_test"},
+            "score_threshold", "judge_shots", "judge_shots_from"},
+    "score": {"benchmarks", "prompt", "max_new_tokens", "temperature", "top_p", "tts", "eft_test", "judge_shots",
+              "judge_shots_from"},
 }
 
 
@@ -415,7 +468,7 @@ def main(cfg) -> dict:
     tiny_model_to_build(cfg)  # refuses a tiny model outside output_dir
     tiny = bool(cfg.tiny_model) and out.resolve() in Path(cfg.model_dir).resolve().parents  # ours, built here
     if cfg.mode == "judge":
-        inputs = {"eft_test": cfg.eft_test}
+        inputs = {"eft_test": cfg.eft_test, **({"judge_shots_from": cfg.judge_shots_from} if cfg.judge_shots else {})}
     elif cfg.mode == "score":
         inputs = {"score_test": cfg.score_test}
     else:
@@ -443,6 +496,7 @@ def main(cfg) -> dict:
             rec.setdefault("id", f"eft-{k}")
             if rec["label"] not in ("A", "B"):
                 raise ConfigError(f"{cfg.eft_test}: record {rec['id']}: label must be 'A' or 'B', got {rec['label']!r}")
+        shots = load_judge_shots(cfg.judge_shots_from, cfg.judge_shots, cfg.seed) if cfg.judge_shots else []
     elif cfg.mode == "score":
         tasks = {"judge": load_score_items(cfg.score_test)}
     else:
@@ -471,8 +525,7 @@ def main(cfg) -> dict:
             params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.judge_max_new_tokens)
 
             def make_judge(gen, chunk):
-                prompts = [chat(gen.tokenizer, judge_prompt(r["question"], list(r["prev_steps"]), r["step_a"], r["step_b"]))
-                           for r in chunk]
+                prompts = [judge_eval_prompt(gen.tokenizer, r, shots, cfg.judge_shots) for r in chunk]
                 outs = gen.generate(prompts, params)
                 recs = []
                 for r, o in zip(chunk, outs):

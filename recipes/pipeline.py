@@ -193,6 +193,12 @@ class PipelineConfig(O.RunKeys):
     search: Any = field(default_factory=lambda: {"config": "arith/step_search", "overrides": []})
     dpo: Any = field(default_factory=lambda: {"config": "arith/step_dpo", "overrides": []})
     eval: Any = field(default_factory=lambda: {"config": "arith/eval", "overrides": []})
+    # source=recipes, method=psr: M0's judge is evaluated with this many solved examples from the EFT
+    # train set before each item (eval judge_shots; the paper's Table 3 evaluates M0 3-shot: the
+    # base model has never seen the judge format). source=arith always evaluates 0-shot: the arith
+    # M0 is a ~1M-parameter model trained from scratch on free-form solutions, which does not learn
+    # in context, and 3 derive-style examples (~120 tokens each) + the item overflow its 512 positions.
+    m0_judge_shots: int = 3
     # Items of the held-out split used for the test-time-scaling evaluation (null: all).
     tts_limit: Optional[int] = 100
     # Evaluate test-time scaling for M1 and later (it is the most expensive evaluation).
@@ -462,6 +468,9 @@ class Pipeline:
     def srlm_eft_test(self) -> Path:
         return self.data / "srlm_eft_test.jsonl" if self.arith else Path(self.cfg.srlm_eft_test)
 
+    def eft_train(self) -> Path:
+        return self.data / "eft_train.jsonl" if self.arith else self.eft_dir() / "eft_train.jsonl"
+
     def eft_test(self) -> Path:
         return self.data / "eft_test.jsonl" if self.arith else self.eft_dir() / "eft_test.jsonl"
 
@@ -507,7 +516,10 @@ class Pipeline:
             if self.srlm:  # the SRLM judge: Yuan et al.'s scoring prompt on held-out graded solutions
                 self.run_recipe(f"judge_M{k}", "eval", c.eval, base + ["mode=score", f"score_test={self.srlm_eft_test()}"])
             else:
-                self.run_recipe(f"judge_M{k}", "eval", c.eval, base + ["mode=judge", f"eft_test={self.eft_test()}"])
+                shots = []
+                if k == 0 and not self.arith and c.m0_judge_shots:  # the paper: M0's judge 3-shot (Table 3)
+                    shots = [f"judge_shots={c.m0_judge_shots}", f"judge_shots_from={self.eft_train()}"]
+                self.run_recipe(f"judge_M{k}", "eval", c.eval, base + ["mode=judge", f"eft_test={self.eft_test()}", *shots])
             if c.eval_tts and k >= 1:
                 lim = [f"limit={c.tts_limit}"] if c.tts_limit else []
                 self.run_recipe(f"tts_M{k}", "eval", c.eval, base + ["mode=tts", *bench, *lim])
@@ -688,6 +700,8 @@ def _kill_group(pgid: int, grace_s: float = 10.0) -> None:
 
 
 def main(cfg: Any) -> Optional[Path]:
+    if cfg.m0_judge_shots < 0:
+        raise ConfigError(f"m0_judge_shots must be >= 0, got {cfg.m0_judge_shots}")
     if cfg.iterations < 0:
         raise ConfigError(f"iterations must be >= 0, got {cfg.iterations}")
     if len(cfg.questions_per_iteration) < cfg.iterations:

@@ -336,3 +336,88 @@ def test_score_mode_needs_its_file_and_boolean_labels(tmp_path, tiny_model_dir, 
     bad.write_text(json.dumps({"id": "x", "question": "Q?", "solution": "S", "correct": "yes"}) + "\n")
     with pytest.raises(ConfigError, match=r"bad.jsonl: record 1 \(x\): 'correct' must be true or false, got 'yes'"):
         _run_scripted(monkeypatch, gen, tiny_model_dir, tmp_path / "o3", "mode=score", f"score_test={bad}")
+
+
+def _eft(path, n, judged=True):
+    recs = [{"id": f"t{k}", "question": f"Q{k}?", "prev_steps": [f"p{k}"], "step_a": f"a{k}", "step_b": f"b{k}",
+             "label": "AB"[k % 2], **({"judgment": f"J{k} [[{'AB'[k % 2]}]]"} if judged else {})} for k in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return recs
+
+
+def test_judge_shots_prepend_k_solved_examples_never_the_item_itself(tmp_path, tiny_model_dir, monkeypatch):
+    import random
+
+    from psr.prompts import judge_prompt
+
+    mod = load_recipe("eval")
+    train = _eft(tmp_path / "eft_train.jsonl", 6)
+    shots = mod.load_judge_shots(str(tmp_path / "eft_train.jsonl"), 3, seed=7)
+    order = list(train)
+    random.Random("judge-shots:7").shuffle(order)
+    assert [s["id"] for s in shots] == [s["id"] for s in order]  # fixed, seeded
+    assert [s["id"] for s in mod.load_judge_shots(str(tmp_path / "eft_train.jsonl"), 3, seed=8)] != [s["id"] for s in order]
+    item = {"question": "Qx?", "prev_steps": ["px"], "step_a": "ax", "step_b": "bx"}
+    jp = lambda r: judge_prompt(r["question"], r["prev_steps"], r["step_a"], r["step_b"])  # noqa: E731
+    # plain text (no chat template): k x (prompt, judgment), then the item's prompt
+    want = "".join(f"{jp(s)}\n{s['judgment']}\n\n" for s in order[:3]) + jp(item) + "\n"
+    assert mod.judge_eval_prompt(None, item, shots, 3) == want
+    assert mod.judge_eval_prompt(None, item, shots, 0) == jp(item) + "\n"
+    # an item that is one of the shots gets the next record instead
+    same = dict(order[1], id="other-id")
+    got = mod.judge_eval_prompt(None, same, shots, 3)
+    assert got == "".join(f"{jp(s)}\n{s['judgment']}\n\n" for s in (order[0], order[2], order[3])) + jp(same) + "\n"
+    # with a chat template: alternating user/assistant turns, then the item's user turn
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    chat_text = mod.judge_eval_prompt(tok, item, shots, 2)
+    assert chat_text == tok.apply_chat_template(
+        [{"role": "user", "content": jp(order[0])}, {"role": "assistant", "content": order[0]["judgment"]},
+         {"role": "user", "content": jp(order[1])}, {"role": "assistant", "content": order[1]["judgment"]},
+         {"role": "user", "content": jp(item)}], tokenize=False, add_generation_prompt=True)
+
+    # through the recipe: every prompt carries the 3 shots, accuracy still counts the item's verdict
+    class Recorder:
+        name, version, tokenizer, closed = "rec", "0", None, False
+
+        def __init__(self):
+            self.prompts = []
+
+        def generate(self, prompts, params, stops=None, seeds=None):
+            from psr.generation.base import Completion
+
+            self.prompts += list(prompts)
+            return [[Completion(text="[[A]]", n_tokens=3, finish_reason="eos")] for _ in prompts]
+
+        def close(self):
+            self.closed = True
+
+    test = _eft(tmp_path / "eft_test.jsonl", 4, judged=False)
+    gen = Recorder()
+    summary, _ = _run_scripted(monkeypatch, gen, tiny_model_dir, tmp_path / "o", "mode=judge",
+                               f"eft_test={tmp_path / 'eft_test.jsonl'}", "judge_shots=3",
+                               f"judge_shots_from={tmp_path / 'eft_train.jsonl'}", "judge_max_new_tokens=8", "seed=7")
+    assert len(gen.prompts) == 4
+    for r, p in zip(test, gen.prompts):
+        shown = [s for s in order if (s["question"], s["step_a"]) != (r["question"], r["step_a"])][:3]
+        assert p == "".join(f"{jp(s)}\n{s['judgment']}\n\n" for s in shown) + jp(r) + "\n"
+    assert summary["benchmarks"]["judge"]["accuracy"] == 50.0
+
+
+def test_judge_shots_fail_clearly_without_enough_examples(tmp_path, tiny_model_dir, monkeypatch):
+    from psr.config import ConfigError
+
+    mod = load_recipe("eval")
+    _eft(tmp_path / "small.jsonl", 3)
+    with pytest.raises(ConfigError, match=r"judge_shots=3: .*small.jsonl has 3 records; 3 shots need at least 4"):
+        mod.load_judge_shots(str(tmp_path / "small.jsonl"), 3, seed=0)
+    _eft(tmp_path / "eft_test.jsonl", 2, judged=False)
+    with pytest.raises(ConfigError, match=r"judge_shots=2 needs judge_shots_from="):
+        _run_scripted(monkeypatch, None, tiny_model_dir, tmp_path / "o", "mode=judge",
+                      f"eft_test={tmp_path / 'eft_test.jsonl'}", "judge_shots=2")
+    _eft(tmp_path / "nojudgment.jsonl", 5, judged=False)
+    from psr.data.jsonl import DataError
+
+    with pytest.raises((ConfigError, DataError), match="judgment"):
+        mod.load_judge_shots(str(tmp_path / "nojudgment.jsonl"), 2, seed=0)

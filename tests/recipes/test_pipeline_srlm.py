@@ -1,5 +1,5 @@
 """The pipeline's method=srlm (the SRLM baseline, recipes/pipeline.py): stage wiring, data,
-budgets and validation, with the recipes replaced by a recorder (fast)."""
+budgets and validation, and M0's few-shot judge eval, with the recipes replaced by a recorder (fast)."""
 
 import json
 import sys
@@ -59,6 +59,7 @@ def test_srlm_runs_srlm_search_on_the_same_questions_and_trains_m1_on_ift_plus_s
     # judge eval: the scoring judge on held-out graded solutions; greedy/tts evals unchanged
     assert sc["judge_M1"][2][-2:] == ["mode=score", f"score_test={ss.data / 'srlm_eft_test.jsonl'}"]
     assert pc["judge_M1"][2][-2:] == ["mode=judge", f"eft_test={ps.data / 'eft_test.jsonl'}"]
+    assert pc["judge_M0"][2][-2:] == ["mode=judge", f"eft_test={ps.data / 'eft_test.jsonl'}"]  # arith: 0-shot
     assert rel(ss, sc["eval_M2"][2]) == rel(ps, pc["eval_M2"][2]) and rel(ss, sc["tts_M1"][2]) == rel(ps, pc["tts_M1"][2])
     # the scoring EFT: as many records as the step-wise EFT (one correct + one wrong solution per EFT problem)
     from psr.data.jsonl import read_jsonl
@@ -108,3 +109,32 @@ def test_method_is_validated(tmp_path):
     assert p.returncode == 2 and "srlm_eft_data: required with method=srlm and source=recipes" in p.stderr
     p = _run(["--config", "arith/pipeline", f"output_dir={tmp_path}", "method=srlm", "~srlm.config"])
     assert p.returncode == 2
+
+
+@pytest.mark.parametrize("shots", [3, 0])
+def test_recipes_m0_judge_is_evaluated_few_shot_from_the_eft_train_set(tmp_path, monkeypatch, shots):
+    sys.path.insert(0, str(REPO))
+    from psr.config import load_config
+    from recipes.pipeline import Pipeline, PipelineConfig
+
+    eft = tmp_path / "eft"
+    eft.mkdir()
+    for name in ("eft_train.jsonl", "eft_test.jsonl"):
+        (eft / name).write_text("")
+    qs = tmp_path / "questions.jsonl"
+    qs.write_text("".join(json.dumps({"id": f"g{i}", "problem": f"q{i}?"}) + "\n" for i in range(10)))
+    cfg = load_config(PipelineConfig, str(REPO / "configs/smollm2_135m/pipeline.yaml"),
+                      [f"output_dir={tmp_path / 'run'}", "base_model=/m/smol", f"questions={qs}", f"eft_dir={eft}",
+                       "iterations=1", "eval_tts=false", f"m0_judge_shots={shots}"])
+    p = Pipeline(cfg)
+    calls = {}
+
+    def fake_run(stage, recipe, spec, overrides, resume_key=None):
+        calls[stage] = list(overrides)
+        p.mark(stage, 0.0)
+
+    monkeypatch.setattr(p, "run_recipe", fake_run)
+    p.stage_eval()
+    want = [f"judge_shots=3", f"judge_shots_from={eft / 'eft_train.jsonl'}"] if shots else []
+    assert calls["judge_M0"] == ["model_dir=/m/smol", "mode=judge", f"eft_test={eft / 'eft_test.jsonl'}", *want]
+    assert not any(o.startswith("judge_shots") for o in calls["judge_M1"] + calls["judge_M2"])
