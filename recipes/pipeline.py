@@ -199,8 +199,9 @@ class PipelineConfig(O.RunKeys):
     # M0 is a ~1M-parameter model trained from scratch on free-form solutions, which does not learn
     # in context, and 3 derive-style examples (~120 tokens each) + the item overflow its 512 positions.
     m0_judge_shots: int = 3
-    # Items of the held-out split used for the test-time-scaling evaluation (null: all).
-    tts_limit: Optional[int] = 100
+    # Items per benchmark of the test-time-scaling evaluation (null: the whole benchmarks, as the
+    # paper's Tables 5/9; the arith and smollm2 configs set a limit for their CPU budgets).
+    tts_limit: Optional[int] = None
     # Evaluate test-time scaling for M1 and later (it is the most expensive evaluation).
     eval_tts: bool = True
     # source=arith, M1 and later: how many greedy failures on the held-out split have a correct

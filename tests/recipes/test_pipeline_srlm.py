@@ -138,3 +138,26 @@ def test_recipes_m0_judge_is_evaluated_few_shot_from_the_eft_train_set(tmp_path,
     want = [f"judge_shots=3", f"judge_shots_from={eft / 'eft_train.jsonl'}"] if shots else []
     assert calls["judge_M0"] == ["model_dir=/m/smol", "mode=judge", f"eft_test={eft / 'eft_test.jsonl'}", *want]
     assert not any(o.startswith("judge_shots") for o in calls["judge_M1"] + calls["judge_M2"])
+
+
+def test_tts_runs_over_the_whole_benchmarks_by_default(tmp_path, monkeypatch):
+    sys.path.insert(0, str(REPO))
+    from omegaconf import OmegaConf
+
+    from psr.config import load_config
+    from recipes.pipeline import Pipeline, PipelineConfig
+
+    assert OmegaConf.structured(PipelineConfig).tts_limit is None
+    for fam in ("qwen2_5_math_7b", "qwen2_5_math_72b"):
+        assert load_config(PipelineConfig, f"{fam}/pipeline", ["output_dir=/x", "questions=/q.jsonl"]).tts_limit is None
+    cfg = load_config(PipelineConfig, "qwen2_5_math_7b/pipeline", [f"output_dir={tmp_path}", "questions=/q.jsonl",
+                                                                   "iterations=1", "eft_dir=/e"])
+    p = Pipeline(cfg)
+    calls = {}
+    monkeypatch.setattr(p, "run_recipe", lambda stage, recipe, spec, overrides, resume_key=None:
+                        calls.__setitem__(stage, list(overrides)))
+    p.stage_eval()
+    assert calls["tts_M1"] == [f"model_dir={p.model(1)}", "mode=tts"]  # no limit=
+    cfg.tts_limit = 7
+    p.stage_eval()
+    assert calls["tts_M2"][-1] == "limit=7"
