@@ -57,31 +57,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from psr.generation.base import Completion, Generator, SamplingParams
-from psr.prompts import chat, fill, reasoning_prompt
+from psr.prompts import SRLM_JUDGE_PROMPT, chat, fill, reasoning_prompt
 from psr.search import Question, derive_seed, run_in_groups, summary_head
 
 log = logging.getLogger(__name__)
 
-# Yuan et al. (2024), Figure 2: the LLM-as-a-Judge prompt for scoring a whole response. Verbatim
-# from shared/paper/srlm_judge_prompt.md; {prompt} = the question, {response} = the whole solution.
-SRLM_JUDGE_PROMPT = """Review the user's question and the corresponding response using the additive 5-point scoring system described below. Points are accumulated based on the satisfaction of each criterion:
-
-- Add 1 point if the response is relevant and provides some information related to the user's inquiry, even if it is incomplete or contains some irrelevant content.
-- Add another point if the response addresses a substantial portion of the user's question, but does not completely resolve the query or provide a direct answer.
-- Award a third point if the response answers the basic elements of the user's question in a useful way, regardless of whether it seems to have been written by an AI Assistant or if it has elements typically found in blogs or search results.
-- Grant a fourth point if the response is clearly written from an AI Assistant's perspective, addressing the user's question directly and comprehensively, and is well-organized and helpful, even if there is slight room for improvement in clarity, conciseness or focus.
-- Bestow a fifth point for a response that is impeccably tailored to the user's question by an AI Assistant, without extraneous information, reflecting expert knowledge, and demonstrating a high-quality, engaging, and insightful answer.
-
-User: {prompt}
-<response>{response}</response>
-
-After examining the user's instruction and the response:
-
-- Briefly justify your total score, up to 100 words.
-- Conclude with the score using the format: "Score: <total points>"
-
-Remember to assess from the AI Assistant perspective, utilizing web search knowledge as necessary. To evaluate the response in alignment with this additive scoring model, we'll systematically attribute points based on the outlined criteria."""
-
+# Yuan et al. (2024), Figure 2, verbatim: in psr/prompts.py beside the paper's prompts.
 # A marker that identifies a scoring prompt (e.g. for scripted generators in tests).
 SRLM_JUDGE_MARK = "Review the user's question and the corresponding response using the additive 5-point scoring system"
 
