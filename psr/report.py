@@ -251,7 +251,11 @@ def render(data: dict, plots: list[str]) -> str:
         lines.append(f"| {s['iteration']} | {s['model']} | {_fmt(s['questions'])} | {_fmt(s['pairs'])} | {_fmt(s['rollbacks'])} | "
                      f"{_fmt(s['unparseable'])} | {_fmt(s.get('pair_quality'))} | {_fmt(s.get('inverted'))} | "
                      f"{_fmt(s.get('both_correct'))} | {_fmt(s.get('both_wrong'))} |")
-    if any(s.get("pair_quality") is not None for s in ss):
+    if srlm and any(s.get("pair_quality") is not None for s in ss):
+        lines += ["", "By the exact checker (used only to measure, never inside the loop), % of pairs of whole solutions: "
+                  "pair quality = chosen solution correct (every step, and the gold answer boxed) and rejected wrong; "
+                  "inverted = chosen wrong and rejected correct. DPO can only help where pair quality exceeds inverted.", ""]
+    elif any(s.get("pair_quality") is not None for s in ss):
         lines += ["", "By the exact checker (used only to measure, never inside the loop), % of pairs: pair quality = chosen "
                   "step correct and rejected wrong; inverted = chosen wrong and rejected correct; both wrong is mostly "
                   "steps after an already wrong step. DPO can only help where pair quality exceeds inverted.", ""]
@@ -323,6 +327,13 @@ def compare(run_a: str | Path, run_b: str | Path) -> str:
                          f"{_fmt(s.get('pair_quality'))}")
         lines.append(f"| {it} (M{it}) | " + " | ".join(cells) + " |")
     head = [f"runs: {names[0]} = {runs[0][0]}, {names[1]} = {runs[1][0]}", ""]
+    methods = {r.get("method") for _, r in runs}
+    if "srlm" in methods and len(methods) > 1:
+        lines += ["", "Judge accuracy is each method's own judge on its own held-out judge data: psr, pairwise verdicts "
+                  "between a correct and a wrong next step (eval mode=judge); srlm, whole solutions scored with Yuan et "
+                  "al.'s prompt, right when the score is on the correct side of the threshold (eval mode=score). Pair "
+                  "quality: % of pairs whose chosen side is correct and rejected side wrong by the exact checker (psr: "
+                  "steps; srlm: whole solutions)."]
     return "\n".join(head + lines) + "\n"
 
 

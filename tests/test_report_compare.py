@@ -42,6 +42,8 @@ def test_compare_puts_both_methods_side_by_side(tmp_path):
                           "| M1 | 50.0 | 70.0 | 75.0 | 25.0 | 62.5 | 75.0 |",
                           "| M2 | 75.0 | 100.0 | 100.0 | 50.0 | 70.0 | 100.0 |"]
     assert "| 1 (M1) | 3 | 2 | 9876 | 50.0 | 3 | 1 | 1234 | - |" in lines
+    assert lines[-1].startswith("Judge accuracy is each method's own judge on its own held-out judge data")
+    assert "Judge accuracy is each" not in compare(tmp_path / "psr", tmp_path / "psr")  # one method: no note
     # the CLI prints the same table and writes it with --out
     p = subprocess.run([sys.executable, "-m", "psr.report", "compare", str(tmp_path / "psr"), str(tmp_path / "srlm"),
                         "--out", str(tmp_path / "cmp.md")], capture_output=True, text=True, timeout=120)
