@@ -47,7 +47,6 @@ in the judge's seat of a self-rewarding search, as a diagnostic upper bound.
 from __future__ import annotations
 
 import random
-import zlib
 from typing import Any, Iterable, Optional, Sequence
 
 from psr.arith.checker import ArithOracle, StepCheck, analyze_step, derived_values, strip_header
@@ -55,6 +54,7 @@ from psr.arith.problems import Problem, eq_text
 from psr.generation.base import Completion, SamplingParams
 from psr.prompts import parse_judge_context
 from psr.prompts import parse_judge_prompt as parse_fig5
+from psr.seeds import crc32_seed
 
 # One clause per assistant, A first, then the verdict: the explanation checks each step before it
 # names the better one, so a small judge can decide *after* re-doing the arithmetic.
@@ -167,7 +167,7 @@ def judge_explanation(
     _check_style(style)
     if rng is None:
         key = "\x1f".join([problem.question, *prev_steps, step_a, step_b])
-        rng = random.Random(zlib.crc32(key.encode()))
+        rng = random.Random(crc32_seed(key))
     derived = derived_values(problem, prev_steps)
     ca = analyze_step(problem, derived, step_a)
     cb = analyze_step(problem, derived, step_b)

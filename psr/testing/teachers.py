@@ -10,8 +10,9 @@ import re
 from typing import Any, Sequence
 
 from psr.generation.base import Completion, SamplingParams
-from psr.ift import rules_segment, stable_hash
+from psr.ift import rules_segment
 from psr.prompts import parse_ift_split_prompt, parse_judge_prompt
+from psr.seeds import stable_hash
 from psr.steps import format_steps, next_step_body
 
 
