@@ -58,6 +58,7 @@ from psr import distributed as D
 from psr import outputs as O
 from psr.config import ConfigError, instantiate, recipe_main
 from psr.data.jsonl import DataError, JsonlAppender, iter_jsonl, read_jsonl_tolerant, write_jsonl
+from psr.data.paths import resolve_data_path
 from psr.eft import (
     JUDGE_REMOVALS,
     PAIR_REMOVALS,
@@ -70,7 +71,7 @@ from psr.eft import (
     tree_record,
 )
 from psr.generation.base import SamplingParams
-from psr.ift import resolve_data_path, stable_hash
+from psr.ift import stable_hash
 
 
 @dataclass
@@ -156,7 +157,7 @@ def check_inputs(cfg) -> None:
     """The input file and the component model dirs, before anything is loaded or written. A
     model dir under output_dir is this run's own (psr.eft.tiny_generator builds it there); any
     other is an input: it must be a model dir, and it is only read."""
-    O.check_input_file(resolve_data_path(cfg.input, cfg.data_dir), "input")
+    O.check_input_file(resolve_data_path(cfg.input, cfg.data_dir, key="input"), "input")
     for key, path in component_model_dirs(cfg).items():
         if _in_output(cfg, path):
             continue
@@ -189,7 +190,7 @@ def mcts_config(cfg) -> MCTSConfig:
 
 
 def load_questions(cfg) -> list[tuple[str, str]]:
-    path = resolve_data_path(cfg.input, cfg.data_dir)
+    path = resolve_data_path(cfg.input, cfg.data_dir, key="input")
     out, seen = [], {}
     for line, rec in iter_jsonl(path, required=[cfg.id_key, cfg.question_key]):
         if cfg.limit is not None and len(out) >= cfg.limit:
@@ -376,7 +377,7 @@ def _main(cfg) -> dict:
     dirs = {k: p for k, p in component_model_dirs(cfg).items() if k.split(".")[0] not in done_stages}
     O.claim_output_dir(
         "eft_build", cfg, models={k: p for k, p in dirs.items() if not _in_output(cfg, p)},
-        inputs={"input": resolve_data_path(cfg.input, cfg.data_dir)},
+        inputs={"input": resolve_data_path(cfg.input, cfg.data_dir, key="input")},
         ignore={"input", *component_model_dirs(cfg), "judge_batch_pairs", *done_stages},
         data_dirs={"data_dir": cfg.data_dir} if cfg.data_dir else None,
         extra={k: ("built in output_dir" if _in_output(cfg, p) else "model dir") for k, p in dirs.items()},

@@ -142,7 +142,7 @@ class PipelineConfig(O.RunKeys):
     # source=recipes: skip this many records of `questions` first (e.g. those ift_build used).
     questions_offset: int = 0
     # Where relative questions paths are looked up (null: $PSR_DATA_DIR, else ../shared/data;
-    # psr.data.benchmarks.resolve_data_dir).
+    # psr.data.paths).
     data_dir: Optional[str] = None
     # Self-rewarding iterations after M1 (the paper: 3, giving M2, M3, M4).
     iterations: int = 3
@@ -343,14 +343,9 @@ class Pipeline:
             return self.print_command("data", f"# in process: the iterations' questions from {c.questions}")
         if self.done("data"):
             return
-        path = Path(c.questions)
-        if not path.exists():
-            from psr.data.benchmarks import resolve_data_dir
+        from psr.data.paths import resolve_data_path
 
-            data_dir = resolve_data_dir(c.data_dir)
-            path = data_dir / c.questions
-            if not path.exists():
-                raise ConfigError(f"questions: {c.questions}: no such file (also looked in {data_dir})")
+        path = resolve_data_path(c.questions, c.data_dir, key="questions")
         from psr.data.numina import sample_questions
 
         recs = [dict(r, id=str(r.get("id", f"q{j}"))) for j, r in
@@ -673,13 +668,9 @@ def _questions_file(cfg: Any) -> Optional[Path]:
     the data stage names it)."""
     if not cfg.questions:
         return None
-    path = Path(cfg.questions)
-    if path.exists():
-        return path
-    from psr.data.benchmarks import resolve_data_dir
+    from psr.data.paths import find_data_path
 
-    alt = resolve_data_dir(cfg.data_dir) / cfg.questions
-    return alt if alt.exists() else None
+    return find_data_path(cfg.questions, cfg.data_dir)
 
 
 if __name__ == "__main__":

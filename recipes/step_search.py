@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 import uuid
@@ -61,8 +60,9 @@ from omegaconf import MISSING, OmegaConf
 
 from psr import distributed as psr_dist
 from psr import outputs as O
-from psr.config import REPO_ROOT, ConfigError, recipe_main
+from psr.config import ConfigError, recipe_main
 from psr.data.jsonl import DataError, JsonlAppender, json_error, malformed, read_jsonl_tolerant, write_jsonl
+from psr.data.paths import resolve_data_path
 from psr.search import (
     Question,
     SearchConfig,
@@ -137,20 +137,10 @@ class StepSearchConfig(O.RunKeys):
 # --------------------------------------------------------------------------- inputs
 
 
-def _data_dir(cfg) -> Path:
-    if cfg.data_dir:
-        return Path(cfg.data_dir)
-    if os.environ.get("PSR_DATA_DIR"):
-        return Path(os.environ["PSR_DATA_DIR"])
-    return REPO_ROOT.parent / "shared" / "data"
-
-
 def _resolve_questions_path(cfg) -> Path:
-    p = Path(cfg.questions)
-    if p.exists() or p.is_absolute():
-        return p
-    alt = _data_dir(cfg) / p
-    return alt if alt.exists() else p
+    """The questions file (psr.data.paths: as given, else under data_dir / $PSR_DATA_DIR /
+    ../shared/data); a missing one is an error naming the key and where it looked."""
+    return resolve_data_path(cfg.questions, cfg.data_dir, key="questions")
 
 
 def builtin_questions(n: int) -> list[dict]:
@@ -192,8 +182,6 @@ def load_questions(cfg) -> tuple[list[Question], list[dict]]:
         raw = [(f"builtin#{i}", r) for i, r in enumerate(builtin_questions(n))]
     else:
         path = _resolve_questions_path(cfg)
-        if not path.exists():
-            raise DataError(f"{cfg.questions}: no such file (also looked in {_data_dir(cfg)}; key 'questions')")
         for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
             if not line.strip():
                 continue
@@ -274,10 +262,7 @@ def validate(cfg) -> SearchConfig:
         if cfg.questions is None:
             raise ConfigError("set questions=<jsonl path | builtin:N> or hub_dataset=<name>")
         if not str(cfg.questions).startswith("builtin:"):
-            path = _resolve_questions_path(cfg)
-            if not path.exists():
-                raise ConfigError(f"questions={cfg.questions}: no such file (also looked in {_data_dir(cfg)})")
-            O.check_input_file(path, "questions")
+            O.check_input_file(_resolve_questions_path(cfg), "questions")
     if cfg.checker_judge_problems:
         O.check_input_file(cfg.checker_judge_problems, "checker_judge_problems")
     return scfg

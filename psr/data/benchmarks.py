@@ -5,7 +5,7 @@
 
 Local data (the default) is ``<data_dir>/<local>`` from the benchmark's definition, in the
 normalised schema of ../shared/data/README.md. ``data_dir``: the argument, else ``$PSR_DATA_DIR``,
-else ``../shared/data`` (relative to the working directory, then to the repository root).
+else ``../shared/data`` next to the repository root (psr.data.paths: one rule for every input).
 ``source="hub"`` reads the dataset named in the definition through ``datasets.load_dataset`` (a
 download; never used by the tests) and maps its fields. The definitions file is
 ``eval/benchmarks.yaml`` at the repository root; ``$PSR_BENCHMARKS_FILE`` points elsewhere.
@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from psr.data.jsonl import DataError, iter_jsonl
+from psr.data.paths import resolve_data_dir  # the one data-dir rule (re-exported)
 
 __all__ = ["load_benchmark", "list_benchmarks", "benchmark_spec", "resolve_data_dir", "BenchmarkError"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA_DIR = "../shared/data"
 _EMPTY_POLICIES = ("skip", "keep", "error")
 _ANSWER_TYPES = ("numeric", "math", "choice_or_math")
 _CHOICE = re.compile(r"^\(?[A-E]\)?$")
@@ -81,17 +81,6 @@ def benchmark_spec(name: str) -> dict[str, Any]:
     if name not in defs:
         raise BenchmarkError(f"unknown benchmark {name!r}; known: {', '.join(defs)} ({_definitions_path()})")
     return dict(defs[name])
-
-
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """``data_dir`` or ``$PSR_DATA_DIR`` or ``../shared/data``; a relative path is tried against
-    the working directory, then against the repository root."""
-    raw = data_dir if data_dir not in (None, "") else os.environ.get("PSR_DATA_DIR") or DEFAULT_DATA_DIR
-    p = Path(raw).expanduser()
-    if p.is_absolute() or p.exists():
-        return p
-    alt = REPO_ROOT / p
-    return alt if alt.exists() else p
 
 
 def _strip_gold(ans: Any) -> str:
