@@ -563,7 +563,7 @@ def _backend_overrides(ctx: Ctx, backend: str, recipe: str) -> list[str]:
     of the GPU's memory) and the head-dim-64 model dir."""
     if backend != "vllm":
         return [f"backend={backend}"]
-    model = [f"model_dir={_vllm_model(ctx)}"] + (["tiny_model=false"] if recipe == "eval" else [])
+    model = [f"model_dir={_vllm_model(ctx)}"] + (["tiny=false"] if recipe == "eval" else [])
     return [f"backend={backend}", *VLLM_ENGINE, *model]
 
 

@@ -100,8 +100,9 @@ from omegaconf import MISSING, OmegaConf
 from tqdm import tqdm
 
 from psr import outputs as O
-from psr.config import ConfigError, recipe_main
+from psr.config import ConfigError, merge_checked, recipe_main, settings
 from psr.data.jsonl import read_jsonl, write_jsonl
+from psr.search import SearchConfig  # torch-free: the search stage's defaults
 
 
 class StageError(RuntimeError):
@@ -321,9 +322,11 @@ class Pipeline:
             return
         need = max(len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)) + 1
         configs = {stage: self.stage_config(self.cfg[stage]) for stage in ("search", "eval")}
-        for stage, key in (("search", "max_new_tokens_judge"), ("eval", "judge_max_new_tokens"),
+        for stage, key in (("search", "search.max_new_tokens_judge"), ("eval", "judge_max_new_tokens"),
                            ("eval", "tts.max_new_tokens_judge")):
             have = OmegaConf.select(configs[stage], key)
+            if have is None and key.endswith(".max_new_tokens_judge"):  # left out: the library's default
+                have = SearchConfig.max_new_tokens_judge
             if have is not None and int(have) < need:
                 raise ConfigError(
                     f"{stage}: {key}={have} is shorter than the longest EFT judgment of {self.data} ({need - 1} tokens "
@@ -448,12 +451,23 @@ class Pipeline:
         return OmegaConf.merge(OmegaConf.load(resolve_config_path(spec.config)),
                                OmegaConf.from_dotlist([str(o) for o in spec.overrides]))
 
+    def search_settings(self) -> SearchConfig:
+        """The iterations' step-search settings: psr.search.SearchConfig's defaults (step_search's
+        ``search`` block) <- the search stage's config <- its overrides."""
+        spec = self.cfg.search
+        block = OmegaConf.select(self.stage_config(spec), "search", default=None)
+        base = OmegaConf.create({"search": OmegaConf.structured(SearchConfig)})
+        OmegaConf.set_struct(base, True)
+        node = merge_checked(base, {"search": block if block is not None else {}},
+                             f"{spec.config} + search.overrides", "step_search").search
+        node.seed = 0  # the stage's seed is the iteration's (run_recipe); sampling settings only here
+        return settings(SearchConfig, node, f"{spec.config}: search")
+
     def search_sampling(self) -> dict:
-        """width, temperature, top_p and max_new_tokens_step of the iterations' step search (its
-        config + overrides; a key they leave out has step_search's default)."""
-        node = self.stage_config(self.cfg.search)
-        return {"width": int(node.get("width", 6)), "temperature": float(node.get("temperature", 0.5)),
-                "top_p": float(node.get("top_p", 0.95)), "max_new_tokens": int(node.get("max_new_tokens_step", 512))}
+        """width, temperature, top_p and max_new_tokens_step of the iterations' step search."""
+        sc = self.search_settings()
+        return {"width": sc.width, "temperature": sc.temperature, "top_p": sc.top_p,
+                "max_new_tokens": sc.max_new_tokens_step}
 
     def stage_headroom(self, k: int) -> None:
         """headroom_M<k> (arith): the share of M_k's greedy failures on the held-out split whose first
