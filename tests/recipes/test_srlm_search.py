@@ -98,7 +98,7 @@ def test_pairs_trace_and_summary_are_exact(tmp_path, monkeypatch):
     assert json.loads((out / "summary.json").read_text())["pairs"] == 4
     assert "| pairs | 4 |" in (out / "summary.md").read_text()
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["recipe"] == "srlm_search" and manifest["settings"]["num_samples"] == 3
+    assert manifest["recipe"] == "srlm_search" and manifest["settings"]["search.num_samples"] == 3
     assert set(manifest["inputs"]) == {"questions"} and set(manifest["models"]) == {"model_dir"}
     assert (out / "failures.jsonl").read_text() == ""
 
