@@ -570,7 +570,7 @@ def _backend_overrides(ctx: Ctx, backend: str, recipe: str) -> list[str]:
 def check_search(ctx: Ctx, backend: str) -> dict:
     ov = _backend_overrides(ctx, backend, "step_search")
     if ctx.dry:
-        ov += ["questions=builtin:2", "max_iterations=2"]
+        ov += ["questions=builtin:2", "search.max_iterations=2"]
     timeout = ctx.args.vllm_timeout_s if backend == "vllm" else ctx.args.recipe_timeout_s
     out = run_recipe(ctx, f"search_{backend}", "step_search", "tiny/step_search", ov, timeout)
     s = json.loads((out / "summary.json").read_text())
