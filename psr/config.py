@@ -85,7 +85,9 @@ def _key_of(e: OmegaConfBaseException) -> str:
     return str(getattr(e, "full_key", None) or getattr(e, "key", None) or "?")
 
 
-def _merge(base: DictConfig, other: DictConfig, where: str, schema_name: str) -> DictConfig:
+def merge_checked(base: DictConfig, other: Any, where: str, schema_name: str) -> DictConfig:
+    """``base`` <- ``other``: an unknown key is a ConfigError naming it in full with the valid keys
+    of its block, a wrong value names the key; ``where`` says where ``other`` came from."""
     try:
         return OmegaConf.merge(base, other)  # type: ignore[return-value]
     except ConfigKeyError as e:
@@ -104,13 +106,6 @@ def _merge(base: DictConfig, other: DictConfig, where: str, schema_name: str) ->
         raise ConfigError(f"{where}: {e}") from None
 
 
-def merge_checked(base: DictConfig, other: Any, where: str, schema_name: str) -> DictConfig:
-    """``base`` <- ``other`` with load_config's errors: an unknown key is a ConfigError naming it
-    in full (and the valid keys of its block), a wrong type names the key; ``where`` says where
-    ``other`` came from (a file, an override list)."""
-    return _merge(base, other, where, schema_name)
-
-
 def load_config(schema: type, config: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> DictConfig:
     """The validated config: schema defaults ← YAML file ← ``key=value`` overrides."""
     if not dataclasses.is_dataclass(schema):
@@ -125,7 +120,7 @@ def load_config(schema: type, config: Optional[str | Path] = None, overrides: Se
             raise ConfigError(f"{path}: cannot parse YAML: {e}") from None
         if not isinstance(loaded, DictConfig):
             raise ConfigError(f"{path}: the top level must be a mapping of keys")
-        cfg = _merge(cfg, loaded, str(path), name)
+        cfg = merge_checked(cfg, loaded, str(path), name)
     for ov in overrides:
         if "=" not in ov or ov.startswith("="):
             raise ConfigError(f"override {ov!r}: expected key=value")
@@ -133,7 +128,7 @@ def load_config(schema: type, config: Optional[str | Path] = None, overrides: Se
             dot = OmegaConf.from_dotlist([ov])
         except OmegaConfBaseException as e:
             raise ConfigError(f"override {ov!r}: {e}") from None
-        cfg = _merge(cfg, dot, f"override {ov!r}", name)
+        cfg = merge_checked(cfg, dot, f"override {ov!r}", name)
     missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not _is_interpolation(cfg, k))
     if missing:
         where = f" in {config}" if config is not None else ""

@@ -26,8 +26,9 @@ refused with the keys that differ (``overwrite=true`` replaces the dir). With ``
 (configs/tiny) a random tiny model is built under output_dir (at ``model_dir`` when it lies there,
 else at output_dir/tiny_model when ``model_dir`` is unset); a model_dir elsewhere is an input,
 read-only. ``mode=tts`` searches with the ``tts`` block: psr.search.SearchConfig and its defaults
-(``tts.width=4``, ``tts.max_new_tokens_step=256``, ...). With torchrun every rank evaluates its own shard of the items (data parallel, each rank
-with its own generator) and rank 0 merges the shards and writes the summary.
+(``tts.width=4``, ``tts.max_new_tokens_step=256``, ...). With torchrun every rank evaluates its
+own shard of the items (data parallel, each rank with its own generator) and rank 0 merges the
+shards and writes the summary.
 """
 
 from __future__ import annotations
