@@ -35,14 +35,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from psr.data.jsonl import DataError
+from psr.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIGS_DIR = REPO_ROOT / "configs"
 RECIPES_DIR = REPO_ROOT / "recipes"
-
-
-class ConfigError(ValueError):
-    """A bad configuration; the message names the key and where it came from."""
 
 
 def dataclass_from_mapping(cls: type, m: Any) -> Any:
@@ -249,8 +246,21 @@ def _describe_fields(schema: type, instance: Any, prefix: str, lines: list[str])
         lines.append(f"  {prefix}{f.name} = {default}" + (f"   # {doc}" if doc else ""))
 
 
+# _component_ paths that moved (issue 20: test doubles to psr.testing, PRM inference out of
+# training/); a config copied before the move names the old path and gets the new one in the error.
+MOVED_COMPONENTS = {
+    "psr.training.prm.PRMScorer": "psr.prm.PRMScorer",
+    "psr.eft.LengthPRM": "psr.testing.LengthPRM",
+    "psr.eft.ScriptedTeacher": "psr.testing.ScriptedTeacher",
+    "psr.eft.tiny_generator": "psr.testing.tiny_generator",
+    "psr.ift.ScriptedSplitTeacher": "psr.testing.ScriptedSplitTeacher",
+}
+
+
 def _locate(path: str) -> Any:
     """The object at a dotted path: the longest importable module prefix, then attributes."""
+    if path in MOVED_COMPONENTS:
+        raise ConfigError(f"_component_ {path!r} has moved to {MOVED_COMPONENTS[path]!r}: use that path in the config")
     parts = path.split(".")
     if len(parts) < 2 or not all(parts):
         raise ConfigError(f"_component_ {path!r}: expected a dotted path like 'package.module.Name'")

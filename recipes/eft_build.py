@@ -38,7 +38,7 @@ soon as they are done; a restarted run skips the question ids already in work/ a
 only stage 3 (cheap). ``manifest.json`` records the settings and the identity of the input file
 and of the component model dirs (psr/outputs.py): a re-run with other ones is refused with the
 keys that differ (``overwrite=true`` replaces the dir). ``tiny=true`` (configs/tiny) makes a policy
-block without a ``_component_`` a random tiny model (psr.eft.tiny_generator) built only under
+block without a ``_component_`` a random tiny model (psr.testing.tiny_generator) built only under
 output_dir (default output_dir/tiny_model); an existing model dir is used read-only. Trees use per-node seeds, so a resumed search rebuilds the same trees.
 With torchrun each rank searches and judges the questions whose id hashes to it.
 """
@@ -73,7 +73,7 @@ from psr.eft import (
     tree_record,
 )
 from psr.generation.base import SamplingParams
-from psr.ift import stable_hash
+from psr.seeds import stable_hash
 
 
 @dataclass
@@ -91,7 +91,7 @@ class EftBuildConfig(O.RunKeys):
     # The three components (see the module docstring).
     policy: Any = field(default_factory=dict)
     # true (configs/tiny, tests): a policy block without a _component_ is a random tiny model
-    # (psr.eft.tiny_generator) built at its model_dir, by default output_dir/tiny_model; the block's
+    # (psr.testing.tiny_generator) built at its model_dir, by default output_dir/tiny_model; the block's
     # other keys (backend, device, dtype) go to it. A model_dir that exists is used read-only.
     tiny: bool = False
     prm: Any = field(default_factory=dict)
@@ -132,7 +132,7 @@ class EftBuildConfig(O.RunKeys):
     seed: int = 0
 
 
-TINY_POLICY = "psr.eft.tiny_generator"
+TINY_POLICY = "psr.testing.tiny_generator"
 
 
 def _fill_tiny_policy(cfg) -> None:
@@ -169,7 +169,7 @@ def validate(cfg) -> None:
 
 def check_inputs(cfg) -> None:
     """The input file and the component model dirs, before anything is loaded or written. A
-    model dir under output_dir is this run's own (psr.eft.tiny_generator builds it there); any
+    model dir under output_dir is this run's own (psr.testing.tiny_generator builds it there); any
     other is an input: it must be a model dir, and it is only read."""
     O.check_input_file(resolve_data_path(cfg.input, cfg.data_dir, key="input"), "input")
     for key, path in component_model_dirs(cfg).items():
