@@ -470,7 +470,7 @@ def check_smollm2_gsm8k(ctx: Ctx) -> dict:
         from psr import grader
 
         verdicts = grader.grade_many([(r, q["answer"]) for r, q in zip(responses, questions)], workers=1,
-                                     timeout_s=5.0, benchmark="gsm8k")
+                                     timeout_s=5.0, answer_type="numeric")
         accuracy = sum(map(bool, verdicts)) / len(verdicts)
     except Exception as e:
         grader_error = f"{type(e).__name__}: {e}"

@@ -29,14 +29,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from psr.data.jsonl import DataError
+from psr.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIGS_DIR = REPO_ROOT / "configs"
 RECIPES_DIR = REPO_ROOT / "recipes"
-
-
-class ConfigError(ValueError):
-    """A bad configuration; the message names the key and where it came from."""
 
 
 def dataclass_from_mapping(cls: type, m: Any) -> Any:

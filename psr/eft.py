@@ -70,7 +70,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol, Sequence
 
 from psr.generation.base import Completion, Generator, SamplingParams
-from psr.ift import stable_hash
+from psr.seeds import stable_hash, stable_seed
 from psr.judge import parse_verdict
 from psr.prompts import chat, judge_prompt, reasoning_prompt
 from psr.steps import (
@@ -81,8 +81,6 @@ from psr.steps import (
     next_step_stop,
     parse_steps,
 )
-
-_SEED_MOD = 2**31 - 1
 
 
 class StepScorer(Protocol):
@@ -241,7 +239,7 @@ def _aggregate(values: Sequence[float], how: str) -> float:
 
 
 def _seed(cfg: MCTSConfig, *parts: Any) -> int:
-    return stable_hash(cfg.seed, *parts) % _SEED_MOD
+    return stable_seed(cfg.seed, *parts)
 
 
 def search_trees(
@@ -425,7 +423,7 @@ def judge_pairs(
         for p, pair in enumerate(rec["pairs"]):
             for order, text in judge_prompts(teacher.tokenizer, rec["question"], pair).items():
                 prompts.append(text)
-                seeds.append(stable_hash(seed, pair["pair_id"], order) % _SEED_MOD)
+                seeds.append(stable_seed(seed, pair["pair_id"], order))
                 where.append((r, p, order))
     outs = teacher.generate(prompts, params, seeds=seeds) if prompts else []
     judged = [

@@ -45,13 +45,13 @@ Rejection reasons (``REJECT_REASONS``) are written with each rejected record.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
+from psr.boxes import boxed_spans, last_boxed  # noqa: F401  (last_boxed: part of this module's API)
 from psr.generation.base import Completion, SamplingParams
 from psr.steps import format_steps, parse_steps
 
@@ -91,29 +91,6 @@ def split_hash_answer(solution: str) -> tuple[str, Optional[str]]:
     if not found:
         return solution, None
     return _HASH_ANSWER_RE.sub("", solution).rstrip(), found[-1]
-
-
-def boxed_spans(text: str) -> list[tuple[int, int, int, int]]:
-    r"""``(start, content_start, content_end, end)`` of each complete ``\boxed{..}`` (nested braces)."""
-    out = []
-    for m in _BOXED_RE.finditer(text):
-        depth = 1
-        for i in range(m.end(), len(text)):
-            ch = text[i]
-            if ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    out.append((m.start(), m.end(), i, i + 1))
-                    break
-    return out
-
-
-def last_boxed(text: str) -> Optional[str]:
-    r"""The content of the last complete ``\boxed{..}`` of ``text``."""
-    spans = boxed_spans(text)
-    return text[spans[-1][1] : spans[-1][2]] if spans else None
 
 
 def _squash(text: str) -> str:
@@ -350,12 +327,6 @@ def resolve_data_path(path: str, data_dir: Optional[str] = None) -> Path:
 
         b = (REPO_ROOT / b).resolve()
     return b / p
-
-
-def stable_hash(*parts: Any) -> int:
-    """A 63-bit hash of ``parts`` that is the same in every process (unlike ``hash``)."""
-    h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
-    return int.from_bytes(h[:8], "little") >> 1
 
 
 # ----------------------------------------------------------------------------- test double

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
-from psr.config import ConfigError
+from psr.errors import ConfigError
 
 MANIFEST = "manifest.json"
 

@@ -70,7 +70,8 @@ from psr.eft import (
     tree_record,
 )
 from psr.generation.base import SamplingParams
-from psr.ift import resolve_data_path, stable_hash
+from psr.ift import resolve_data_path
+from psr.seeds import stable_hash
 
 
 @dataclass

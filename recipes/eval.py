@@ -44,6 +44,7 @@ from psr import outputs as O
 from psr.data.jsonl import JsonlAppender, read_jsonl, read_jsonl_tolerant, write_jsonl
 from psr.judge import parse_verdict
 from psr.prompts import chat, judge_prompt, reasoning_prompt
+from psr.seeds import item_seed
 from psr.steps import parse_steps
 
 # The plain chain-of-thought prompt of the Qwen2.5-Math evaluation toolkit ("cot" prompt type).
@@ -171,8 +172,12 @@ def load_items(name: str, data_dir: Optional[str], limit: Optional[int]) -> list
     return [{**it, "id": str(it["id"]), "answer": str(it["answer"]), "custom": True} for it in items]
 
 
-def grader_benchmark(name: str, items: list[dict]) -> Optional[str]:
-    return None if items and items[0].get("custom") else name
+def grader_answer_type(name: str, items: list[dict]) -> Optional[str]:
+    """The grader's answer type for a benchmark's items (eval/benchmarks.yaml); None (math) for a
+    custom benchmark."""
+    from psr.data.benchmarks import answer_type_of
+
+    return None if items and items[0].get("custom") else answer_type_of(name)
 
 
 def build_prompt(tokenizer, problem: str, kind: str) -> str:
@@ -244,26 +249,26 @@ def greedy_records(cfg, grader):
 
     params = SamplingParams(n=1, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
 
-    def make(gen, chunk, bench):
+    def make(gen, chunk, atype):
         prompts = [build_prompt(gen.tokenizer, it["problem"], cfg.prompt) for it in chunk]
-        seeds = [cfg.seed + hash_id(it["id"]) for it in chunk]
+        seeds = [item_seed(cfg.seed, it["id"]) for it in chunk]
         outs = gen.generate(prompts, params, seeds=seeds)
         responses = [o[0].text for o in outs]
-        return _graded(gen, grader, chunk, prompts, responses, [o[0].n_tokens for o in outs], bench)
+        return _graded(gen, grader, chunk, prompts, responses, [o[0].n_tokens for o in outs], atype)
 
     return make
 
 
-def _graded(gen, grader, chunk, prompts, responses, n_tokens, bench):
+def _graded(gen, grader, chunk, prompts, responses, n_tokens, atype):
     verdicts = grader.grade_many(
-        [(r, it["answer"]) for r, it in zip(responses, chunk)], benchmark=bench,
+        [(r, it["answer"]) for r, it in zip(responses, chunk)], answer_type=atype,
         workers=grader.workers, timeout_s=grader.timeout_s,
     )
     recs = []
     for it, p, r, ok, nt in zip(chunk, prompts, responses, verdicts, n_tokens):
         n_steps, mean_len = step_stats(gen.tokenizer, r)
         recs.append({
-            "id": it["id"], "prompt": p, "response": r, "extracted": grader.extract_answer(r, bench),
+            "id": it["id"], "prompt": p, "response": r, "extracted": grader.extract_answer(r, atype),
             "gold": it["answer"], "correct": bool(ok), "n_steps": n_steps, "mean_step_tokens": mean_len,
             "n_tokens": nt,
         })
@@ -273,7 +278,7 @@ def _graded(gen, grader, chunk, prompts, responses, n_tokens, bench):
 def tts_records(cfg, grader, scfg):
     from psr.search import tts_solve
 
-    def make(gen, chunk, bench):
+    def make(gen, chunk, atype):
         questions = [{"id": str(it["id"]), "question": it["problem"]} for it in chunk]
         results = tts_solve(gen, questions, scfg)
         failed = [(it, r) for it, r in zip(chunk, results) if getattr(r.result, "status", "ok") != "ok"]
@@ -282,17 +287,10 @@ def tts_records(cfg, grader, scfg):
         if ok:
             items = [it for it, _ in ok]
             prompts = [build_prompt(gen.tokenizer, it["problem"], "psr") for it in items]
-            recs += _graded(gen, grader, items, prompts, [r.response for _, r in ok], [r.n_tokens for _, r in ok], bench)
+            recs += _graded(gen, grader, items, prompts, [r.response for _, r in ok], [r.n_tokens for _, r in ok], atype)
         return recs
 
     return make
-
-
-def hash_id(item_id: Any) -> int:
-    """A stable (process-independent) 31-bit integer for an item id."""
-    import zlib
-
-    return zlib.crc32(str(item_id).encode()) & 0x7FFFFFFF
 
 
 class _Grader:
@@ -302,11 +300,11 @@ class _Grader:
         self.workers, self.timeout_s = workers, timeout_s
         self._g = grader
 
-    def extract_answer(self, text, bench):
-        return self._g.extract_answer(text, bench)
+    def extract_answer(self, text, answer_type):
+        return self._g.extract_answer(text, answer_type)
 
-    def grade_many(self, pairs, benchmark, workers, timeout_s):
-        return self._g.grade_many(pairs, workers=workers, timeout_s=timeout_s, benchmark=benchmark)
+    def grade_many(self, pairs, answer_type, workers, timeout_s):
+        return self._g.grade_many(pairs, workers=workers, timeout_s=timeout_s, answer_type=answer_type)
 
 
 def summarize_benchmark(recs: list[dict]) -> dict:
@@ -436,8 +434,8 @@ def main(cfg) -> dict:
             grader = _Grader(cfg.grader_workers, cfg.grader_timeout_s)
             make = tts_records(cfg, grader, scfg) if cfg.mode == "tts" else greedy_records(cfg, grader)
             for bench, items in tasks.items():
-                gb = grader_benchmark(bench, items)
-                run_items(cfg, gen, items, out / bench, bench, lambda g, c, b=gb: make(g, c, b))
+                atype = grader_answer_type(bench, items)
+                run_items(cfg, gen, items, out / bench, bench, lambda g, c, a=atype: make(g, c, a))
                 if D.is_rank0():
                     per[bench] = summarize_benchmark(_merge(out / bench, [str(it["id"]) for it in items]))
                     per[bench]["failed"] = len(read_jsonl_tolerant(out / bench / "failures.jsonl"))

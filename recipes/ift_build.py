@@ -57,9 +57,9 @@ from psr.ift import (
     reference_solution,
     resolve_data_path,
     rules_segment,
-    stable_hash,
 )
 from psr.prompts import chat, ift_split_prompt
+from psr.seeds import stable_hash, stable_seed
 
 
 @dataclass
@@ -168,7 +168,7 @@ def teacher_records(cfg, teacher, chunk: list[dict]) -> list[tuple[bool, dict]]:
     )
     refs = [reference_solution(it["solution"], cfg.strip_calculator_annotations) for it in chunk]
     prompts = [chat(teacher.tokenizer, ift_split_prompt(it["question"], ref)) for it, (ref, _) in zip(chunk, refs)]
-    seeds = [stable_hash(cfg.seed, it["id"]) % (2**31 - 1) for it in chunk]
+    seeds = [stable_seed(cfg.seed, it["id"]) for it in chunk]
     outs = teacher.generate(prompts, params, seeds=seeds)
     res = []
     for it, (ref, hash_answer), comps in zip(chunk, refs, outs):

@@ -31,7 +31,7 @@ from psr.arith.checker import check_step_detail, check_steps
 from psr.arith.problems import Problem
 from psr.data.jsonl import read_jsonl, write_jsonl
 from psr.generation.base import SamplingParams
-from psr.search import derive_seed
+from psr.seeds import derive_seed
 from psr.steps import format_steps, next_step_body, next_step_stop, parse_steps
 
 

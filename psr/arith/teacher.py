@@ -48,12 +48,12 @@ from __future__ import annotations
 
 import random
 import re
-import zlib
 from typing import Any, Iterable, Optional, Sequence
 
 from psr.arith.checker import ArithOracle, StepCheck, analyze_step, derived_values, strip_header
 from psr.arith.problems import Problem, eq_text
 from psr.generation.base import Completion, SamplingParams
+from psr.seeds import crc32_seed
 from psr.steps import parse_steps
 
 # One clause per assistant, A first, then the verdict: the explanation checks each step before it
@@ -167,7 +167,7 @@ def judge_explanation(
     _check_style(style)
     if rng is None:
         key = "\x1f".join([problem.question, *prev_steps, step_a, step_b])
-        rng = random.Random(zlib.crc32(key.encode()))
+        rng = random.Random(crc32_seed(key))
     derived = derived_values(problem, prev_steps)
     ca = analyze_step(problem, derived, step_a)
     cb = analyze_step(problem, derived, step_b)

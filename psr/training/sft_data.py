@@ -33,6 +33,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from psr.prompts import chat, judge_prompt, reasoning_prompt
+from psr.seeds import epoch_seed
 from psr.steps import format_steps
 from psr.training.losses import IGNORE_INDEX
 
@@ -107,7 +108,7 @@ def mixture_indices(sources: Sequence[str], epoch: int, seed: int, eft_fraction:
     want = round(f * len(ift) / (1.0 - f))
     if want and not eft:
         raise ValueError(f"eft_fraction={f} but there are no EFT examples")
-    rng = random.Random(seed * 1_000_003 + epoch)
+    rng = random.Random(epoch_seed(seed, epoch))
     drawn: list[int] = []
     while len(drawn) < want:
         perm = eft[:]
