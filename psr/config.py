@@ -78,8 +78,6 @@ def _merge(base: DictConfig, other: DictConfig, where: str, schema_name: str) ->
         raise ConfigError(f"{where}: bad value for key {_key_of(e)!r}: {msg}") from None
     except OmegaConfBaseException as e:
         raise ConfigError(f"{where}: {e}") from None
-    except TypeError as e:  # e.g. a mapping given where the config holds a list (or the reverse)
-        raise ConfigError(f"{where}: {e}") from None
 
 
 def load_config(schema: type, config: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> DictConfig:

@@ -184,10 +184,6 @@ def check_training(cfg: Any) -> None:
         raise ConfigError(f"adam_betas: must be two numbers in [0, 1), got {betas}")
     if not cfg.adam_eps > 0:
         raise ConfigError(f"adam_eps: must be > 0, got {cfg.adam_eps}")
-    if "metric_logger" in cfg:  # a misspelt _component_ fails here, before the model loads
-        from psr.training.metrics import check_metric_logger
-
-        check_metric_logger(cfg.metric_logger)
     world = world_size_from_env()
     b, m = int(cfg.batch_size), int(cfg.micro_batch_size)
     if b % world:

@@ -56,7 +56,7 @@ from psr.training.batching import global_batches, grad_accum_steps, rank_micro_b
 from psr.models.hf import DEFAULT_MAX_SHARD_SIZE
 from psr.training.checkpoint import Checkpointer
 from psr.training.fsdp import ModelSetup, all_reduce_sum, clip_grad_norm, setup_model
-from psr.training.metrics import DEFAULT_COMPONENT, build_metric_logger, memory_stats
+from psr.training.metrics import DEFAULT_COMPONENT, build_metric_logger, check_metric_logger, memory_stats
 from psr.training.optim import build_lr_scheduler, build_optimizer, warmup_steps_for
 
 
@@ -146,6 +146,8 @@ class TrainResult:
 
 
 def setup_from_config(cfg: Any) -> ModelSetup:
+    if getattr(cfg, "metric_logger", None) is not None:  # a misspelt _component_ fails before the model loads
+        check_metric_logger(cfg.metric_logger)
     return setup_model(
         cfg.model_dir, device=cfg.device, dtype=cfg.dtype,
         activation_checkpointing=cfg.activation_checkpointing,

@@ -154,7 +154,8 @@ def check_metric_logger(node: Any, key: str = "metric_logger") -> dict:
     ConfigError naming the key otherwise (run before training starts)."""
     from omegaconf import DictConfig, ListConfig, OmegaConf
 
-    from psr.config import ConfigError, _locate
+    from psr.config import _locate
+    from psr.errors import ConfigError
 
     if isinstance(node, (DictConfig, ListConfig)):
         node = OmegaConf.to_container(node, resolve=True)
@@ -173,7 +174,8 @@ def build_metric_logger(node: Any, output_dir: str | os.PathLike, resume_step: O
                         key: str = "metric_logger") -> Any:
     """The run's metric logger from its ``_component_`` block (rank 0; a NullLogger elsewhere).
     Every JsonlLogger in the block gets ``resume_step``, and ``log_dir=output_dir`` when unset."""
-    from psr.config import ConfigError, _locate, instantiate
+    from psr.config import _locate, instantiate
+    from psr.errors import ConfigError
 
     node = check_metric_logger(node, key)
     if not D.is_rank0():

