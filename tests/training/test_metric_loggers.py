@@ -183,3 +183,22 @@ def test_memory_stats_on_cuda_reset_per_call():
     assert stats["peak_memory_active"] >= 0.25
     del x
     assert memory_stats(dev)["peak_memory_alloc"] < 0.25  # the peak restarted after the first call
+
+
+@pytest.mark.slow
+def test_only_rank0_logs_under_two_processes(tmp_path):
+    import json
+    import os
+    import sys
+
+    from fakes import run_cmd
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+    r = run_cmd([sys.executable, "-m", "psr.cli", "run", "--nproc_per_node", "2", "eft_ift_sft", "--config",
+                 "tiny/eft_ift_sft", f"output_dir={out}", "max_steps=2", "progress_bar=false",
+                 f"metric_logger._component_={TT}.StdoutLogger"], 600, env=env, cwd=repo)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert [ln.split(" |")[0] for ln in r.stdout.splitlines() if ln.startswith("Step ")] == ["Step 1", "Step 2"]
+    assert json.loads((out / "train_summary.json").read_text())["world_size"] == 2
