@@ -212,8 +212,21 @@ def describe(schema: type) -> str:
     return "\n".join(lines)
 
 
+# _component_ paths that moved (issue 20: test doubles to psr.testing, PRM inference out of
+# training/); a config copied before the move names the old path and gets the new one in the error.
+MOVED_COMPONENTS = {
+    "psr.training.prm.PRMScorer": "psr.prm.PRMScorer",
+    "psr.eft.LengthPRM": "psr.testing.LengthPRM",
+    "psr.eft.ScriptedTeacher": "psr.testing.ScriptedTeacher",
+    "psr.eft.tiny_generator": "psr.testing.tiny_generator",
+    "psr.ift.ScriptedSplitTeacher": "psr.testing.ScriptedSplitTeacher",
+}
+
+
 def _locate(path: str) -> Any:
     """The object at a dotted path: the longest importable module prefix, then attributes."""
+    if path in MOVED_COMPONENTS:
+        raise ConfigError(f"_component_ {path!r} has moved to {MOVED_COMPONENTS[path]!r}: use that path in the config")
     parts = path.split(".")
     if len(parts) < 2 or not all(parts):
         raise ConfigError(f"_component_ {path!r}: expected a dotted path like 'package.module.Name'")

@@ -52,8 +52,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from psr.boxes import boxed_spans, last_boxed  # noqa: F401  (last_boxed: part of this module's API)
-from psr.generation.base import Completion, SamplingParams
-from psr.steps import format_steps, parse_steps
+from psr.steps import parse_steps
 
 # The final answer appended to a GSM8k-style solution's last step (rules mode, and teacher
 # outputs that reproduce a solution without a boxed answer exactly).
@@ -327,50 +326,3 @@ def resolve_data_path(path: str, data_dir: Optional[str] = None) -> Path:
 
         b = (REPO_ROOT / b).resolve()
     return b / p
-
-
-# ----------------------------------------------------------------------------- test double
-
-
-_FIG3_SOL_RE = re.compile(
-    r"\[The Start of Solution Provided\]\n(.*)\n\[The End of Solution Provided\]", re.DOTALL
-)
-
-
-class ScriptedSplitTeacher:
-    """TEST DOUBLE: a Generator that answers the Figure 3 prompt by dividing the solution with
-    :func:`rules_segment` (so a GSM8k solution comes back without a boxed answer, which the
-    validator then appends from the gold answer), after an optional ``preamble``.
-
-    ``alter``: a set of substrings; a solution containing one of them gets its first digit
-    changed (an unfaithful split that the validator must reject). Used by the tests and by
-    ``configs/tiny/ift_build.yaml``'s teacher variant; not a model.
-    """
-
-    name = "scripted-split-teacher"
-    version = "test-double"
-    tokenizer = None
-
-    def __init__(self, alter: Sequence[str] = (), preamble: str = ""):
-        self.alter = list(alter)
-        self.preamble = preamble
-        self.calls = 0
-
-    def generate(self, prompts, params: SamplingParams, stops=None, seeds=None):
-        self.calls += 1
-        out = []
-        for p in prompts:
-            m = _FIG3_SOL_RE.search(p)
-            sol = m.group(1) if m else ""
-            steps = rules_segment(sol)
-            if any(a in sol for a in self.alter):  # change the first digit of the solution
-                for k, s in enumerate(steps):
-                    if re.search(r"\d", s):
-                        steps[k] = re.sub(r"\d", lambda d: str((int(d.group()) + 1) % 10), s, count=1)
-                        break
-            text = self.preamble + format_steps(steps)
-            out.append([Completion(text=text, n_tokens=len(text.split()), finish_reason="eos")] * params.n)
-        return out
-
-    def close(self) -> None:
-        pass

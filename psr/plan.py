@@ -77,7 +77,7 @@ Training terms (per GPU; psr.training.fsdp: FSDP2 ``fully_shard`` per block then
   psr.training.dpo), b = 12 (the fp32 copy kept by logsumexp, its gradient and gather's).
   prm_train: K = tag columns only, at most one per ``PRM_TOKENS_PER_STEP`` = 8 tokens per row
   ("Step k: " header, a body, newline, tag), K = min(T, R ceil(T/8)); b = 2c (the c logits and
-  the gradient of the 2-column gather; psr.training.prm).
+  the gradient of the 2-column gather; psr.prm.tag_pair_logits).
 * One micro-batch per optimizer step (``grad_accum_steps`` = 1; the CLI computes
   batch_size / (micro_batch_size x ranks)): the gradients are None at the forward and fill in as
   backward frees the activations and logits, so the total counts only the larger of "gradients"

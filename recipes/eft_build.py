@@ -36,7 +36,7 @@ Resumable: each question's tree and each question's judgments are appended (and 
 soon as they are done; a restarted run skips the question ids already in work/ and redoes
 only stage 3 (cheap). ``manifest.json`` records the settings and the identity of the input file
 and of the component model dirs (psr/outputs.py): a re-run with other ones is refused with the
-keys that differ (``overwrite=true`` replaces the dir). A ``psr.eft.tiny_generator`` policy
+keys that differ (``overwrite=true`` replaces the dir). A ``psr.testing.tiny_generator`` policy
 builds its model only under output_dir; an existing model dir is used read-only. Trees use per-node seeds, so a resumed search rebuilds the same trees.
 With torchrun each rank searches and judges the questions whose id hashes to it.
 """
@@ -155,14 +155,14 @@ def validate(cfg) -> None:
 
 def check_inputs(cfg) -> None:
     """The input file and the component model dirs, before anything is loaded or written. A
-    model dir under output_dir is this run's own (psr.eft.tiny_generator builds it there); any
+    model dir under output_dir is this run's own (psr.testing.tiny_generator builds it there); any
     other is an input: it must be a model dir, and it is only read."""
     O.check_input_file(resolve_data_path(cfg.input, cfg.data_dir), "input")
     for key, path in component_model_dirs(cfg).items():
         if _in_output(cfg, path):
             continue
-        if cfg[key.split(".")[0]]["_component_"] == "psr.eft.tiny_generator" and not Path(path).exists():
-            raise ConfigError(f"{key}={path}: does not exist; psr.eft.tiny_generator builds a tiny model only "
+        if cfg[key.split(".")[0]]["_component_"] == "psr.testing.tiny_generator" and not Path(path).exists():
+            raise ConfigError(f"{key}={path}: does not exist; psr.testing.tiny_generator builds a tiny model only "
                               "under output_dir (e.g. ${output_dir}/tiny_model), an existing dir is used read-only")
         O.check_model_dir(path, key)
     try:

@@ -24,11 +24,12 @@ see psr/data/prm800k.py). Every record is validated before training (bad line �
 file:line). A relative path is looked up as given, then under ``data_dir`` / ``$PSR_DATA_DIR``.
 
 Model input: chat(tok, Figure 4 question) + "Step 1: …\n" <tag> "Step 2: …\n" <tag> …; the loss
-is the 2-way cross-entropy over ("+", "-") at the tag positions only (psr/training/prm.py).
+is the 2-way cross-entropy over ("+", "-") at the tag positions only (format: psr/prm.py, loss:
+psr/training/prm.py).
 ``step_tag``, ``good_token`` and ``bad_token`` must be single tokens (checked before training).
 
 Outputs (in output_dir): epoch_<e>/ (and step_<n>/) HF model dirs with ``prm_config.json``
-(tag/label tokens, read by ``psr.training.prm.PRMScorer``), final -> the last one, resume_state/,
+(tag/label tokens, read by ``psr.prm.PRMScorer``), final -> the last one, resume_state/,
 metrics.jsonl (``metric_logger``; loss, lr, grad_norm, tokens_per_second(_per_gpu), peak_memory_*,
 accuracy, p_good_mean per step),
 train_summary.json (data counts, truncated/dropped, first/final loss).
@@ -50,19 +51,11 @@ from psr import distributed as D
 from psr import outputs as O
 from psr.config import ConfigError, recipe_main
 from psr.data.jsonl import write_jsonl
-from psr.data.prm800k import NEUTRAL_MODES, PRMStats, load_prm_data, tiny_prm_records
+from psr.data.prm800k import NEUTRAL_MODES, PRMStats, load_prm_data
 from psr.models.hf import load_tokenizer
+from psr.prm import DEFAULT_STEP_TAG, PRM_CONFIG, collate_prm, encode_steps, prm_token_ids, prob_good, tag_pair_logits
 from psr.training.loop import TrainConfig, setup_from_config, train
-from psr.training.prm import (
-    DEFAULT_STEP_TAG,
-    PRM_CONFIG,
-    collate_prm,
-    encode_steps,
-    prm_loss,
-    prm_token_ids,
-    prob_good,
-    tag_pair_logits,
-)
+from psr.training.prm import prm_loss
 
 
 @dataclass
@@ -142,6 +135,7 @@ def _prepare_tiny(cfg: Any) -> dict:
 def _build_tiny(cfg: Any, built: dict) -> None:
     if D.is_rank0():
         from psr.models.tiny import build_tiny_model_dir
+        from psr.testing import tiny_prm_records
 
         if built["model"]:
             build_tiny_model_dir(cfg.model_dir, seed=cfg.seed)

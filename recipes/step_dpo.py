@@ -51,7 +51,7 @@ from psr import distributed as D
 from psr import outputs as O
 from psr.config import ConfigError, recipe_main
 from psr.data.jsonl import write_jsonl
-from psr.data.pairs import PairStats, load_pairs, tiny_pairs
+from psr.data.pairs import PairStats, load_pairs
 from psr.models.hf import load_tokenizer
 from psr.training.dpo import (
     TokenizeStats,
@@ -152,6 +152,7 @@ def _prepare_tiny(cfg: Any) -> dict:
 def _build_tiny(cfg: Any, built: dict) -> None:
     if D.is_rank0():
         from psr.models.tiny import build_tiny_model_dir
+        from psr.testing import tiny_pairs
 
         if built["model"]:
             build_tiny_model_dir(cfg.model_dir, seed=cfg.seed)

@@ -1,3 +1,4 @@
+import importlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -68,6 +69,18 @@ def test_instantiate_errors_name_the_component():
         instantiate({"_component_": "collections.Nope"})
     with pytest.raises(ConfigError, match="no '_component_'"):
         instantiate({"a": 1})
+
+
+def test_a_moved_component_path_names_its_new_place():
+    from psr.config import MOVED_COMPONENTS, _locate
+
+    with pytest.raises(ConfigError, match=r"'psr.eft.ScriptedTeacher' has moved to 'psr.testing.ScriptedTeacher'"):
+        instantiate({"_component_": "psr.eft.ScriptedTeacher", "mode": "mixed"})
+    for old, new in MOVED_COMPONENTS.items():
+        module, name = old.rsplit(".", 1)
+        assert _locate(new).__name__ == name
+        assert not hasattr(importlib.import_module(module), name)  # no shim left in the old module
+    assert instantiate({"_component_": "psr.testing.ScriptedTeacher", "mode": "mixed"}).mode == "mixed"
 
 
 def test_parse_argv():

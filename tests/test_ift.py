@@ -7,7 +7,6 @@ import pytest
 from psr.generation.base import SamplingParams
 from psr.ift import (
     ANSWER_SUFFIX,
-    ScriptedSplitTeacher,
     check_split,
     check_teacher_output,
     last_boxed,
@@ -18,6 +17,7 @@ from psr.ift import (
     strip_calculator_annotations,
 )
 from psr.prompts import ift_split_prompt
+from psr.testing import ScriptedSplitTeacher
 from psr.steps import format_steps, parse_steps
 
 

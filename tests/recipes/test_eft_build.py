@@ -12,7 +12,7 @@ import pytest
 
 from psr.config import ConfigError, load_config
 from psr.data.schemas import load_eft
-from psr.eft import ScriptedTeacher
+from psr.testing import ScriptedTeacher
 from fakes import load_recipe, run_cmd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,8 +125,8 @@ def test_bad_input_and_config_errors(tmp_path):
         _run(tmp_path / "o", f"input={bad}")
     no_prm = tmp_path / "no_prm.yaml"
     no_prm.write_text("input: gsm8k/train.jsonl\n"  # the question source has no default (issue 18.2)
-                      "teacher: {_component_: psr.eft.ScriptedTeacher}\n"
-                      "policy: {_component_: psr.eft.tiny_generator, model_dir: /nonexistent}\n")
+                      "teacher: {_component_: psr.testing.ScriptedTeacher}\n"
+                      "policy: {_component_: psr.testing.tiny_generator, model_dir: /nonexistent}\n")
     with pytest.raises(ConfigError, match="`prm` needs a _component_"):
         _run(tmp_path / "o", config=str(no_prm))
     with pytest.raises(ConfigError, match="rollout_value"):
