@@ -13,7 +13,7 @@ from psr.config import ConfigError, load_config
 from psr.models.tiny import build_tiny_model_dir
 from psr.training.metrics import (JsonlLogger, MultiLogger, NullLogger, build_metric_logger, memory_stats,
                                   read_metrics)
-from psr.training.sft_data import write_tiny_sft_data
+from psr.testing import write_tiny_sft_data
 from fakes import load_recipe
 
 TT = "torchtune.training.metric_logging"
