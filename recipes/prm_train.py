@@ -31,7 +31,8 @@ psr/training/prm.py).
 
 Outputs (in output_dir): epoch_<e>/ (and step_<n>/) HF model dirs with ``prm_config.json``
 (tag/label tokens, read by ``psr.prm.PRMScorer``), final -> the last one, resume_state/,
-metrics.jsonl (loss, lr, grad_norm, tokens_per_second, accuracy, p_good_mean per step),
+metrics.jsonl (``metric_logger``; loss, lr, grad_norm, tokens_per_second(_per_gpu), peak_memory_*,
+accuracy, p_good_mean per step),
 train_summary.json (data counts, truncated/dropped, first/final loss).
 
 Use for EFT construction: ``PRMScorer("<output_dir>/final").score_steps(question, steps)``.

@@ -30,8 +30,9 @@ on the same model and data reuses the cache; training runs one policy forward pe
 ([chosen; rejected] in one batch) and no reference model.
 
 Outputs (in output_dir): epoch_<e>/ (and step_<n>/) HF model dirs, final -> the last one,
-resume_state/, metrics.jsonl (per step: loss, lr, grad_norm, tokens_per_second, rewards/chosen,
-rewards/rejected, rewards/accuracies, rewards/margins, logps/chosen, logps/rejected),
+resume_state/, metrics.jsonl (``metric_logger``; per step: loss, lr, grad_norm, tokens_per_second(_per_gpu),
+peak_memory_*, rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins, logps/chosen,
+logps/rejected),
 ref_logps/<key>.safetensors (+ .json), train_summary.json (pair counts, truncated/dropped,
 whether the reference cache was reused, first/final loss).
 """
