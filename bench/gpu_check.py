@@ -69,7 +69,7 @@ temp dir, removed at the end unless given or ``--keep-workdir``). Exit status 0 
 every check is ok or skipped, 1 otherwise, 2 when torch or transformers cannot be imported.
 
 Status: the CUDA path of this script has NOT run yet (no GPU was at hand when it was written);
-only the CPU dry run is tested. When it has run on a GPU, put its numbers in the README.
+only the CPU dry run is tested. When it has run on a GPU, put its numbers in docs/measurements.md.
 """
 
 from __future__ import annotations

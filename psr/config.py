@@ -101,6 +101,8 @@ def merge_checked(base: DictConfig, other: Any, where: str, schema_name: str) ->
         raise ConfigError(f"{where}: bad value for key {_key_of(e)!r}: {msg}") from None
     except OmegaConfBaseException as e:
         raise ConfigError(f"{where}: {e}") from None
+    except TypeError as e:  # e.g. `loggers.1=...` on a list: OmegaConf cannot merge a dict into it
+        raise ConfigError(f"{where}: {e} (a list is replaced whole: key=[...])") from None
 
 
 def load_config(schema: type, config: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> DictConfig:

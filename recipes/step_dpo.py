@@ -84,7 +84,7 @@ class StepDpoConfig(TrainConfig, O.RunKeys):
     label_smoothing: float = 0.0
     # Weight of an added NLL term on the chosen step, per token (0 = the paper's plain DPO).
     # DPO + NLL is the iterative RPO loss (Pang et al. 2024). The arith configs keep 0: with it,
-    # stronger DPO steps still degraded M1 (README, the main job).
+    # stronger DPO steps still degraded M1 (docs/arith.md, the main job).
     nll_weight: float = 0.0
     # Longest prompt + step in tokens.
     max_seq_len: int = 2048
