@@ -45,7 +45,6 @@ Rejection reasons (``REJECT_REASONS``) are written with each rejected record.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -305,24 +304,3 @@ def check_teacher_output(
     if numbers != list(range(1, len(numbers) + 1)):
         return SplitCheck(False, reason="bad_numbering", detail=f"step numbers {numbers[:20]}")
     return check_split(parse_steps(text), original, gold_answer)
-
-
-# ----------------------------------------------------------------------------- data paths
-
-
-def resolve_data_path(path: str, data_dir: Optional[str] = None) -> Path:
-    """An input file: absolute, or an existing path relative to the current directory, or
-    relative to the data dir (``data_dir`` when given, else ``$PSR_DATA_DIR``, else
-    ``../shared/data``; a relative data dir is taken from the repository root)."""
-    p = Path(path)
-    if p.is_absolute():
-        return p
-    if p.exists():
-        return p.resolve()
-    base = data_dir or os.environ.get("PSR_DATA_DIR") or "../shared/data"
-    b = Path(base)
-    if not b.is_absolute():
-        from psr.config import REPO_ROOT
-
-        b = (REPO_ROOT / b).resolve()
-    return b / p

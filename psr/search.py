@@ -112,7 +112,11 @@ STAT_KEYS = (
 
 @dataclass
 class SearchConfig:
-    """Settings of the search (the paper's: width 6, T=0.5, top_p 0.95, 20 iterations)."""
+    """Settings of the search (the paper's: width 6, T=0.5, top_p 0.95, 20 iterations).
+
+    The one place these defaults live: step_search's ``search`` block, eval's ``tts`` block and
+    the pipeline read them from here (psr.config nests this dataclass in the recipes' schemas).
+    """
 
     width: int = 6  # w: candidates sampled per step
     temperature: float = 0.5  # candidate sampling temperature
@@ -122,10 +126,10 @@ class SearchConfig:
     judge_orders: int = 2  # 2: every pair judged in both A/B orders; 1: one order
     max_iterations: int = 20  # sample-and-judge rounds per question, rollbacks included
     max_steps: int = 20  # longest chain of accepted steps
-    max_new_tokens_step: int = 256
-    max_new_tokens_judge: int = 512
-    questions_in_flight: int = 16  # questions per fixed group (one Generator call per phase)
-    seed: int = 0
+    max_new_tokens_step: int = 512  # tokens per candidate step
+    max_new_tokens_judge: int = 512  # tokens per judgment (the verdict must fit)
+    questions_in_flight: int = 32  # questions per fixed group (one Generator call per phase)
+    seed: int = 0  # the recipes set it to their top-level seed (${seed})
     mode: str = "pairs"  # "pairs" (preference data) or "tts" (test-time scaling answers)
     rollback_on_tie: Optional[bool] = None  # None: True for pairs, False for tts
     rollback_on_identical: bool = True  # False: w identical candidates keep the step (no pair)

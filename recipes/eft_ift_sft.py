@@ -31,7 +31,8 @@ reading); ``length_grouped`` batches similar lengths together (no packing: witho
 variable-length attention kernels packed examples would attend to each other).
 
 Outputs (in output_dir): epoch_<e>/ (and step_<n>/) HF model dirs, final -> the last one,
-resume_state/, metrics.jsonl (loss, lr, grad_norm, tokens_per_second per step),
+resume_state/, metrics.jsonl (loss, lr, grad_norm, tokens_per_second(_per_gpu), peak_memory_* per
+step; ``metric_logger._component_=`` picks another logger, e.g. torchtune's WandBLogger),
 train_summary.json (example counts, truncated/dropped, steps, final loss).
 """
 

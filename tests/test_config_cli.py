@@ -50,6 +50,12 @@ def test_unknown_key_in_override_and_bad_types():
         load_config(Cfg, None, ["output_dir"])
 
 
+def test_dict_override_into_a_list_element_is_a_config_error_naming_the_override():
+    # OmegaConf raises a bare TypeError here; the user gets one line naming the override
+    with pytest.raises(ConfigError, match=r"override 'benchmarks.1=\{a: 1\}': .*replaced whole"):
+        load_config(Cfg, None, ["output_dir=/o", "benchmarks.1={a: 1}"])
+
+
 def test_required_key_reported_by_name():
     with pytest.raises(ConfigError, match=r"required key\(s\) not set: output_dir"):
         load_config(Cfg, None, [])

@@ -28,7 +28,7 @@ Three styles (``style``):
   (:func:`worked`), ``Next: 9. 11 - 9 = 2, so 41 - 9 = 32.``: the judge re-does the
   arithmetic by a route the policy's step does not take, so that its errors are not the
   policy's own (where the policy hesitates between ``10 + 7 = 17`` and ``= 19``, a judge that
-  computes the same way hesitates alike). Measured (README, 4-operation-weighted world): where
+  computes the same way hesitates alike). Measured (docs/arith.md, 4-operation-weighted world): where
   M1's candidates differed only in arithmetic, 20 right-over-wrong against 8 inverted (derive:
   16 against 13), judge accuracy 88.7%, but M1 solved 60.6% instead of 68.2%. Its judgments are
   up to 81 tokens (88 with 4-operation training problems): give the judge 96 (search

@@ -5,7 +5,7 @@
 
 Local data (the default) is ``<data_dir>/<local>`` from the benchmark's definition, in the
 normalised schema of ../shared/data/README.md. ``data_dir``: the argument, else ``$PSR_DATA_DIR``,
-else ``../shared/data`` (relative to the working directory, then to the repository root).
+else ``../shared/data`` next to the repository root (psr.data.paths: one rule for every input).
 ``source="hub"`` reads the dataset named in the definition through ``datasets.load_dataset`` (a
 download; never used by the tests) and maps its fields. The definitions file is
 ``eval/benchmarks.yaml`` at the repository root; ``$PSR_BENCHMARKS_FILE`` points elsewhere.
@@ -31,13 +31,13 @@ from typing import Any, Callable
 
 from psr.boxes import last_boxed
 from psr.data.jsonl import DataError, iter_jsonl
+from psr.data.paths import resolve_data_dir  # the one data-dir rule (re-exported)
 from psr.grader.extract import ANSWER_TYPES
 
 __all__ = ["load_benchmark", "list_benchmarks", "benchmark_spec", "answer_type_of", "resolve_data_dir",
            "BenchmarkError"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA_DIR = "../shared/data"
 _EMPTY_POLICIES = ("skip", "keep", "error")
 _CHOICE = re.compile(r"^\(?[A-E]\)?$")
 
@@ -91,17 +91,6 @@ def answer_type_of(name: str) -> str:
     when unset): ``psr.grader.grade(response, gold, answer_type_of("gsm8k"))``. BenchmarkError
     for an unknown name."""
     return benchmark_spec(name).get("answer_type", "math")
-
-
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """``data_dir`` or ``$PSR_DATA_DIR`` or ``../shared/data``; a relative path is tried against
-    the working directory, then against the repository root."""
-    raw = data_dir if data_dir not in (None, "") else os.environ.get("PSR_DATA_DIR") or DEFAULT_DATA_DIR
-    p = Path(raw).expanduser()
-    if p.is_absolute() or p.exists():
-        return p
-    alt = REPO_ROOT / p
-    return alt if alt.exists() else p
 
 
 def _strip_gold(ans: Any) -> str:

@@ -73,9 +73,9 @@ def test_srlm_runs_srlm_search_on_the_same_questions_and_trains_m1_on_ift_plus_s
 def test_srlm_judge_budget_is_checked_against_the_scoring_judgments(tmp_path, monkeypatch):
     from psr.config import ConfigError
 
-    p, _ = _pipeline(tmp_path, monkeypatch, "method=srlm", "srlm.overrides=[max_new_tokens_judge=8]")
-    with pytest.raises(ConfigError, match=r"srlm: max_new_tokens_judge=8 is shorter than the longest EFT judgment .*"
-                                          r"add max_new_tokens_judge=\d+ to srlm.overrides"):
+    p, _ = _pipeline(tmp_path, monkeypatch, "method=srlm", "srlm.overrides=[search.max_new_tokens_judge=8]")
+    with pytest.raises(ConfigError, match=r"srlm: search.max_new_tokens_judge=8 is shorter than the longest EFT judgment .*"
+                                          r"add search.max_new_tokens_judge=\d+ to srlm.overrides"):
         p.stage_data()
     assert (p.data / "srlm_eft_train.jsonl").exists()
 
