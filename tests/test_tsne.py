@@ -7,9 +7,7 @@ import sys
 
 import pytest
 
-pytest.importorskip("sklearn")
-
-from psr.tsne import embed, load_group, main, record_text  # noqa: E402
+from psr.tsne import embed, load_group, main, record_text  # scikit-learn: requirements.txt
 
 
 def test_record_text_per_schema():
