@@ -104,6 +104,10 @@ from psr.config import ConfigError, recipe_main
 from psr.data.jsonl import read_jsonl, write_jsonl
 
 
+# Worlds generated here, each with an exact step checker (psr.<name>); the rest is source=recipes.
+EMBEDDED_WORLDS = ("arith", "bags")
+
+
 class StageError(RuntimeError):
     """A stage's recipe failed; the message names the stage, its log and the log's tail."""
 
@@ -114,6 +118,9 @@ class PipelineConfig(O.RunKeys):
     seed: int = 0
     # Where M0 and the SFT data come from:
     #   arith    the embedded world (keys world, model, m0): data generated here, M0 trained here;
+    #   bags     the second embedded world (psr.bags, docs/bags.md: pairing items to a target, steps
+    #            easier to check than to produce), the same keys and stages as arith, plus eft_sample:
+    #            EFT from M0's own sampled wrong steps (world.eft_sample);
     #   recipes  real data and a pretrained M0 (keys base_model, ift, prm, eft, questions): IFT from
     #            ift_build, a PRM from prm_train, EFT from eft_build (PRM-scored tree search + a
     #            teacher endpoint), the paper's M0 -> M1 on real datasets.
@@ -213,7 +220,12 @@ class Pipeline:
 
     @property
     def arith(self) -> bool:
-        return self.cfg.source == "arith"
+        """An embedded world (arith or bags): data and M0 made here, an exact step checker."""
+        return self.cfg.source in EMBEDDED_WORLDS
+
+    @property
+    def bags(self) -> bool:
+        return self.cfg.source == "bags"
 
     def model(self, k: int) -> Path | str:
         """The HF model dir of M_k (M0 of source=recipes: base_model, possibly a hub id)."""
@@ -280,6 +292,8 @@ class Pipeline:
         if self.done("data"):
             return self.check_judge_budgets()  # the stage configs may have changed since
         t0 = time.time()
+        if self.bags:
+            return self.stage_bags_data(t0)
         from psr.arith import build_model_dir, generate_problems, load_model_config, write_initial_data
         from psr.arith.problems import NumberRanges, dedup_questions
 
@@ -306,6 +320,32 @@ class Pipeline:
         build_model_dir(self.data / "init_model", mcfg)
         self.mark("data", time.time() - t0)
         self.check_judge_budgets()
+
+    def stage_bags_data(self, t0: float) -> None:
+        """source=bags: the same files as the arith data stage, from psr.bags (psr/bags/pipeline.py)."""
+        from psr.bags.pipeline import write_pipeline_data
+
+        w = OmegaConf.to_container(self.cfg.world, resolve=True)
+        w.pop("eft_sample", None)
+        write_pipeline_data(self.data, w, self.cfg.seed, self.cfg.questions_per_iteration, self.cfg.iteration_ops,
+                            OmegaConf.to_container(self.cfg.model, resolve=True))
+        self.mark("data", time.time() - t0)
+        self.check_judge_budgets()
+
+    def stage_eft_sample(self) -> None:
+        """source=bags with world.eft_sample: EFT from M0's own sampled wrong steps on the training
+        problems (python -m psr.bags eft-sample) -> stages/eft_sample/eft_sampled.jsonl."""
+        opts = self.cfg.world.get("eft_sample")
+        if not self.bags or not opts:
+            return
+        stage = "eft_sample"
+        args = [sys.executable, "-m", "psr.bags", "eft-sample", "--model", str(self.model(0)),
+                "--problems", str(self.data / "problems_train.jsonl"), "--out", str(self.stages / stage),
+                "--seed", str(self.cfg.seed), *[f"--{str(k).replace('_', '-')}={v}" for k, v in opts.items()]]
+        if self.cfg.print_commands:
+            return self.print_command(stage, shlex.join(args))
+        if not self.done(stage):
+            self.run_process(stage, "psr.bags eft-sample", args)
 
     def check_judge_budgets(self) -> None:
         """Fail before any training when a judge token budget of the search or eval stages is
@@ -395,6 +435,9 @@ class Pipeline:
         return out
 
     def sft_data(self) -> list[str]:
+        if self.bags and self.cfg.world.get("eft_sample"):
+            sampled = self.stages / "eft_sample" / "eft_sampled.jsonl"
+            return [f"ift_data={self.data / 'ift_train.jsonl'}", f"eft_data=[{self.data / 'eft_train.jsonl'},{sampled}]"]
         if self.arith:
             return [f"ift_data={self.data / 'ift_train.jsonl'}", f"eft_data={self.data / 'eft_train.jsonl'}"]
         return [f"ift_data={self.stages / 'ift' / 'ift.jsonl'}", f"eft_data={self.eft_dir() / 'eft_train.jsonl'}"]
@@ -408,6 +451,7 @@ class Pipeline:
             self.run_recipe("m0", "eft_ift_sft", c.m0,
                             [f"model_dir={self.data / 'init_model'}", f"text_data={self.data / 'm0_text.jsonl'}"],
                             resume_key="resume_from_checkpoint")
+            self.stage_eft_sample()
         self.run_recipe("m1", "eft_ift_sft", c.sft, [f"model_dir={self.model(0)}", *self.sft_data()],
                         resume_key="resume_from_checkpoint")
         for i in range(1, c.iterations + 1):
@@ -467,17 +511,21 @@ class Pipeline:
         if self.done(stage) and not self.cfg.print_commands:
             return
         sp = self.search_sampling()
-        args = [sys.executable, "-m", "psr.arith", "headroom", "--model", str(self.model(k)),
+        args = [sys.executable, "-m", f"psr.{self.cfg.source}", "headroom", "--model", str(self.model(k)),
                 "--problems", str(self.data / "problems_test.jsonl"),
                 "--greedy", str(self.stages / f"eval_M{k}" / "arith" / "items.jsonl"), "--out", str(self.stages / stage),
                 "--width", str(sp["width"]), "--temperature", str(sp["temperature"]), "--top-p", str(sp["top_p"]),
                 "--max-new-tokens", str(sp["max_new_tokens"]), "--seed", str(self.cfg.seed)]
         if self.cfg.print_commands:
             return self.print_command(stage, shlex.join(args))
-        self.run_process(stage, "psr.arith headroom", args)
+        self.run_process(stage, f"psr.{self.cfg.source} headroom", args)
 
     def pair_checker(self):
         """(chosen correct, rejected correct) of a pair by the exact checker (measurement only)."""
+        if self.bags:
+            from psr.bags.pipeline import pair_checker
+
+            return pair_checker(self.data, self.cfg.iterations)
         from psr.arith import load_problems
         from psr.arith.checker import analyze_step, derived_values
         from psr.steps import next_step_body
@@ -612,11 +660,11 @@ def main(cfg: Any) -> Optional[Path]:
     io = cfg.iteration_ops
     if io is not None and not (len(io) == 2 and all(isinstance(x, int) for x in io) and 1 <= io[0] <= io[1]):
         raise ConfigError(f"iteration_ops must be [min, max] with 1 <= min <= max, got {list(io)}")
-    if cfg.checker_judge and cfg.source != "arith":
-        raise ConfigError("checker_judge: needs source=arith (the exact checker of the arith world)")
-    if cfg.source not in ("arith", "recipes"):
-        raise ConfigError(f"source must be arith or recipes, got {cfg.source!r}")
-    keys = ["sft", "search", "dpo", "eval"] + (["m0"] if cfg.source == "arith" else ["ift", "prm", "eft"])
+    if cfg.checker_judge and cfg.source not in EMBEDDED_WORLDS:
+        raise ConfigError("checker_judge: needs an embedded world (source=arith or bags: an exact step checker)")
+    if cfg.source not in (*EMBEDDED_WORLDS, "recipes"):
+        raise ConfigError(f"source must be arith, bags or recipes, got {cfg.source!r}")
+    keys = ["sft", "search", "dpo", "eval"] + (["m0"] if cfg.source in EMBEDDED_WORLDS else ["ift", "prm", "eft"])
     for key in keys:
         spec = cfg[key]
         if not spec.get("config"):
