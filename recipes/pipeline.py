@@ -288,7 +288,7 @@ class Pipeline:
         if not self.arith:
             return self.stage_real_data()
         if self.cfg.print_commands:
-            return self.print_command("data", "# in process: the arith world's data and initial model (psr.arith)")
+            return self.print_command("data", f"# in process: the {self.cfg.source} world's data and initial model (psr.{self.cfg.source})")
         if self.done("data"):
             return self.check_judge_budgets()  # the stage configs may have changed since
         t0 = time.time()

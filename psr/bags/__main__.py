@@ -45,6 +45,8 @@ def main(argv=None) -> None:
     e.add_argument("--temperature", type=float, default=1.0)
     e.add_argument("--per-problem", type=int, default=2)
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--skip", type=int, default=0, help="leave out the first SKIP problems (e.g. those of templated EFT)")
+    e.add_argument("--limit", type=int, default=None)
     args = ap.parse_args(argv)
 
     if args.cmd == "data":
@@ -92,7 +94,7 @@ def main(argv=None) -> None:
         from psr.bags.pipeline import eft_sample
 
         print(json.dumps(eft_sample(args.model, args.problems, args.out, args.n, args.temperature, args.seed,
-                                    args.per_problem)))
+                                    args.per_problem, skip=args.skip, limit=args.limit)))
 
 
 if __name__ == "__main__":

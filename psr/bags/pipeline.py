@@ -23,8 +23,9 @@ from psr.arith.checker import find_boxed, find_equations, boxed_value
 from psr.bags.problems import BagsRanges, Problem, generate_problems, last_text, pair_text
 from psr.data.jsonl import read_jsonl, write_jsonl
 
-# world keys of configs/bags/pipeline.yaml (psr.bags.data.write_initial_data arguments)
-WORLD_KEYS = ("n_train", "n_test", "train_pairs", "test_pairs", "eft_pairs_per_problem", "n_eft_train_problems", "ranges")
+# world keys of configs/bags/pipeline.yaml: psr.bags.data.write_initial_data arguments, where
+# train_ops / test_ops (the pipeline's names, also in its schema defaults) are the pair counts
+WORLD_KEYS = ("n_train", "n_test", "train_ops", "test_ops", "eft_pairs_per_problem", "n_eft_train_problems", "ranges")
 
 
 def write_pipeline_data(data: Path, world: Mapping[str, Any], seed: int, questions_per_iteration, iteration_ops,
@@ -39,6 +40,10 @@ def write_pipeline_data(data: Path, world: Mapping[str, Any], seed: int, questio
     unknown = sorted(set(world) - set(WORLD_KEYS))
     if unknown:
         raise ValueError(f"world: unknown key(s) {unknown} for source=bags (known: {list(WORLD_KEYS)})")
+    world = dict(world)
+    for ops, pairs in (("train_ops", "train_pairs"), ("test_ops", "test_pairs")):
+        if ops in world:
+            world[pairs] = world.pop(ops)
     paths = write_initial_data(data, seed=seed, **world)
     old = {r["question"] for name in ("problems_test", "problems_train") for r in read_jsonl(paths[name])}
     ranges = BagsRanges.of(world.get("ranges"))
@@ -82,16 +87,19 @@ def first_sentence(text: str) -> str:
 
 
 def eft_sample(model_dir: str | Path, problems_file: str | Path, out: str | Path, n: int = 4,
-               temperature: float = 1.0, seed: int = 0, per_problem: int = 2, max_new_tokens: int = 24) -> dict:
+               temperature: float = 1.0, seed: int = 0, per_problem: int = 2, max_new_tokens: int = 24,
+               skip: int = 0, limit: int | None = None) -> dict:
     """The ``eft_sample`` stage: writes ``out/samples.jsonl`` (every sample, judged) and
-    ``out/eft_sampled.jsonl`` (EFT records of the wrong ones); returns counts."""
+    ``out/eft_sampled.jsonl`` (EFT records of the wrong ones) for problems ``skip .. skip+limit``
+    of ``problems_file``; returns counts."""
     from psr.bags import checker as C
     from psr.bags.data import load_problems, sampled_eft_records
     from psr.generation.base import SamplingParams
     from psr.generation.native import NativeGenerator
     from psr.search import derive_seed
 
-    problems = load_problems(problems_file)
+    problems = load_problems(problems_file)[skip:]
+    problems = problems[:limit] if limit is not None else problems
     jobs = []
     for p in problems:
         l = random.Random(f"bags-eft-sample:{seed}:{p.id}").randint(1, p.n_pairs + 1)

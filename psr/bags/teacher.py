@@ -1,22 +1,29 @@
 r"""Judge explanations of the bags world, and a checker-backed teacher for the Figure 5 prompt.
 
-A judgment *checks* the two candidate steps instead of producing the next step itself: it lists
-the target and the items left, then for each assistant adds the two numbers its step pairs and
-compares the sum with the target, and looks the two numbers up in the list::
+A judgment *checks* the two candidate steps instead of producing the next step itself: it states
+the target, then for each assistant adds the two numbers its step pairs and compares the sum with
+the target -- or, for an answer, subtracts it from the target and looks the result up among the
+items (the item left over is the one whose partner is missing)::
 
-    Need 50. Left: 22, 19, 28, 8, 42. Assistant A: 22 + 28 = 50 and both are left. Correct.
-    Assistant B: 22 + 27 = 49, not 50. Wrong. So Assistant A is better. [[A]]
+    Need 50. Assistant A: 13 + 36 = 49, not 50. Wrong. Assistant B: 13 + 37 = 50. Correct.
+    So Assistant B is better. [[B]]
+    Need 50. Assistant A: 50 - 19 = 31, which is not an item, so 19 is left over. Correct.
+    Assistant B: 50 - 22 = 28, which is an item, so 22 is not left over. Wrong. So Assistant A is better. [[A]]
 
 That is the world's generation-verification gap: the policy must find ``T - x`` among the items
-(a subtraction in the head and a search), the judge adds two numbers written on the page.
+(a subtraction in the head and a search), the judge does one operation on numbers on the page.
 Clauses (the checker's verdict decides; the wording follows what the judge can see):
 
 * a pair whose true sum is not the target: ``"a + b = s, not T. Wrong."``;
 * a pair that adds up to the target but is written with another result: ``"a + b = T, not c. Wrong."``;
-* a pair with an item that is not left: ``"a + b = T, but x is not left. Wrong."``;
-* a correct pair: ``"a + b = T and both are left. Correct."``;
-* the answer: ``"only L is left, so L is the answer. Correct."`` / ``"the answer X is wrong,
-  since L is left."`` (``"..., since more than one item is left."`` when pairs remain).
+* a pair with a number that is no item or an item packed by an earlier step:
+  ``"a + b = T, but x is not an item / packed already. Wrong."``;
+* a correct pair: ``"a + b = T. Correct."``;
+* an answer ``x``: ``"T - x = y, which is (not) an item, so x is (not) left over."``, or ``"the
+  answer x is not an item"``, or ``"..., but not every bag is packed yet"`` (an early answer).
+
+Design 1 (measured, docs/bags.md) led with the list of items left (``"Need 50. Left: 13, 22, 28."``);
+at 281 SFT steps the judge copied that list from the candidate it read first and judged at chance.
 
 No verdict (``None``) when both steps are correct or both wrong.
 """
@@ -36,13 +43,13 @@ from psr.generation.base import Completion, SamplingParams
 _VERDICT = ["So Assistant {W} is better. [[{W}]]", "Assistant {W}'s step is the correct one. [[{W}]]"]
 
 
-def lead(problem: Problem, left: Sequence[int]) -> str:
-    """``"Need 50. Left: 22, 19, 28."``"""
-    return f"Need {problem.target}. Left: {', '.join(str(v) for v in left)}."
+def lead(problem: Problem) -> str:
+    """``"Need 50."``: the target, the one number every check compares with."""
+    return f"Need {problem.target}."
 
 
 def clause(who: str, problem: Problem, left: Sequence[int], check: StepCheck) -> str:
-    """The sentence assessing assistant ``who``'s step from its checker verdict."""
+    """The sentence assessing assistant ``who``'s step from its checker verdict (module docstring)."""
     T = problem.target
     head = f"Assistant {who}:"
     if check.a is not None and check.reason in ("ok", "arithmetic", "not_left", "wrong_sum"):
@@ -52,19 +59,22 @@ def clause(who: str, problem: Problem, left: Sequence[int], check: StepCheck) ->
         elif check.reason == "arithmetic":
             pair = f"{s}{T}, not {check.number}. Wrong."
         elif check.reason == "not_left":
-            pair = f"{s}{T}, but {check.number} is not left. Wrong."
+            pair = f"{s}{T}, but {check.number} is {'not an item' if int(check.number) not in problem.items else 'packed already'}. Wrong."
+        elif check.boxed:
+            pair = f"{s}{T}, and only {problem.answer} is left then. Correct."
         else:
-            pair = f"{s}{T} and both are left. Correct."
-            if check.boxed:
-                pair = pair[: -len(" Correct.")] + f", and only {problem.answer} is left then. Correct."
+            pair = f"{s}{T}. Correct."
         return f"{head} {pair}"
-    if check.correct:  # the answer alone
-        return f"{head} only {problem.answer} is left, so {problem.answer} is the answer. Correct."
-    if check.reason == "wrong_answer":
-        why = f"{left[0]} is left" if len(left) == 1 else "more than one item is left"
-        return f"{head} the answer {check.number} is wrong, since {why}. Wrong."
-    if check.reason == "early_answer":
-        return f"{head} the answer comes too early, since more than one item is left. Wrong."
+    if check.correct or check.reason in ("wrong_answer", "early_answer"):
+        x = problem.answer if check.correct else int(check.number)
+        if x not in problem.items:
+            return f"{head} the answer {x} is not an item. Wrong."
+        y = T - x
+        if y in problem.items:
+            return f"{head} {T} - {x} = {y}, which is an item, so {x} is not left over. Wrong."
+        if check.reason == "early_answer":
+            return f"{head} {T} - {x} = {y}, which is not an item, but not every bag is packed yet. Wrong."
+        return f"{head} {T} - {x} = {y}, which is not an item, so {x} is left over. Correct."
     if check.reason == "not_a_pair":
         return f"{head} {check.equation} does not add two items. Wrong."
     if check.reason == "unparseable_answer":
@@ -82,7 +92,7 @@ def judge_explanation(problem: Problem, prev_steps: Sequence[str], step_a: str, 
         rng = random.Random(zlib.crc32("\x1f".join([problem.question, *prev_steps, step_a, step_b]).encode()))
     left = items_left(problem, prev_steps)
     ca, cb = analyze_step(problem, left, step_a), analyze_step(problem, left, step_b)
-    text = " ".join([lead(problem, left), clause("A", problem, left, ca), clause("B", problem, left, cb)])
+    text = " ".join([lead(problem), clause("A", problem, left, ca), clause("B", problem, left, cb)])
     if ca.correct == cb.correct:
         return None, text + (" Both are correct." if ca.correct else " Both are wrong.")
     w = "A" if ca.correct else "B"

@@ -93,10 +93,21 @@ def test_judgment_checks_by_adding_and_ends_in_the_checker_verdict():
     p = hand()
     v, text = judge_explanation(p, [], "Step 1: Bag 1: 13 + 36 = 50 grams.", "Step 1: Bag 1: 13 + 37 = 50 grams.",
                                 random.Random(0))
-    assert v == "B" and text.startswith("Need 50. Left: 13, 22, 37, 19, 28. Assistant A: 13 + 36 = 49, not 50. Wrong.")
-    assert "Assistant B: 13 + 37 = 50 and both are left. Correct." in text and text.endswith("[[B]]")
-    v, text = judge_explanation(p, ["Bag 1: 13 + 37 = 50 grams."], "Bag 2: 22 + 13 = 35.", "Bag 2: 28 + 22 = 50.")
-    assert v == "B" and "Left: 22, 19, 28." in text and "22 + 13 = 35, not 50" in text
+    assert v == "B" and text.startswith("Need 50. Assistant A: 13 + 36 = 49, not 50. Wrong. Assistant B: 13 + 37 = 50. Correct.")
+    assert text.endswith("[[B]]")
+    v, text = judge_explanation(p, ["Bag 1: 13 + 37 = 50 grams."], "Bag 2: 22 + 37 = 59.", "Bag 2: 28 + 22 = 50.")
+    assert v == "B" and "22 + 37 = 59, not 50. Wrong." in text
+    v, text = judge_explanation(p, ["Bag 1: 13 + 37 = 50 grams."], "Bag 2: 13 + 37 = 50.", "Bag 2: 28 + 22 = 50.")
+    assert v == "B" and "13 + 37 = 50, but 13 is packed already. Wrong." in text
+    v, text = judge_explanation(p, [], "Bag 1: 13 + 38 = 50.", "Bag 1: 28 + 22 = 50.")
+    assert v == "B" and "13 + 38 = 51, not 50. Wrong." in text
+    # answers are checked by subtracting from the target and looking the result up among the items
+    prev = p.steps[:2]
+    v, text = judge_explanation(p, prev, "The answer is \\boxed{22}.", "Only 19 is left. The answer is \\boxed{19}.")
+    assert v == "B" and "Assistant A: 50 - 22 = 28, which is an item, so 22 is not left over. Wrong." in text
+    assert "Assistant B: 50 - 19 = 31, which is not an item, so 19 is left over. Correct." in text
+    v, text = judge_explanation(p, [], "The answer is \\boxed{19}.", "Bag 1: 22 + 28 = 50.")
+    assert v == "B" and "which is not an item, but not every bag is packed yet. Wrong." in text
     v, text = judge_explanation(p, [], "Bag 1: 13 + 37 = 50.", "Bag 1: 22 + 28 = 50.")
     assert v is None and "[[" not in text and text.endswith("Both are correct.")
 
