@@ -29,6 +29,7 @@ def main(argv=None) -> None:
     g.add_argument("--problems", required=True)
     g.add_argument("--out", required=True)
     g.add_argument("--limit", type=int, default=None)
+    g.add_argument("--greedy", default=None, help="the eval recipe's greedy records of the model (default: generated)")
     g.add_argument("--seed", type=int, default=0)
     h = sub.add_parser("headroom", help="as python -m psr.arith headroom, with the bags checker")
     for a in ("--model", "--problems", "--greedy", "--out"):
@@ -63,7 +64,7 @@ def main(argv=None) -> None:
     elif args.cmd == "diagnose":
         from psr.bags.diagnostics import write_diagnostics
 
-        s = write_diagnostics(args.model, args.problems, args.out, args.limit, seed=args.seed)
+        s = write_diagnostics(args.model, args.problems, args.out, args.limit, args.greedy, seed=args.seed)
         a, b = s["a_headroom"], s["b_gap"]
         print(f"greedy accuracy {s['greedy_accuracy']}%; (a) headroom {a['with_correct']}/{a['failures']} = "
               f"{a['share_with_correct']}% (target {a['target']}%); (b) judge accuracy {b['judge_accuracy']}% on "

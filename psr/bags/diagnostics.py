@@ -144,9 +144,9 @@ def diagnose(gen: Any, problems: Sequence[Problem], width: int = 6, temperature:
     share = round(100 * hsum["with_correct"] / hsum["failures"], 1) if hsum["failures"] else None
     summary = {
         "greedy_accuracy": acc,
-        "by_ops": {str(n): round(100 * sum(r["correct"] for r in greedy if r["n_ops"] == n)
-                                 / max(1, sum(1 for r in greedy if r["n_ops"] == n)), 1)
-                   for n in sorted({r["n_ops"] for r in greedy})},
+        "by_ops": {str(n): round(100 * sum(r["correct"] for r in greedy if by_id[r["id"]].n_ops == n)
+                                 / max(1, sum(1 for r in greedy if by_id[r["id"]].n_ops == n)), 1)
+                   for n in sorted({by_id[r["id"]].n_ops for r in greedy})},
         "a_headroom": {"share_with_correct": share, "target": TARGETS["headroom"],
                        "pass": share is not None and share >= TARGETS["headroom"], **hsum},
         "b_gap": {"target": TARGETS["judge_accuracy"], "pass": (gsum["judge_accuracy"] or 0) >= TARGETS["judge_accuracy"],
@@ -157,11 +157,20 @@ def diagnose(gen: Any, problems: Sequence[Problem], width: int = 6, temperature:
 
 
 def write_diagnostics(model_dir: str | Path, problems_file: str | Path, out: str | Path, limit: int | None = None,
-                      **kw: Any) -> dict:
+                      greedy_file: str | Path | None = None, **kw: Any) -> dict:
+    """Run :func:`diagnose` with a native generator of ``model_dir`` on the first ``limit`` problems
+    of ``problems_file`` (``greedy_file``: the eval recipe's greedy records of the model, reused
+    instead of generating them) and write ``out/diagnostics.json`` and the item files."""
     from psr.bags.data import load_problems
+    from psr.data.jsonl import read_jsonl
     from psr.generation.native import NativeGenerator
 
     problems = load_problems(problems_file)[:limit]
+    if greedy_file is not None:
+        ids = {p.id for p in problems}
+        kw["greedy"] = [r for r in read_jsonl(greedy_file, required=("id", "prompt", "response", "correct")) if r["id"] in ids]
+        if len(kw["greedy"]) != len(problems):
+            raise ValueError(f"{greedy_file}: has {len(kw['greedy'])} records of the {len(problems)} problems")
     gen = NativeGenerator(str(model_dir), device="cpu", cpu_threads=1)
     try:
         summary, files = diagnose(gen, problems, **kw)

@@ -155,3 +155,40 @@ def pair_checker(data: Path, iterations: int):
                 C.analyze_step(prob, left, next_step_body(pair["rejected"], l)).correct)
 
     return check
+
+
+def diagnostics_section(d: Mapping[str, Any]) -> list[str]:
+    """report.md lines for M1's pre-registered diagnostics (``diagnostics.json`` of
+    :mod:`psr.bags.diagnostics`)."""
+    a, b = d["a_headroom"], d["b_gap"]
+    h = b.get("at_first_wrong_steps", {})
+    ok = lambda x: "met" if x else "missed"  # noqa: E731
+    return [
+        "", "## Pre-registered diagnostics of M1 (psr.bags.diagnostics)", "",
+        "| diagnostic | measured | target | |", "|---|---|---|---|",
+        f"| (a) headroom: greedy failures with a correct candidate among {a['width']} at the first wrong step "
+        f"| {a['with_correct']} / {a['failures']} = {a['share_with_correct']}% | >= {a['target']}% | {ok(a['pass'])} |",
+        f"| (b) gap: judge accuracy on {b['pairs']} (correct, wrong) pairs of M1's own candidates, both orders "
+        f"| {b['judge_accuracy']}% (both orders right {b['both_orders_right']}%) | >= {b['target']}% | {ok(b['pass'])} |",
+        f"| M1's greedy step accuracy on those {b['states_with_pairs']} states (of {b['states']}) "
+        f"| {b['greedy_step_accuracy_on_those']}% | | |",
+        f"| judge accuracy at the first wrong step of greedy failures | {h.get('judge_accuracy')}% on {h.get('pairs')} pairs | | |",
+        "",
+    ]
+
+
+def add_diagnostics_to_report(out: Path, diagnostics_file: Path) -> bool:
+    """Append :func:`diagnostics_section` to ``out/report.md`` and put the summary under
+    ``diagnostics_M1`` in ``out/report.json``; False when the file is absent."""
+    import json
+
+    if not Path(diagnostics_file).is_file():
+        return False
+    d = json.loads(Path(diagnostics_file).read_text())
+    md = Path(out) / "report.md"
+    md.write_text(md.read_text().rstrip("\n") + "\n" + "\n".join(diagnostics_section(d)))
+    rj = Path(out) / "report.json"
+    data = json.loads(rj.read_text())
+    data["diagnostics_M1"] = d
+    rj.write_text(json.dumps(data, indent=1))
+    return True
