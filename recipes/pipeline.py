@@ -488,6 +488,20 @@ class Pipeline:
                 self.run_recipe(f"tts_M{k}", "eval", c.eval, base + ["mode=tts", *bench, *lim])
             if self.arith and c.eval_headroom and k >= 1:
                 self.stage_headroom(k)
+            if self.bags and c.eval_headroom and k == 1:
+                self.stage_diagnose()
+
+    def stage_diagnose(self) -> None:
+        """diagnose_M1 (source=bags): the pre-registered diagnostics (a) headroom and (b) the
+        generation-verification gap of M1 (python -m psr.bags diagnose; docs/bags.md)."""
+        stage = "diagnose_M1"
+        args = [sys.executable, "-m", "psr.bags", "diagnose", "--model", str(self.model(1)),
+                "--problems", str(self.data / "problems_test.jsonl"), "--out", str(self.stages / stage),
+                "--greedy", str(self.stages / "eval_M1" / "arith" / "items.jsonl"), "--seed", str(self.cfg.seed)]
+        if self.cfg.print_commands:
+            return self.print_command(stage, shlex.join(args))
+        if not self.done(stage):
+            self.run_process(stage, "psr.bags diagnose", args)
 
     @staticmethod
     def stage_config(spec: Any) -> Any:
@@ -553,6 +567,10 @@ class Pipeline:
         t0 = time.time()
         path = write_report(self.out, self.cfg.iterations, pair_checker=self.pair_checker() if self.arith else None,
                             judge="the exact checker (diagnostic: checker_judge=true)" if self.cfg.checker_judge else None)
+        if self.bags:
+            from psr.bags.pipeline import add_diagnostics_to_report
+
+            add_diagnostics_to_report(self.out, self.stages / "diagnose_M1" / "diagnostics.json")
         self.timings["report"] = round(time.time() - t0, 1)
         (self.out / "timings.json").write_text(json.dumps(self.timings, indent=1))
         return path

@@ -90,7 +90,7 @@ def _acc(rows: Sequence[dict]) -> dict:
 
 def gap(gen: Any, problems: Sequence[Problem], width: int = 6, temperature: float = 0.5, top_p: float = 0.95,
         seed: int = 0, pairs_per_state: int = 2, max_new_tokens_step: int = 32,
-        judge_max_new_tokens: int = 96) -> tuple[dict, list[dict]]:
+        judge_max_new_tokens: int = 160) -> tuple[dict, list[dict]]:
     """(b) on the reference-prefix states of ``problems`` (module docstring)."""
     states = [(p, list(p.steps[: l - 1]), l) for p in problems for l in range(1, p.n_pairs + 2)]
     ps = [policy_prompt(gen.tokenizer, p.question) + format_steps(prev) for p, prev, _ in states]
@@ -123,7 +123,7 @@ def gap(gen: Any, problems: Sequence[Problem], width: int = 6, temperature: floa
 
 
 def diagnose(gen: Any, problems: Sequence[Problem], width: int = 6, temperature: float = 0.5, top_p: float = 0.95,
-             seed: int = 0, max_new_tokens_step: int = 32, judge_max_new_tokens: int = 96,
+             seed: int = 0, max_new_tokens_step: int = 32, judge_max_new_tokens: int = 160,
              greedy: Sequence[dict] | None = None) -> tuple[dict, dict[str, list]]:
     """(a) and (b) of the module docstring; ``greedy``: the model's greedy records (None: generated)."""
     greedy = list(greedy) if greedy is not None else greedy_records(gen, problems)

@@ -93,23 +93,40 @@ def test_judgment_checks_by_adding_and_ends_in_the_checker_verdict():
     p = hand()
     v, text = judge_explanation(p, [], "Step 1: Bag 1: 13 + 36 = 50 grams.", "Step 1: Bag 1: 13 + 37 = 50 grams.",
                                 random.Random(0))
-    assert v == "B" and text.startswith("Need 50. Assistant A: 13 + 36 = 49, not 50. Wrong. Assistant B: 13 + 37 = 50. Correct.")
+    assert v == "B" and text.startswith("Need 50. Assistant A: 13 + 36: 3 + 6 = 9, 1 + 3 = 4, so 49, not 50. Wrong. "
+                                        "Assistant B: 13 + 37: 3 + 7 = 10, 1 + 3 + 1 = 5, so 50. Correct.")
     assert text.endswith("[[B]]")
     v, text = judge_explanation(p, ["Bag 1: 13 + 37 = 50 grams."], "Bag 2: 22 + 37 = 59.", "Bag 2: 28 + 22 = 50.")
-    assert v == "B" and "22 + 37 = 59, not 50. Wrong." in text
+    assert v == "B" and "22 + 37: 2 + 7 = 9, 2 + 3 = 5, so 59, not 50. Wrong." in text
     v, text = judge_explanation(p, ["Bag 1: 13 + 37 = 50 grams."], "Bag 2: 13 + 37 = 50.", "Bag 2: 28 + 22 = 50.")
-    assert v == "B" and "13 + 37 = 50, but 13 is packed already. Wrong." in text
+    assert v == "B" and "so 50, but 13 is packed already. Wrong." in text
     v, text = judge_explanation(p, [], "Bag 1: 13 + 38 = 50.", "Bag 1: 28 + 22 = 50.")
-    assert v == "B" and "13 + 38 = 51, not 50. Wrong." in text
+    assert v == "B" and "so 51, not 50. Wrong." in text
     # answers are checked by subtracting from the target and looking the result up among the items
     prev = p.steps[:2]
     v, text = judge_explanation(p, prev, "The answer is \\boxed{22}.", "Only 19 is left. The answer is \\boxed{19}.")
-    assert v == "B" and "Assistant A: 50 - 22 = 28, which is an item, so 22 is not left over. Wrong." in text
-    assert "Assistant B: 50 - 19 = 31, which is not an item, so 19 is left over. Correct." in text
+    assert v == "B" and "Assistant A: 50 - 22: 10 - 2 = 8, 5 - 2 - 1 = 2, so 28, which is an item, so 22 is not left over. Wrong." in text
+    assert "Assistant B: 50 - 19: 10 - 9 = 1, 5 - 1 - 1 = 3, so 31, which is not an item, so 19 is left over. Correct." in text
     v, text = judge_explanation(p, [], "The answer is \\boxed{19}.", "Bag 1: 22 + 28 = 50.")
     assert v == "B" and "which is not an item, but not every bag is packed yet. Wrong." in text
     v, text = judge_explanation(p, [], "Bag 1: 13 + 37 = 50.", "Bag 1: 22 + 28 = 50.")
     assert v is None and "[[" not in text and text.endswith("Both are correct.")
+
+
+def test_worked_sums_and_differences_are_exact():
+    from psr.bags.teacher import worked_difference, worked_sum
+
+    assert worked_sum(37, 28) == "37 + 28: 7 + 8 = 15, 3 + 2 + 1 = 6, so 65"
+    assert worked_sum(5, 38) == "5 + 38: 5 + 8 = 13, 0 + 3 + 1 = 4, so 43"
+    assert worked_sum(150, 2) == "150 + 2 = 152"
+    assert worked_difference(50, 19) == "50 - 19: 10 - 9 = 1, 5 - 1 - 1 = 3, so 31"
+    assert worked_difference(39, 5) == "39 - 5: 9 - 5 = 4, 3 - 0 = 3, so 34"
+    for a in range(0, 100, 7):
+        for b in range(0, 100, 3):
+            assert worked_sum(a, b).endswith(f"so {a + b}")
+            assert int(worked_sum(a, b).split(", so ")[0].split(" = ")[-1]) == (a // 10 + b // 10 + (a % 10 + b % 10 >= 10))
+            if b <= a:
+                assert worked_difference(a, b).endswith(f"so {a - b}")
 
 
 def test_data_files_and_eft_records(tmp_path):
