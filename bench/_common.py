@@ -48,7 +48,9 @@ def build_bench_model(path: Path, shape: str = "4m") -> Path:
 def load_questions(n: int) -> list[dict]:
     """The first ``n`` GSM8K test questions ({id, problem, answer}) from $PSR_DATA_DIR or
     ../shared/data, else ``n`` made-up arithmetic questions."""
-    data = Path(os.environ.get("PSR_DATA_DIR", REPO.parent / "shared" / "data")) / "gsm8k" / "test.jsonl"
+    from psr.data.paths import resolve_data_dir
+
+    data = resolve_data_dir(None) / "gsm8k" / "test.jsonl"
     if data.exists():
         with data.open() as f:
             recs = [json.loads(line) for _, line in zip(range(n), f)]

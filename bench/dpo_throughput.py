@@ -32,7 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from psr.data.pairs import pair_from_record, tiny_pairs  # noqa: E402
+from psr.data.pairs import pair_from_record  # noqa: E402
+from psr.testing import tiny_pairs  # noqa: E402
 from psr.training.dpo import collate_pairs, dpo_loss, forward_logps, tokenize_pairs  # noqa: E402
 from psr.training.forward import labeled_logits  # noqa: E402
 from psr.training.losses import IGNORE_INDEX, sft_loss  # noqa: E402

@@ -155,23 +155,39 @@ def main() -> None:
 
 
 def load_native_version(spec: str):
-    """psr.generation.native as of a file path or a git revision, as a separate module."""
+    """psr.generation.native as of a file path or a git revision, as a separate module.
+
+    For a git revision, the engine's other parts (sampling.py, kv_cache.py, split out of
+    native.py) are taken from the same revision where it has them, so that the whole engine is
+    the old one; a file path brings only that file (its imports resolve to this checkout)."""
     import importlib.util
     import subprocess
     import tempfile
 
+    def load(name: str, path: Path):
+        mod_spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(mod_spec)
+        sys.modules[name] = mod  # dataclasses look their module up
+        mod_spec.loader.exec_module(mod)
+        return mod
+
     path = Path(spec)
-    if not path.is_file():
-        src = subprocess.run(["git", "show", f"{spec}:psr/generation/native.py"], check=True,
-                             capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent).stdout
-        path = Path(tempfile.mkdtemp(prefix="psr_native_")) / "native_baseline.py"
-        path.write_text(src)
-    name = "psr_native_baseline"
-    mod_spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(mod_spec)
-    sys.modules[name] = mod  # dataclasses look their module up
-    mod_spec.loader.exec_module(mod)
-    return mod
+    if path.is_file():
+        return load("psr_native_baseline", path)
+    root = Path(__file__).resolve().parent.parent
+    src = subprocess.run(["git", "show", f"{spec}:psr/generation/native.py"], check=True,
+                         capture_output=True, text=True, cwd=root).stdout
+    tmp = Path(tempfile.mkdtemp(prefix="psr_native_"))
+    for part in ("sampling", "kv_cache"):
+        got = subprocess.run(["git", "show", f"{spec}:psr/generation/{part}.py"], capture_output=True, text=True,
+                             cwd=root)
+        if got.returncode == 0:  # the revision has this part: use its version
+            name = f"psr_native_baseline_{part}"
+            (tmp / f"{name}.py").write_text(got.stdout)
+            load(name, tmp / f"{name}.py")
+            src = src.replace(f"from psr.generation.{part} import", f"from {name} import")
+    (tmp / "native_baseline.py").write_text(src)
+    return load("psr_native_baseline", tmp / "native_baseline.py")
 
 
 def arith_stages(tok, n_policy: int = 64, n_judge: int = 16, n_eval: int = 128):

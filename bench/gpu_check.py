@@ -69,7 +69,7 @@ temp dir, removed at the end unless given or ``--keep-workdir``). Exit status 0 
 every check is ok or skipped, 1 otherwise, 2 when torch or transformers cannot be imported.
 
 Status: the CUDA path of this script has NOT run yet (no GPU was at hand when it was written);
-only the CPU dry run is tested. When it has run on a GPU, put its numbers in the README.
+only the CPU dry run is tested. When it has run on a GPU, put its numbers in docs/measurements.md.
 """
 
 from __future__ import annotations
@@ -470,7 +470,7 @@ def check_smollm2_gsm8k(ctx: Ctx) -> dict:
         from psr import grader
 
         verdicts = grader.grade_many([(r, q["answer"]) for r, q in zip(responses, questions)], workers=1,
-                                     timeout_s=5.0, benchmark="gsm8k")
+                                     timeout_s=5.0, answer_type="numeric")
         accuracy = sum(map(bool, verdicts)) / len(verdicts)
     except Exception as e:
         grader_error = f"{type(e).__name__}: {e}"
@@ -563,14 +563,14 @@ def _backend_overrides(ctx: Ctx, backend: str, recipe: str) -> list[str]:
     of the GPU's memory) and the head-dim-64 model dir."""
     if backend != "vllm":
         return [f"backend={backend}"]
-    model = [f"model_dir={_vllm_model(ctx)}"] + (["tiny_model=false"] if recipe == "eval" else [])
+    model = [f"model_dir={_vllm_model(ctx)}"] + (["tiny=false"] if recipe == "eval" else [])
     return [f"backend={backend}", *VLLM_ENGINE, *model]
 
 
 def check_search(ctx: Ctx, backend: str) -> dict:
     ov = _backend_overrides(ctx, backend, "step_search")
     if ctx.dry:
-        ov += ["questions=builtin:2", "max_iterations=2"]
+        ov += ["questions=builtin:2", "search.max_iterations=2"]
     timeout = ctx.args.vllm_timeout_s if backend == "vllm" else ctx.args.recipe_timeout_s
     out = run_recipe(ctx, f"search_{backend}", "step_search", "tiny/step_search", ov, timeout)
     s = json.loads((out / "summary.json").read_text())

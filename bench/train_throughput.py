@@ -105,7 +105,8 @@ def build_assets(work: Path, dtype: str):
     from psr.data.schemas import load_eft, load_ift
     from psr.models.hf import load_tokenizer
     from psr.models.tiny import build_tiny_model_dir
-    from psr.training.sft_data import build_sft_examples, write_tiny_sft_data
+    from psr.testing import write_tiny_sft_data
+    from psr.training.sft_data import build_sft_examples
 
     model = build_tiny_model_dir(work / "model", seed=0, hidden_size=HIDDEN, num_layers=LAYERS, num_heads=HEADS,
                                  num_kv_heads=KV_HEADS, intermediate_size=INTER)

@@ -58,19 +58,18 @@ pair id)`` -- reproducible, about half the labels A and half B, with the teacher
 that order. ``emit_both_orders=True`` writes both orders of every kept pair (each with its own
 judgment): perfectly balanced labels, twice the records.
 
-Test doubles: :class:`LengthPRM` and :class:`ScriptedTeacher` stand in for a trained PRM and a
-teacher model in tests and ``configs/tiny/eft_build.yaml``. They are not models.
+Test doubles for a trained PRM, a teacher and a policy (``LengthPRM``, ``ScriptedTeacher``,
+``tiny_generator``, used by tests and ``configs/tiny/eft_build.yaml``) live in :mod:`psr.testing`.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol, Sequence
 
-from psr.generation.base import Completion, Generator, SamplingParams
-from psr.ift import stable_hash
+from psr.generation.base import Generator, SamplingParams
+from psr.seeds import stable_hash, stable_seed
 from psr.judge import parse_verdict
 from psr.prompts import chat, judge_prompt, reasoning_prompt
 from psr.steps import (
@@ -81,8 +80,6 @@ from psr.steps import (
     next_step_stop,
     parse_steps,
 )
-
-_SEED_MOD = 2**31 - 1
 
 
 class StepScorer(Protocol):
@@ -241,7 +238,7 @@ def _aggregate(values: Sequence[float], how: str) -> float:
 
 
 def _seed(cfg: MCTSConfig, *parts: Any) -> int:
-    return stable_hash(cfg.seed, *parts) % _SEED_MOD
+    return stable_seed(cfg.seed, *parts)
 
 
 def search_trees(
@@ -425,7 +422,7 @@ def judge_pairs(
         for p, pair in enumerate(rec["pairs"]):
             for order, text in judge_prompts(teacher.tokenizer, rec["question"], pair).items():
                 prompts.append(text)
-                seeds.append(stable_hash(seed, pair["pair_id"], order) % _SEED_MOD)
+                seeds.append(stable_seed(seed, pair["pair_id"], order))
                 where.append((r, p, order))
     outs = teacher.generate(prompts, params, seeds=seeds) if prompts else []
     judged = [
@@ -493,103 +490,3 @@ def split_by_question(
         dropped += len(train) - train_size
         train = train[:train_size]
     return train, test, dropped
-
-
-# ----------------------------------------------------------------------------- test doubles
-
-
-class LengthPRM:
-    """TEST DOUBLE for a trained PRM: P("+") of a step = ``len / (len + scale)`` (characters of
-    the stripped body), so longer steps look better. Deterministic; not a model."""
-
-    name = "length-prm (test double)"
-
-    def __init__(self, scale: float = 20.0):
-        self.scale = float(scale)
-        self.calls = 0
-
-    def score_steps(self, question: str, steps: Sequence[str]) -> list[float]:
-        self.calls += 1
-        return [len(s.strip()) / (len(s.strip()) + self.scale) for s in steps]
-
-    def close(self) -> None:
-        pass
-
-
-_CTX_RE = re.compile(r"\[Question and Intermediate Reasoning Steps Provided\]\n(.*?)\n\[The Start of Assistant A", re.S)
-_A_RE = re.compile(r"\[The Start of Assistant A’s Next Reasoning Step\]\n(.*?)\n\[The End of Assistant A", re.S)
-_B_RE = re.compile(r"\[The Start of Assistant B’s Next Reasoning Step\]\n(.*?)\n\[The End of Assistant B", re.S)
-
-
-class ScriptedTeacher:
-    """TEST DOUBLE for a teacher model judging Figure 5 prompts (a Generator; not a model).
-
-    ``mode``:
-      * ``prm``: prefers the candidate ``prm`` (default :class:`LengthPRM`) scores higher, in
-        both orders → pairs are kept;
-      * ``anti_prm``: prefers the lower one → consistent but ``prm_disagree``;
-      * ``always_a``: position-biased, says ``[[A]]`` → ``inconsistent``;
-      * ``none``: no verdict → ``unparseable``;
-      * ``mixed``: one of the four above per pair, by :meth:`mode_for` (a hash of the two
-        candidate texts, the same for both orders), so every filter gets work.
-    """
-
-    name = "scripted-teacher"
-    version = "test-double"
-    tokenizer = None
-    MODES = ("prm", "always_a", "anti_prm", "none")
-
-    def __init__(self, mode: str = "prm", prm: Any = None, seed: int = 0):
-        if mode not in self.MODES + ("mixed",):
-            raise ValueError(f"ScriptedTeacher mode must be one of {self.MODES + ('mixed',)}, got {mode!r}")
-        self.mode = mode
-        self.prm = prm or LengthPRM()
-        self.seed = seed
-        self.calls = 0
-        self.n_prompts = 0
-
-    def mode_for(self, step_a: str, step_b: str) -> str:
-        if self.mode != "mixed":
-            return self.mode
-        key = sorted([_fold(step_a), _fold(step_b)])
-        return self.MODES[stable_hash(self.seed, *key) % len(self.MODES)]
-
-    def _judge(self, prompt: str) -> str:
-        ctx, a, b = _CTX_RE.search(prompt), _A_RE.search(prompt), _B_RE.search(prompt)
-        if not (ctx and a and b):
-            return "I cannot find two steps to compare."
-        a_text, b_text = a.group(1), b.group(1)
-        mode = self.mode_for(a_text, b_text)
-        if mode == "none":
-            return "Both steps have merits; I cannot decide."
-        if mode == "always_a":
-            return "Assistant A's step is better. [[A]]"
-        question = ctx.group(1)
-        l = int(re.match(r"Step (\d+):", a_text).group(1)) if re.match(r"Step (\d+):", a_text) else 1
-        sa = self.prm.score_steps(question, [next_step_body(a_text, l)])[-1]
-        sb = self.prm.score_steps(question, [next_step_body(b_text, l)])[-1]
-        a_wins = sa >= sb if mode == "prm" else sa < sb
-        who = "A" if a_wins else "B"
-        return f"Assistant {who}'s step is {'more' if mode == 'prm' else 'less'} detailed and correct. [[{who}]]"
-
-    def generate(self, prompts, params: SamplingParams, stops=None, seeds=None) -> list[list[Completion]]:
-        self.calls += 1
-        self.n_prompts += len(prompts)
-        out = []
-        for p in prompts:
-            text = self._judge(p)
-            out.append([Completion(text=text, n_tokens=len(text.split()) + 1, finish_reason="eos")] * params.n)
-        return out
-
-    def close(self) -> None:
-        pass
-
-
-def tiny_generator(model_dir: str, backend: str = "native", seed: int = 0, **kwargs: Any) -> Generator:
-    """A random tiny model (built at ``model_dir`` if missing, see psr.models.tiny) behind
-    ``make_generator`` — the policy of ``configs/tiny``."""
-    from psr.generation.factory import make_generator
-    from psr.models.tiny import build_tiny_model_dir
-
-    build_tiny_model_dir(model_dir, seed=seed)
-    return make_generator(backend, str(model_dir), **kwargs)

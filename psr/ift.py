@@ -45,15 +45,13 @@ Rejection reasons (``REJECT_REASONS``) are written with each rejected record.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
-from psr.generation.base import Completion, SamplingParams
-from psr.steps import format_steps, parse_steps
+from psr.boxes import boxed_spans, last_boxed  # noqa: F401  (last_boxed: part of this module's API)
+from psr.steps import parse_steps
 
 # The final answer appended to a GSM8k-style solution's last step (rules mode, and teacher
 # outputs that reproduce a solution without a boxed answer exactly).
@@ -91,29 +89,6 @@ def split_hash_answer(solution: str) -> tuple[str, Optional[str]]:
     if not found:
         return solution, None
     return _HASH_ANSWER_RE.sub("", solution).rstrip(), found[-1]
-
-
-def boxed_spans(text: str) -> list[tuple[int, int, int, int]]:
-    r"""``(start, content_start, content_end, end)`` of each complete ``\boxed{..}`` (nested braces)."""
-    out = []
-    for m in _BOXED_RE.finditer(text):
-        depth = 1
-        for i in range(m.end(), len(text)):
-            ch = text[i]
-            if ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    out.append((m.start(), m.end(), i, i + 1))
-                    break
-    return out
-
-
-def last_boxed(text: str) -> Optional[str]:
-    r"""The content of the last complete ``\boxed{..}`` of ``text``."""
-    spans = boxed_spans(text)
-    return text[spans[-1][1] : spans[-1][2]] if spans else None
 
 
 def _squash(text: str) -> str:
@@ -329,77 +304,3 @@ def check_teacher_output(
     if numbers != list(range(1, len(numbers) + 1)):
         return SplitCheck(False, reason="bad_numbering", detail=f"step numbers {numbers[:20]}")
     return check_split(parse_steps(text), original, gold_answer)
-
-
-# ----------------------------------------------------------------------------- data paths
-
-
-def resolve_data_path(path: str, data_dir: Optional[str] = None) -> Path:
-    """An input file: absolute, or an existing path relative to the current directory, or
-    relative to the data dir (``data_dir`` when given, else ``$PSR_DATA_DIR``, else
-    ``../shared/data``; a relative data dir is taken from the repository root)."""
-    p = Path(path)
-    if p.is_absolute():
-        return p
-    if p.exists():
-        return p.resolve()
-    base = data_dir or os.environ.get("PSR_DATA_DIR") or "../shared/data"
-    b = Path(base)
-    if not b.is_absolute():
-        from psr.config import REPO_ROOT
-
-        b = (REPO_ROOT / b).resolve()
-    return b / p
-
-
-def stable_hash(*parts: Any) -> int:
-    """A 63-bit hash of ``parts`` that is the same in every process (unlike ``hash``)."""
-    h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
-    return int.from_bytes(h[:8], "little") >> 1
-
-
-# ----------------------------------------------------------------------------- test double
-
-
-_FIG3_SOL_RE = re.compile(
-    r"\[The Start of Solution Provided\]\n(.*)\n\[The End of Solution Provided\]", re.DOTALL
-)
-
-
-class ScriptedSplitTeacher:
-    """TEST DOUBLE: a Generator that answers the Figure 3 prompt by dividing the solution with
-    :func:`rules_segment` (so a GSM8k solution comes back without a boxed answer, which the
-    validator then appends from the gold answer), after an optional ``preamble``.
-
-    ``alter``: a set of substrings; a solution containing one of them gets its first digit
-    changed (an unfaithful split that the validator must reject). Used by the tests and by
-    ``configs/tiny/ift_build.yaml``'s teacher variant; not a model.
-    """
-
-    name = "scripted-split-teacher"
-    version = "test-double"
-    tokenizer = None
-
-    def __init__(self, alter: Sequence[str] = (), preamble: str = ""):
-        self.alter = list(alter)
-        self.preamble = preamble
-        self.calls = 0
-
-    def generate(self, prompts, params: SamplingParams, stops=None, seeds=None):
-        self.calls += 1
-        out = []
-        for p in prompts:
-            m = _FIG3_SOL_RE.search(p)
-            sol = m.group(1) if m else ""
-            steps = rules_segment(sol)
-            if any(a in sol for a in self.alter):  # change the first digit of the solution
-                for k, s in enumerate(steps):
-                    if re.search(r"\d", s):
-                        steps[k] = re.sub(r"\d", lambda d: str((int(d.group()) + 1) % 10), s, count=1)
-                        break
-            text = self.preamble + format_steps(steps)
-            out.append([Completion(text=text, n_tokens=len(text.split()), finish_reason="eos")] * params.n)
-        return out
-
-    def close(self) -> None:
-        pass

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
-from psr.config import ConfigError
+from psr.errors import ConfigError
 
 MANIFEST = "manifest.json"
 
@@ -49,7 +49,7 @@ MANIFEST = "manifest.json"
 # different limit evaluates more or fewer of the same items; each item's result is its own).
 NEVER_RESULT_CHANGING = frozenset({
     "output_dir", "overwrite", "skip_bad_lines", "progress_bar", "cpu_threads", "merge_timeout_s",
-    "grader_workers", "metric_loggers", "log_every_n_steps", "resume_from_checkpoint",
+    "grader_workers", "metric_logger", "log_peak_memory_stats", "log_every_n_steps", "resume_from_checkpoint",
     "save_every_n_steps", "activation_checkpointing", "reshard_after_forward", "cpu_offload", "hybrid_shard",
     "max_shard_size", "retry_failed", "limit", "trace_judge_text", "ref_cache_dir", "ref_micro_batch_size",
     "ref_hash_weights", "micro_batch_size", "data_dir", "save_trees", "backend_kwargs",
@@ -212,7 +212,8 @@ def train_end_line(result: Any, out: Path) -> str:
     losses = list(getattr(result, "losses", []) or [])
     final = getattr(result, "final_dir", None) or (out / "final")
     loss = (f"loss {losses[0]:.4f} -> {losses[-1]:.4f} this run" if losses else "nothing left to train (already complete)")
-    return f"{result.steps} steps, {loss} -> model {final}, {out / 'metrics.jsonl'}, {out / 'train_summary.json'}"
+    metrics = getattr(result, "metrics_path", out / "metrics.jsonl")
+    return f"{result.steps} steps, {loss} -> model {final}, " + (f"{metrics}, " if metrics else "") + f"{out / 'train_summary.json'}"
 
 
 def _select(cfg: Any, key: str) -> Any:

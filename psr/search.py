@@ -52,7 +52,7 @@ Questions run in **fixed groups** of ``questions_in_flight`` consecutive questio
 the list given to :func:`run_search`). Within a group every round makes exactly two Generator
 calls: one carrying the candidate prompts of every unfinished question (``n = w`` each), then one
 carrying every judge prompt of every unfinished question. Every prompt gets its own seed, derived
-from ``(seed, question id, step, attempt[, comparison])`` by :func:`derive_seed`, so a question's
+from ``(seed, question id, step, attempt[, comparison])`` by :func:`psr.seeds.derive_seed`, so a question's
 samples do not depend on its neighbours as far as the backend is batch-invariant; and because
 groups are fixed, a resumed run (which recomputes any group that is not completely written and
 skips the ids already written) sends the backend exactly the same batches as an uninterrupted one,
@@ -76,8 +76,6 @@ Entry points: :func:`run_search` (pairs and traces, used by ``recipes/step_searc
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -86,6 +84,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 from psr.generation.base import Completion, Generator, SamplingParams
 from psr.judge import JudgePlan, judge_round, parse_verdict, plan_comparisons
 from psr.prompts import chat, judge_prompt, reasoning_prompt
+from psr.seeds import derive_seed
 from psr.steps import final_answer_reached, format_step, format_steps, next_step_body, next_step_stop
 
 log = logging.getLogger(__name__)
@@ -113,7 +112,11 @@ STAT_KEYS = (
 
 @dataclass
 class SearchConfig:
-    """Settings of the search (the paper's: width 6, T=0.5, top_p 0.95, 20 iterations)."""
+    """Settings of the search (the paper's: width 6, T=0.5, top_p 0.95, 20 iterations).
+
+    The one place these defaults live: step_search's ``search`` block, eval's ``tts`` block and
+    the pipeline read them from here (psr.config nests this dataclass in the recipes' schemas).
+    """
 
     width: int = 6  # w: candidates sampled per step
     temperature: float = 0.5  # candidate sampling temperature
@@ -123,10 +126,10 @@ class SearchConfig:
     judge_orders: int = 2  # 2: every pair judged in both A/B orders; 1: one order
     max_iterations: int = 20  # sample-and-judge rounds per question, rollbacks included
     max_steps: int = 20  # longest chain of accepted steps
-    max_new_tokens_step: int = 256
-    max_new_tokens_judge: int = 512
-    questions_in_flight: int = 16  # questions per fixed group (one Generator call per phase)
-    seed: int = 0
+    max_new_tokens_step: int = 512  # tokens per candidate step
+    max_new_tokens_judge: int = 512  # tokens per judgment (the verdict must fit)
+    questions_in_flight: int = 32  # questions per fixed group (one Generator call per phase)
+    seed: int = 0  # the recipes set it to their top-level seed (${seed})
     mode: str = "pairs"  # "pairs" (preference data) or "tts" (test-time scaling answers)
     rollback_on_tie: Optional[bool] = None  # None: True for pairs, False for tts
     rollback_on_identical: bool = True  # False: w identical candidates keep the step (no pair)
@@ -196,12 +199,6 @@ def as_question(q: Any, index: int) -> Question:
         meta = {k: v for k, v in q.items() if k not in ("id", "problem", "question")}
         return Question(id=str(qid), text=text, meta=meta)
     raise TypeError(f"question #{index}: expected str, dict or Question, got {type(q).__name__}")
-
-
-def derive_seed(base: int, *parts: Any) -> int:
-    """A 31-bit seed from ``base`` and ``parts`` (stable across processes and Python versions)."""
-    h = hashlib.sha256(json.dumps([int(base), *[str(p) for p in parts]]).encode()).digest()
-    return int.from_bytes(h[:8], "little") & 0x7FFFFFFF
 
 
 @dataclass

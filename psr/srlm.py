@@ -41,7 +41,7 @@ correctness is known (a PRM, the teacher, or the arith world's checker decided i
 a correct solution, 2 for a wrong one, with a short fixed justification; the paper does not say
 how its SRLM EFT data was made (recipes/srlm_search.py's docstring lists the choices).
 
-Determinism: every prompt has its own seed (:func:`psr.search.derive_seed` of ``(seed, question
+Determinism: every prompt has its own seed (:func:`psr.seeds.derive_seed` of ``(seed, question
 id, "srlm_policy")`` and ``(seed, question id, "srlm_judge", i)``), and questions run in fixed
 groups of ``questions_in_flight`` (two Generator calls per group: all solutions, then all scoring
 prompts), so a resumed run sends the backend the same batches as an uninterrupted one.
@@ -58,7 +58,8 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from psr.generation.base import Completion, Generator, SamplingParams
 from psr.prompts import chat, fill, reasoning_prompt
-from psr.search import Question, derive_seed, run_in_groups, summary_head
+from psr.search import Question, run_in_groups, summary_head
+from psr.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import re
 
+from psr.boxes import has_boxed
+
 # "Step 12:" at the start of the text or after whitespace; tolerant of "Step  3 :".
 _HEADER_RE = re.compile(r"(?:(?<=\s)|^)Step[ \t]+(\d+)[ \t]*:", re.IGNORECASE)
-_BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 
 def parse_steps(text: str) -> list[str]:
@@ -96,14 +97,6 @@ def next_step_body(generated: str, l: int) -> str:
 
 
 def final_answer_reached(step: str) -> bool:
-    r"""True when ``step`` contains a complete ``\boxed{...}`` (or ``\fbox{...}``)."""
-    for m in _BOXED_RE.finditer(step):
-        depth = 1
-        for ch in step[m.end() :]:
-            if ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    return True
-    return False
+    r"""True when ``step`` contains a complete ``\boxed{...}`` (or ``\fbox{...}``; see
+    :mod:`psr.boxes` for what counts)."""
+    return has_boxed(step)

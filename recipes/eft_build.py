@@ -19,8 +19,9 @@ Components (each a ``_component_`` block, built only when its stage has work lef
     teacher  a Generator that judges (a local model, or psr.generation.http.HttpGenerator)
 
 Stages (the MCTS, pair rules and filters are documented in psr/eft.py):
-    1. search   per question: step-level MCTS (num_iterations, simulation_depth, temperature,
-                top_p, expand_width, ...), best/worst pairs with gap > pair_margin
+    1. search   per question: step-level MCTS (the ``mcts`` block, psr.eft.MCTSConfig:
+                mcts.num_iterations, mcts.simulation_depth, mcts.temperature, mcts.expand_width, ...),
+                best/worst pairs with gap > pair_margin
                 -> work/trees.rank<r>.jsonl
     2. judge    both orders of every pair through the teacher; status kept / unparseable /
                 inconsistent / prm_disagree                  -> work/judged.rank<r>.jsonl
@@ -36,8 +37,9 @@ Resumable: each question's tree and each question's judgments are appended (and 
 soon as they are done; a restarted run skips the question ids already in work/ and redoes
 only stage 3 (cheap). ``manifest.json`` records the settings and the identity of the input file
 and of the component model dirs (psr/outputs.py): a re-run with other ones is refused with the
-keys that differ (``overwrite=true`` replaces the dir). A ``psr.eft.tiny_generator`` policy
-builds its model only under output_dir; an existing model dir is used read-only. Trees use per-node seeds, so a resumed search rebuilds the same trees.
+keys that differ (``overwrite=true`` replaces the dir). ``tiny=true`` (configs/tiny) makes a policy
+block without a ``_component_`` a random tiny model (psr.testing.tiny_generator) built only under
+output_dir (default output_dir/tiny_model); an existing model dir is used read-only. Trees use per-node seeds, so a resumed search rebuilds the same trees.
 With torchrun each rank searches and judges the questions whose id hashes to it.
 """
 
@@ -56,8 +58,9 @@ from tqdm import tqdm
 
 from psr import distributed as D
 from psr import outputs as O
-from psr.config import ConfigError, instantiate, recipe_main
+from psr.config import ConfigError, instantiate, recipe_main, settings
 from psr.data.jsonl import DataError, JsonlAppender, iter_jsonl, read_jsonl_tolerant, write_jsonl
+from psr.data.paths import resolve_data_path
 from psr.eft import (
     JUDGE_REMOVALS,
     PAIR_REMOVALS,
@@ -70,7 +73,7 @@ from psr.eft import (
     tree_record,
 )
 from psr.generation.base import SamplingParams
-from psr.ift import resolve_data_path, stable_hash
+from psr.seeds import stable_hash
 
 
 @dataclass
@@ -87,25 +90,21 @@ class EftBuildConfig(O.RunKeys):
     limit: Optional[int] = None
     # The three components (see the module docstring).
     policy: Any = field(default_factory=dict)
+    # true (configs/tiny, tests): a policy block without a _component_ is a random tiny model
+    # (psr.testing.tiny_generator) built at its model_dir, by default output_dir/tiny_model; the block's
+    # other keys (backend, device, dtype) go to it. A model_dir that exists is used read-only.
+    tiny: bool = False
     prm: Any = field(default_factory=dict)
     teacher: Any = field(default_factory=dict)
-    # --- MCTS (paper: simulation_depth=3, num_iterations=100, T=0.7, top_p=0.95) ---
-    num_iterations: int = 100
-    simulation_depth: int = 3
-    temperature: float = 0.7
-    top_p: float = 0.95
-    # Candidate next steps sampled per expansion (the size of a sibling set before dedup).
-    expand_width: int = 4
-    # UCT exploration constant c in Q + c * sqrt(ln N_parent / N_child).
-    exploration_constant: float = 1.0
-    # How a new child's value combines its P("+") with its rollout's: min | mean | last.
-    rollout_value: str = "min"
-    # A solution stops at this many steps.
-    max_depth: int = 12
-    # Tokens per generated step.
-    max_new_tokens: int = 256
-    # Questions whose trees advance together (the policy batch is this x expand_width).
-    questions_in_flight: int = 32
+    # The MCTS (paper: simulation_depth=3, num_iterations=100, T=0.7, top_p=0.95): psr.eft.MCTSConfig
+    # with its defaults -- mcts.num_iterations, mcts.simulation_depth, mcts.temperature, mcts.top_p,
+    # mcts.expand_width (candidate next steps per expansion, before dedup), mcts.exploration_constant
+    # (UCT c in Q + c * sqrt(ln N_parent / N_child)), mcts.rollout_value (how a new child's value
+    # combines its P("+") with its rollout's: min | mean | last), mcts.max_depth (a solution stops
+    # at this many steps), mcts.max_new_tokens (tokens per generated step), mcts.questions_in_flight
+    # (questions whose trees advance together; the policy batch is this x expand_width).
+    # mcts.seed follows `seed`.
+    mcts: MCTSConfig = field(default_factory=lambda: MCTSConfig(seed="${seed}"))  # type: ignore[arg-type]
     # --- pairs ---
     # A sibling set gives a pair when P+(best) - P+(worst) > pair_margin.
     pair_margin: float = 0.3
@@ -133,7 +132,22 @@ class EftBuildConfig(O.RunKeys):
     seed: int = 0
 
 
+TINY_POLICY = "psr.testing.tiny_generator"
+
+
+def _fill_tiny_policy(cfg) -> None:
+    """tiny=true: the policy block's _component_ (unset) is TINY_POLICY, its model_dir (unset)
+    output_dir/tiny_model."""
+    if not cfg.tiny:
+        return
+    if not cfg.policy or "_component_" not in cfg.policy:
+        OmegaConf.update(cfg, "policy._component_", TINY_POLICY, force_add=True)
+    if cfg.policy["_component_"] == TINY_POLICY and not cfg.policy.get("model_dir"):
+        OmegaConf.update(cfg, "policy.model_dir", str(Path(cfg.output_dir) / "tiny_model"), force_add=True)
+
+
 def validate(cfg) -> None:
+    _fill_tiny_policy(cfg)
     for key in ("policy", "prm", "teacher"):
         node = cfg[key]
         if not (node and "_component_" in node):
@@ -145,29 +159,27 @@ def validate(cfg) -> None:
     if cfg.pair_margin < 0:
         raise ConfigError(f"pair_margin must be >= 0, got {cfg.pair_margin}")
     O.check_output_dir(cfg.output_dir)
-    O.check_positive(cfg, "num_iterations", "simulation_depth", "expand_width", "max_depth", "max_new_tokens",
-                     "questions_in_flight", "judge_batch_pairs", "judge_max_new_tokens")
-    O.check_non_negative(cfg, "max_pairs_per_question", "exploration_constant")
-    O.check_temperature(cfg, "temperature", "judge_temperature")
-    O.check_probability(cfg, "top_p", "judge_top_p", open_low=True)
+    O.check_positive(cfg, *(f"mcts.{k}" for k in ("num_iterations", "simulation_depth", "expand_width", "max_depth",
+                                                    "max_new_tokens", "questions_in_flight")),
+                     "judge_batch_pairs", "judge_max_new_tokens")
+    O.check_non_negative(cfg, "max_pairs_per_question", "mcts.exploration_constant")
+    O.check_temperature(cfg, "mcts.temperature", "judge_temperature")
+    O.check_probability(cfg, "mcts.top_p", "judge_top_p", open_low=True)
 
 
 def check_inputs(cfg) -> None:
     """The input file and the component model dirs, before anything is loaded or written. A
-    model dir under output_dir is this run's own (psr.eft.tiny_generator builds it there); any
+    model dir under output_dir is this run's own (psr.testing.tiny_generator builds it there); any
     other is an input: it must be a model dir, and it is only read."""
-    O.check_input_file(resolve_data_path(cfg.input, cfg.data_dir), "input")
+    O.check_input_file(resolve_data_path(cfg.input, cfg.data_dir, key="input"), "input")
     for key, path in component_model_dirs(cfg).items():
         if _in_output(cfg, path):
             continue
-        if cfg[key.split(".")[0]]["_component_"] == "psr.eft.tiny_generator" and not Path(path).exists():
-            raise ConfigError(f"{key}={path}: does not exist; psr.eft.tiny_generator builds a tiny model only "
+        if cfg[key.split(".")[0]]["_component_"] == TINY_POLICY and not Path(path).exists():
+            raise ConfigError(f"{key}={path}: does not exist; {TINY_POLICY} builds a tiny model only "
                               "under output_dir (e.g. ${output_dir}/tiny_model), an existing dir is used read-only")
         O.check_model_dir(path, key)
-    try:
-        mcts_config(cfg)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    mcts_config(cfg)
 
 
 def component_model_dirs(cfg) -> dict[str, str]:
@@ -185,11 +197,11 @@ def _in_output(cfg, path: str) -> bool:
 
 
 def mcts_config(cfg) -> MCTSConfig:
-    return MCTSConfig.from_mapping(OmegaConf.to_container(cfg, resolve=True))
+    return settings(MCTSConfig, cfg.mcts, "mcts")
 
 
 def load_questions(cfg) -> list[tuple[str, str]]:
-    path = resolve_data_path(cfg.input, cfg.data_dir)
+    path = resolve_data_path(cfg.input, cfg.data_dir, key="input")
     out, seen = [], {}
     for line, rec in iter_jsonl(path, required=[cfg.id_key, cfg.question_key]):
         if cfg.limit is not None and len(out) >= cfg.limit:
@@ -255,8 +267,8 @@ def search_stage(cfg, questions: list[tuple[str, str]], work: Path) -> None:
     prm = instantiate(cfg.prm)
     bar = tqdm(total=len(todo), desc="eft_build search", disable=not D.is_rank0(), dynamic_ncols=True)
     with JsonlAppender(work / f"trees.rank{rank}.jsonl") as w:
-        for k in range(0, len(todo), cfg.questions_in_flight):
-            chunk = todo[k : k + cfg.questions_in_flight]
+        for k in range(0, len(todo), cfg.mcts.questions_in_flight):
+            chunk = todo[k : k + cfg.mcts.questions_in_flight]
             for tree in search_trees(policy, prm, chunk, mcts):
                 pairs, counts = select_pairs(tree, cfg.pair_margin, cfg.max_pairs_per_question)
                 w.write(tree_record(tree, pairs, counts, cfg.save_trees))
@@ -376,7 +388,7 @@ def _main(cfg) -> dict:
     dirs = {k: p for k, p in component_model_dirs(cfg).items() if k.split(".")[0] not in done_stages}
     O.claim_output_dir(
         "eft_build", cfg, models={k: p for k, p in dirs.items() if not _in_output(cfg, p)},
-        inputs={"input": resolve_data_path(cfg.input, cfg.data_dir)},
+        inputs={"input": resolve_data_path(cfg.input, cfg.data_dir, key="input")},
         ignore={"input", *component_model_dirs(cfg), "judge_batch_pairs", *done_stages},
         data_dirs={"data_dir": cfg.data_dir} if cfg.data_dir else None,
         extra={k: ("built in output_dir" if _in_output(cfg, p) else "model dir") for k, p in dirs.items()},

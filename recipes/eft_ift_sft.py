@@ -31,7 +31,8 @@ reading); ``length_grouped`` batches similar lengths together (no packing: witho
 variable-length attention kernels packed examples would attend to each other).
 
 Outputs (in output_dir): epoch_<e>/ (and step_<n>/) HF model dirs, final -> the last one,
-resume_state/, metrics.jsonl (loss, lr, grad_norm, tokens_per_second per step),
+resume_state/, metrics.jsonl (loss, lr, grad_norm, tokens_per_second(_per_gpu), peak_memory_* per
+step; ``metric_logger._component_=`` picks another logger, e.g. torchtune's WandBLogger),
 train_summary.json (example counts, truncated/dropped, steps, final loss).
 """
 
@@ -52,7 +53,7 @@ from psr.models.hf import load_tokenizer
 from psr.training.forward import labeled_logits
 from psr.training.losses import sft_loss
 from psr.training.loop import TrainConfig, setup_from_config, train
-from psr.training.sft_data import build_sft_examples, collate_sft, mixture_indices, write_tiny_sft_data
+from psr.training.sft_data import build_sft_examples, collate_sft, mixture_indices
 
 
 @dataclass
@@ -126,6 +127,7 @@ def _prepare_tiny(cfg: Any) -> dict:
 def _build_tiny(cfg: Any, built: dict) -> None:
     if D.is_rank0():
         from psr.models.tiny import build_tiny_model_dir
+        from psr.testing import write_tiny_sft_data
 
         if built["model"]:
             build_tiny_model_dir(cfg.model_dir, seed=cfg.seed)

@@ -22,9 +22,13 @@ Outputs (in ``output_dir``):
 Re-runs: ``manifest.json`` records the settings, the model's identity and the benchmark files'
 (psr/outputs.py). The same command again skips the items already written, so a killed run
 continues where it stopped (``limit`` may grow); a re-run with other settings or another model is
-refused with the keys that differ (``overwrite=true`` replaces the dir). With ``tiny_model=true``
-the model is built only under output_dir; a model_dir elsewhere is an input, read-only. With torchrun every rank evaluates its own shard of the items (data parallel, each rank
-with its own generator) and rank 0 merges the shards and writes the summary.
+refused with the keys that differ (``overwrite=true`` replaces the dir). With ``tiny=true``
+(configs/tiny) a random tiny model is built under output_dir (at ``model_dir`` when it lies there,
+else at output_dir/tiny_model when ``model_dir`` is unset); a model_dir elsewhere is an input,
+read-only. ``mode=tts`` searches with the ``tts`` block: psr.search.SearchConfig and its defaults
+(``tts.width=4``, ``tts.max_new_tokens_step=256``, ...). With torchrun every rank evaluates its
+own shard of the items (data parallel, each rank with its own generator) and rank 0 merges the
+shards and writes the summary.
 """
 
 from __future__ import annotations
@@ -39,11 +43,13 @@ from omegaconf import MISSING, OmegaConf
 from tqdm import tqdm
 
 from psr import distributed as D
-from psr.config import ConfigError, recipe_main
+from psr.config import ConfigError, recipe_main, settings
 from psr import outputs as O
 from psr.data.jsonl import JsonlAppender, read_jsonl, read_jsonl_tolerant, write_jsonl
 from psr.judge import parse_verdict
 from psr.prompts import chat, judge_prompt, reasoning_prompt
+from psr.search import SearchConfig
+from psr.seeds import item_seed
 from psr.steps import parse_steps
 
 # The plain chain-of-thought prompt of the Qwen2.5-Math evaluation toolkit ("cot" prompt type).
@@ -53,11 +59,12 @@ COT_PROMPT = "{problem}\nPlease reason step by step, and put your final answer w
 @dataclass
 class EvalConfig(O.RunKeys):
     output_dir: str = MISSING
-    # HF model dir to evaluate (an input: read-only).
-    model_dir: str = MISSING
-    # Build a random tiny model at model_dir when it does not exist and lies under output_dir
-    # (tests, configs/tiny only); an existing model_dir is used as is, read-only.
-    tiny_model: bool = False
+    # HF model dir to evaluate (an input: read-only). Unset with tiny=true: output_dir/tiny_model.
+    model_dir: Optional[str] = None
+    # true (configs/tiny, tests): build a random tiny model under output_dir (at model_dir when it
+    # does not exist and lies under output_dir, else at output_dir/tiny_model when model_dir is
+    # unset); an existing model_dir is used as is, read-only.
+    tiny: bool = False
     # greedy: benchmarks, one sample per item (temperature 0 by default); judge: verdict accuracy
     # on eft_test (paper Table 3); tts: test-time scaling with the model's own step judgments (Table 5).
     mode: str = "greedy"
@@ -84,17 +91,19 @@ class EvalConfig(O.RunKeys):
     # mode=judge: EFT test jsonl (question, prev_steps, step_a, step_b, label).
     eft_test: Optional[str] = None
     judge_max_new_tokens: int = 512
-    # mode=tts: search settings (paper §5.2: 6 samples per step at T=0.5, best by own judgments).
-    tts: Any = field(
-        default_factory=lambda: {"width": 6, "temperature": 0.5, "top_p": 0.95, "judge_orders": 2,
-                                 "max_iterations": 20, "max_steps": 20, "max_new_tokens_step": 512,
-                                 "max_new_tokens_judge": 512, "questions_in_flight": 32}
-    )
+    # mode=tts: the search (paper §5.2: 6 samples per step at T=0.5, best by own judgments),
+    # psr.search.SearchConfig with its defaults (tts.width, tts.max_new_tokens_step, ...; tts.mode
+    # stays tts); tts.seed follows `seed`.
+    tts: SearchConfig = field(default_factory=lambda: SearchConfig(mode="tts", seed="${seed}"))  # type: ignore[arg-type]
     seed: int = 0
 
 
 def validate(cfg) -> None:
     """Every setting, before anything is loaded or written (one-line ConfigError naming the key)."""
+    if not cfg.model_dir:
+        if not cfg.tiny:
+            raise ConfigError("model_dir: required (or tiny=true to build a random tiny model)")
+        cfg.model_dir = str(Path(cfg.output_dir) / "tiny_model")  # tiny=true: built under output_dir
     if cfg.mode not in ("greedy", "judge", "tts"):
         raise ConfigError(f"mode must be greedy, judge or tts, got {cfg.mode!r}")
     if cfg.prompt not in ("psr", "cot"):
@@ -111,13 +120,13 @@ def validate(cfg) -> None:
     if not cfg.grader_timeout_s > 0:
         raise ConfigError(f"grader_timeout_s: must be > 0, got {cfg.grader_timeout_s}")
     if cfg.mode == "tts":
-        for k in ("width", "judge_orders", "max_iterations", "max_steps", "max_new_tokens_step",
-                  "max_new_tokens_judge", "questions_in_flight"):
-            if k in cfg.tts:
-                O.check_positive(cfg, f"tts.{k}")
-        O.check_temperature(cfg, "tts.temperature")
-        if "top_p" in cfg.tts:
-            O.check_probability(cfg, "tts.top_p", open_low=True)
+        O.check_positive(cfg, *(f"tts.{k}" for k in ("width", "judge_orders", "max_iterations", "max_steps",
+                                                   "max_new_tokens_step", "max_new_tokens_judge", "questions_in_flight")))
+        O.check_temperature(cfg, "tts.temperature", "tts.judge_temperature")
+        O.check_probability(cfg, "tts.top_p", "tts.judge_top_p", open_low=True)
+        if cfg.tts.mode != "tts":
+            raise ConfigError(f"tts.mode: the eval's search answers questions (tts), got {cfg.tts.mode!r}")
+        settings(SearchConfig, cfg.tts, "tts")
     if tiny_model_to_build(cfg) is None:
         O.check_model_dir(cfg.model_dir)
     if cfg.mode == "judge":
@@ -130,9 +139,9 @@ def validate(cfg) -> None:
 
 
 def tiny_model_to_build(cfg) -> Optional[Path]:
-    """The tiny model dir this run builds (tiny_model=true, model_dir missing and under
-    output_dir), else None. A missing model_dir outside output_dir is refused: inputs are read-only."""
-    if not cfg.tiny_model:
+    """The tiny model dir this run builds (tiny=true, model_dir missing and under output_dir),
+    else None. A missing model_dir outside output_dir is refused: inputs are read-only."""
+    if not cfg.tiny:
         return None
     m = Path(cfg.model_dir)
     if (m / "config.json").exists():
@@ -140,7 +149,7 @@ def tiny_model_to_build(cfg) -> Optional[Path]:
     out = Path(cfg.output_dir).resolve()
     if m.resolve() != out and out in m.resolve().parents:
         return m
-    raise ConfigError(f"tiny_model=true: model_dir={cfg.model_dir} does not exist and is not under output_dir; "
+    raise ConfigError(f"tiny=true: model_dir={cfg.model_dir} does not exist and is not under output_dir; "
                       "a tiny model is built only under output_dir (e.g. model_dir=${output_dir}/tiny_model), "
                       "an existing model_dir is used read-only")
 
@@ -171,8 +180,12 @@ def load_items(name: str, data_dir: Optional[str], limit: Optional[int]) -> list
     return [{**it, "id": str(it["id"]), "answer": str(it["answer"]), "custom": True} for it in items]
 
 
-def grader_benchmark(name: str, items: list[dict]) -> Optional[str]:
-    return None if items and items[0].get("custom") else name
+def grader_answer_type(name: str, items: list[dict]) -> Optional[str]:
+    """The grader's answer type for a benchmark's items (eval/benchmarks.yaml); None (math) for a
+    custom benchmark."""
+    from psr.data.benchmarks import answer_type_of
+
+    return None if items and items[0].get("custom") else answer_type_of(name)
 
 
 def build_prompt(tokenizer, problem: str, kind: str) -> str:
@@ -244,26 +257,26 @@ def greedy_records(cfg, grader):
 
     params = SamplingParams(n=1, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
 
-    def make(gen, chunk, bench):
+    def make(gen, chunk, atype):
         prompts = [build_prompt(gen.tokenizer, it["problem"], cfg.prompt) for it in chunk]
-        seeds = [cfg.seed + hash_id(it["id"]) for it in chunk]
+        seeds = [item_seed(cfg.seed, it["id"]) for it in chunk]
         outs = gen.generate(prompts, params, seeds=seeds)
         responses = [o[0].text for o in outs]
-        return _graded(gen, grader, chunk, prompts, responses, [o[0].n_tokens for o in outs], bench)
+        return _graded(gen, grader, chunk, prompts, responses, [o[0].n_tokens for o in outs], atype)
 
     return make
 
 
-def _graded(gen, grader, chunk, prompts, responses, n_tokens, bench):
+def _graded(gen, grader, chunk, prompts, responses, n_tokens, atype):
     verdicts = grader.grade_many(
-        [(r, it["answer"]) for r, it in zip(responses, chunk)], benchmark=bench,
+        [(r, it["answer"]) for r, it in zip(responses, chunk)], answer_type=atype,
         workers=grader.workers, timeout_s=grader.timeout_s,
     )
     recs = []
     for it, p, r, ok, nt in zip(chunk, prompts, responses, verdicts, n_tokens):
         n_steps, mean_len = step_stats(gen.tokenizer, r)
         recs.append({
-            "id": it["id"], "prompt": p, "response": r, "extracted": grader.extract_answer(r, bench),
+            "id": it["id"], "prompt": p, "response": r, "extracted": grader.extract_answer(r, atype),
             "gold": it["answer"], "correct": bool(ok), "n_steps": n_steps, "mean_step_tokens": mean_len,
             "n_tokens": nt,
         })
@@ -273,7 +286,7 @@ def _graded(gen, grader, chunk, prompts, responses, n_tokens, bench):
 def tts_records(cfg, grader, scfg):
     from psr.search import tts_solve
 
-    def make(gen, chunk, bench):
+    def make(gen, chunk, atype):
         questions = [{"id": str(it["id"]), "question": it["problem"]} for it in chunk]
         results = tts_solve(gen, questions, scfg)
         failed = [(it, r) for it, r in zip(chunk, results) if getattr(r.result, "status", "ok") != "ok"]
@@ -282,17 +295,10 @@ def tts_records(cfg, grader, scfg):
         if ok:
             items = [it for it, _ in ok]
             prompts = [build_prompt(gen.tokenizer, it["problem"], "psr") for it in items]
-            recs += _graded(gen, grader, items, prompts, [r.response for _, r in ok], [r.n_tokens for _, r in ok], bench)
+            recs += _graded(gen, grader, items, prompts, [r.response for _, r in ok], [r.n_tokens for _, r in ok], atype)
         return recs
 
     return make
-
-
-def hash_id(item_id: Any) -> int:
-    """A stable (process-independent) 31-bit integer for an item id."""
-    import zlib
-
-    return zlib.crc32(str(item_id).encode()) & 0x7FFFFFFF
 
 
 class _Grader:
@@ -302,11 +308,11 @@ class _Grader:
         self.workers, self.timeout_s = workers, timeout_s
         self._g = grader
 
-    def extract_answer(self, text, bench):
-        return self._g.extract_answer(text, bench)
+    def extract_answer(self, text, answer_type):
+        return self._g.extract_answer(text, answer_type)
 
-    def grade_many(self, pairs, benchmark, workers, timeout_s):
-        return self._g.grade_many(pairs, workers=workers, timeout_s=timeout_s, benchmark=benchmark)
+    def grade_many(self, pairs, answer_type, workers, timeout_s):
+        return self._g.grade_many(pairs, workers=workers, timeout_s=timeout_s, answer_type=answer_type)
 
 
 def summarize_benchmark(recs: list[dict]) -> dict:
@@ -361,14 +367,14 @@ def main(cfg) -> dict:
     D.init_distributed(device)
     out = Path(cfg.output_dir)
     tiny_model_to_build(cfg)  # refuses a tiny model outside output_dir
-    tiny = bool(cfg.tiny_model) and out.resolve() in Path(cfg.model_dir).resolve().parents  # ours, built here
+    tiny = bool(cfg.tiny) and out.resolve() in Path(cfg.model_dir).resolve().parents  # ours, built here
     if cfg.mode == "judge":
         inputs = {"eft_test": cfg.eft_test}
     else:
         inputs = {f"benchmark {b}": benchmark_file(b, cfg.data_dir) for b in cfg.benchmarks}
     O.claim_output_dir(
         "eval", cfg, models={} if tiny else {"model_dir": cfg.model_dir}, inputs=inputs,
-        ignore=MODE_IRRELEVANT[cfg.mode] | {"model_dir", "tiny_model"},
+        ignore=MODE_IRRELEVANT[cfg.mode] | {"model_dir", "tiny"},
         data_dirs={"data_dir": cfg.data_dir} if cfg.data_dir else None,
         extra={"model": f"tiny (seed {cfg.seed}), built in output_dir" if tiny else "model_dir"},
         saved="every item evaluated so far (<benchmark>/items*.jsonl)")
@@ -397,9 +403,7 @@ def main(cfg) -> dict:
     n_items = -(-sum(map(len, tasks.values())) // D.get_world_size())  # this rank's share, rounded up
     scfg = None
     if cfg.mode == "tts":
-        from psr.search import SearchConfig
-
-        scfg = SearchConfig(**OmegaConf.to_container(cfg.tts, resolve=True), seed=cfg.seed)
+        scfg = settings(SearchConfig, cfg.tts, "tts")
         budget = scfg.token_budget(n_items)
     else:
         budget = eval_token_budget(n_items, cfg.judge_max_new_tokens if cfg.mode == "judge" else cfg.max_new_tokens)
@@ -436,8 +440,8 @@ def main(cfg) -> dict:
             grader = _Grader(cfg.grader_workers, cfg.grader_timeout_s)
             make = tts_records(cfg, grader, scfg) if cfg.mode == "tts" else greedy_records(cfg, grader)
             for bench, items in tasks.items():
-                gb = grader_benchmark(bench, items)
-                run_items(cfg, gen, items, out / bench, bench, lambda g, c, b=gb: make(g, c, b))
+                atype = grader_answer_type(bench, items)
+                run_items(cfg, gen, items, out / bench, bench, lambda g, c, a=atype: make(g, c, a))
                 if D.is_rank0():
                     per[bench] = summarize_benchmark(_merge(out / bench, [str(it["id"]) for it in items]))
                     per[bench]["failed"] = len(read_jsonl_tolerant(out / bench / "failures.jsonl"))

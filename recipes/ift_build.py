@@ -50,16 +50,16 @@ from psr import distributed as D
 from psr import outputs as O
 from psr.config import ConfigError, instantiate, recipe_main
 from psr.data.jsonl import DataError, JsonlAppender, iter_jsonl, read_jsonl_tolerant, write_jsonl
+from psr.data.paths import resolve_data_path
 from psr.generation.base import SamplingParams
 from psr.ift import (
     check_split,
     check_teacher_output,
     reference_solution,
-    resolve_data_path,
     rules_segment,
-    stable_hash,
 )
 from psr.prompts import chat, ift_split_prompt
+from psr.seeds import stable_hash, stable_seed
 
 
 @dataclass
@@ -110,12 +110,12 @@ def validate(cfg) -> None:
     O.check_non_negative(cfg, "min_step_chars")
     O.check_temperature(cfg, "teacher_temperature")
     O.check_probability(cfg, "teacher_top_p", open_low=True)
-    O.check_input_file(resolve_data_path(cfg.input, cfg.data_dir), "input")
+    O.check_input_file(resolve_data_path(cfg.input, cfg.data_dir, key="input"), "input")
 
 
 def load_items(cfg) -> list[dict]:
     """The input records as {id, question, solution, answer}; bad records name file:line."""
-    path = resolve_data_path(cfg.input, cfg.data_dir)
+    path = resolve_data_path(cfg.input, cfg.data_dir, key="input")
     keys = [cfg.id_key, cfg.question_key, cfg.solution_key]
     items, seen = [], {}
     for line, rec in iter_jsonl(path, required=keys):
@@ -168,7 +168,7 @@ def teacher_records(cfg, teacher, chunk: list[dict]) -> list[tuple[bool, dict]]:
     )
     refs = [reference_solution(it["solution"], cfg.strip_calculator_annotations) for it in chunk]
     prompts = [chat(teacher.tokenizer, ift_split_prompt(it["question"], ref)) for it, (ref, _) in zip(chunk, refs)]
-    seeds = [stable_hash(cfg.seed, it["id"]) % (2**31 - 1) for it in chunk]
+    seeds = [stable_seed(cfg.seed, it["id"]) for it in chunk]
     outs = teacher.generate(prompts, params, seeds=seeds)
     res = []
     for it, (ref, hash_answer), comps in zip(chunk, refs, outs):
@@ -196,7 +196,7 @@ def main(cfg) -> dict:
     out = Path(cfg.output_dir)
     rules = cfg.mode == "rules"
     O.claim_output_dir(
-        "ift_build", cfg, inputs={"input": resolve_data_path(cfg.input, cfg.data_dir)},
+        "ift_build", cfg, inputs={"input": resolve_data_path(cfg.input, cfg.data_dir, key="input")},
         ignore={"input", "batch_size"} | ({"teacher", "teacher_temperature", "teacher_top_p", "teacher_max_new_tokens"}
                                           if rules else {"rules_format", "min_step_chars"}),
         data_dirs={"data_dir": cfg.data_dir} if cfg.data_dir else None,
@@ -236,7 +236,7 @@ def main(cfg) -> dict:
         n_acc = sum(i in acc for i in order)
         summary = {
             "mode": cfg.mode,
-            "input": str(resolve_data_path(cfg.input, cfg.data_dir)),
+            "input": str(resolve_data_path(cfg.input, cfg.data_dir, key="input")),
             "n_input": len(items),
             "n_accepted": n_acc,
             "n_rejected": sum(reasons.values()),

@@ -100,8 +100,9 @@ from omegaconf import MISSING, OmegaConf
 from tqdm import tqdm
 
 from psr import outputs as O
-from psr.config import ConfigError, recipe_main
+from psr.config import ConfigError, merge_checked, recipe_main, settings
 from psr.data.jsonl import read_jsonl, write_jsonl
+from psr.search import SearchConfig  # torch-free: the search stage's defaults
 
 
 # Worlds generated here, each with an exact step checker (psr.<name>); the rest is source=recipes.
@@ -149,7 +150,7 @@ class PipelineConfig(O.RunKeys):
     # source=recipes: skip this many records of `questions` first (e.g. those ift_build used).
     questions_offset: int = 0
     # Where relative questions paths are looked up (null: $PSR_DATA_DIR, else ../shared/data;
-    # psr.data.benchmarks.resolve_data_dir).
+    # psr.data.paths).
     data_dir: Optional[str] = None
     # Self-rewarding iterations after M1 (the paper: 3, giving M2, M3, M4).
     iterations: int = 3
@@ -361,9 +362,11 @@ class Pipeline:
             return
         need = max(len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)) + 1
         configs = {stage: self.stage_config(self.cfg[stage]) for stage in ("search", "eval")}
-        for stage, key in (("search", "max_new_tokens_judge"), ("eval", "judge_max_new_tokens"),
+        for stage, key in (("search", "search.max_new_tokens_judge"), ("eval", "judge_max_new_tokens"),
                            ("eval", "tts.max_new_tokens_judge")):
             have = OmegaConf.select(configs[stage], key)
+            if have is None and key.endswith(".max_new_tokens_judge"):  # left out: the library's default
+                have = SearchConfig.max_new_tokens_judge
             if have is not None and int(have) < need:
                 raise ConfigError(
                     f"{stage}: {key}={have} is shorter than the longest EFT judgment of {self.data} ({need - 1} tokens "
@@ -383,14 +386,9 @@ class Pipeline:
             return self.print_command("data", f"# in process: the iterations' questions from {c.questions}")
         if self.done("data"):
             return
-        path = Path(c.questions)
-        if not path.exists():
-            from psr.data.benchmarks import resolve_data_dir
+        from psr.data.paths import resolve_data_path
 
-            data_dir = resolve_data_dir(c.data_dir)
-            path = data_dir / c.questions
-            if not path.exists():
-                raise ConfigError(f"questions: {c.questions}: no such file (also looked in {data_dir})")
+        path = resolve_data_path(c.questions, c.data_dir, key="questions")
         from psr.data.numina import sample_questions
 
         recs = [dict(r, id=str(r.get("id", f"q{j}"))) for j, r in
@@ -511,12 +509,23 @@ class Pipeline:
         return OmegaConf.merge(OmegaConf.load(resolve_config_path(spec.config)),
                                OmegaConf.from_dotlist([str(o) for o in spec.overrides]))
 
+    def search_settings(self) -> SearchConfig:
+        """The iterations' step-search settings: psr.search.SearchConfig's defaults (step_search's
+        ``search`` block) <- the search stage's config <- its overrides."""
+        spec = self.cfg.search
+        block = OmegaConf.select(self.stage_config(spec), "search", default=None)
+        base = OmegaConf.create({"search": OmegaConf.structured(SearchConfig)})
+        OmegaConf.set_struct(base, True)
+        node = merge_checked(base, {"search": block if block is not None else {}},
+                             f"{spec.config} + search.overrides", "step_search").search
+        node.seed = 0  # the stage's seed is the iteration's (run_recipe); sampling settings only here
+        return settings(SearchConfig, node, f"{spec.config}: search")
+
     def search_sampling(self) -> dict:
-        """width, temperature, top_p and max_new_tokens_step of the iterations' step search (its
-        config + overrides; a key they leave out has step_search's default)."""
-        node = self.stage_config(self.cfg.search)
-        return {"width": int(node.get("width", 6)), "temperature": float(node.get("temperature", 0.5)),
-                "top_p": float(node.get("top_p", 0.95)), "max_new_tokens": int(node.get("max_new_tokens_step", 512))}
+        """width, temperature, top_p and max_new_tokens_step of the iterations' step search."""
+        sc = self.search_settings()
+        return {"width": sc.width, "temperature": sc.temperature, "top_p": sc.top_p,
+                "max_new_tokens": sc.max_new_tokens_step}
 
     def stage_headroom(self, k: int) -> None:
         """headroom_M<k> (arith): the share of M_k's greedy failures on the held-out split whose first
@@ -679,9 +688,9 @@ def main(cfg: Any) -> Optional[Path]:
     if io is not None and not (len(io) == 2 and all(isinstance(x, int) for x in io) and 1 <= io[0] <= io[1]):
         raise ConfigError(f"iteration_ops must be [min, max] with 1 <= min <= max, got {list(io)}")
     if cfg.checker_judge and cfg.source not in EMBEDDED_WORLDS:
-        raise ConfigError("checker_judge: needs an embedded world (source=arith or bags: an exact step checker)")
+        raise ConfigError("checker_judge: needs source=arith or bags (an embedded world's exact step checker)")
     if cfg.source not in (*EMBEDDED_WORLDS, "recipes"):
-        raise ConfigError(f"source must be arith, bags or recipes, got {cfg.source!r}")
+        raise ConfigError(f"source must be arith or recipes, or bags (the second embedded world), got {cfg.source!r}")
     keys = ["sft", "search", "dpo", "eval"] + (["m0"] if cfg.source in EMBEDDED_WORLDS else ["ift", "prm", "eft"])
     for key in keys:
         spec = cfg[key]
@@ -739,13 +748,9 @@ def _questions_file(cfg: Any) -> Optional[Path]:
     the data stage names it)."""
     if not cfg.questions:
         return None
-    path = Path(cfg.questions)
-    if path.exists():
-        return path
-    from psr.data.benchmarks import resolve_data_dir
+    from psr.data.paths import find_data_path
 
-    alt = resolve_data_dir(cfg.data_dir) / cfg.questions
-    return alt if alt.exists() else None
+    return find_data_path(cfg.questions, cfg.data_dir)
 
 
 if __name__ == "__main__":

@@ -21,15 +21,18 @@ Data (``data``: one path or a list; ``data_format``: trl | prm800k | auto): TRL 
 (``prompt``, ``completions`` [step strings], ``labels`` [bools]) or PRM800K raw phase1/phase2
 jsonl (ratings −1/0/+1; ``neutral`` decides what a 0 means: positive (default) | negative | drop;
 see psr/data/prm800k.py). Every record is validated before training (bad line → error naming
-file:line). A relative path is looked up as given, then under ``data_dir`` / ``$PSR_DATA_DIR``.
+file:line). A relative path is looked up as given, then under ``data_dir`` / ``$PSR_DATA_DIR`` / ``../shared/data``
+(psr.data.paths).
 
 Model input: chat(tok, Figure 4 question) + "Step 1: …\n" <tag> "Step 2: …\n" <tag> …; the loss
-is the 2-way cross-entropy over ("+", "-") at the tag positions only (psr/training/prm.py).
+is the 2-way cross-entropy over ("+", "-") at the tag positions only (format: psr/prm.py, loss:
+psr/training/prm.py).
 ``step_tag``, ``good_token`` and ``bad_token`` must be single tokens (checked before training).
 
 Outputs (in output_dir): epoch_<e>/ (and step_<n>/) HF model dirs with ``prm_config.json``
-(tag/label tokens, read by ``psr.training.prm.PRMScorer``), final -> the last one, resume_state/,
-metrics.jsonl (loss, lr, grad_norm, tokens_per_second, accuracy, p_good_mean per step),
+(tag/label tokens, read by ``psr.prm.PRMScorer``), final -> the last one, resume_state/,
+metrics.jsonl (``metric_logger``; loss, lr, grad_norm, tokens_per_second(_per_gpu), peak_memory_*,
+accuracy, p_good_mean per step),
 train_summary.json (data counts, truncated/dropped, first/final loss).
 
 Use for EFT construction: ``PRMScorer("<output_dir>/final").score_steps(question, steps)``.
@@ -38,10 +41,9 @@ Use for EFT construction: ``PRMScorer("<output_dir>/final").score_steps(question
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -49,19 +51,12 @@ from psr import distributed as D
 from psr import outputs as O
 from psr.config import ConfigError, recipe_main
 from psr.data.jsonl import write_jsonl
-from psr.data.prm800k import NEUTRAL_MODES, PRMStats, load_prm_data, tiny_prm_records
+from psr.data.paths import resolve_data_path
+from psr.data.prm800k import NEUTRAL_MODES, PRMStats, load_prm_data
 from psr.models.hf import load_tokenizer
+from psr.prm import DEFAULT_STEP_TAG, PRM_CONFIG, collate_prm, encode_steps, prm_token_ids, prob_good, tag_pair_logits
 from psr.training.loop import TrainConfig, setup_from_config, train
-from psr.training.prm import (
-    DEFAULT_STEP_TAG,
-    PRM_CONFIG,
-    collate_prm,
-    encode_steps,
-    prm_loss,
-    prm_token_ids,
-    prob_good,
-    tag_pair_logits,
-)
+from psr.training.prm import prm_loss
 
 
 @dataclass
@@ -72,8 +67,9 @@ class PrmTrainConfig(TrainConfig, O.RunKeys):
     data_format: str = "auto"
     # PRM800K rating 0: positive | negative | drop (cut the example before the neutral step).
     neutral: str = "positive"
-    # Where relative data paths are resolved when not found as given.
-    data_dir: str = "../shared/data"
+    # Where relative data paths are resolved when not found as given (null: $PSR_DATA_DIR, else
+    # ../shared/data next to the repository root; psr.data.paths).
+    data_dir: Optional[str] = None
     # Build a random tiny model and 48 arithmetic examples under output_dir for whichever of
     # model_dir / data is unset (configs/tiny only); a model_dir or data given is read-only.
     tiny: bool = False
@@ -88,18 +84,14 @@ class PrmTrainConfig(TrainConfig, O.RunKeys):
     overlong: str = "truncate"
 
 
-def _paths(v: Any, data_dir: str) -> list[str]:
+def _paths(v: Any, data_dir: Optional[str]) -> list[str]:
+    """The data files: each as given, else under data_dir / $PSR_DATA_DIR / ../shared/data
+    (psr.data.paths); a missing one is an error naming its key and where it looked."""
     if v is None:
         return []
     items = [v] if isinstance(v, str) else [str(x) for x in v]
-    out = []
-    for p in items:
-        q = Path(p)
-        if not q.exists() and not q.is_absolute():
-            alt = Path(os.environ.get("PSR_DATA_DIR") or data_dir) / q
-            q = alt if alt.exists() else q
-        out.append(str(q))
-    return out
+    return [str(resolve_data_path(p, data_dir, key="data" if len(items) == 1 else f"data[{i}]"))
+            for i, p in enumerate(items)]
 
 
 def _validate(cfg: Any) -> None:
@@ -141,6 +133,7 @@ def _prepare_tiny(cfg: Any) -> dict:
 def _build_tiny(cfg: Any, built: dict) -> None:
     if D.is_rank0():
         from psr.models.tiny import build_tiny_model_dir
+        from psr.testing import tiny_prm_records
 
         if built["model"]:
             build_tiny_model_dir(cfg.model_dir, seed=cfg.seed)

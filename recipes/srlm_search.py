@@ -14,9 +14,13 @@ Launch::
     # then DPO on whole responses, the same trainer as PSRLM:
     psr run step_dpo --config arith/step_dpo model_dir=<M_i> pairs=/tmp/srlm_i/pairs.jsonl output_dir=<M_i+1>
 
+Settings: the round's own (num_samples, score_samples, temperature, max_new_tokens_solution, ...)
+are the ``search`` block, psr.srlm.SRLMConfig with its defaults (``search.num_samples=4``).
+``tiny=true`` (configs/tiny) builds a random tiny model under output_dir when ``model_dir`` is unset.
+
 The method (psr/srlm.py has the rules with their edge cases): policy prompt = chat(Figure 4 with
-the question), ``num_samples`` solutions (N=4 in Yuan et al.); each non-empty solution scored
-``score_samples`` times (K=3 in Yuan et al.) with the scoring prompt of
+the question), ``search.num_samples`` solutions (N=4 in Yuan et al.); each non-empty solution scored
+``search.score_samples`` times (K=3 in Yuan et al.) with the scoring prompt of
 ``shared/paper/srlm_judge_prompt.md`` verbatim; a solution's score is the mean of its parsed
 ``Score: n`` values (an unparseable score is missing and counted); pair = highest vs lowest
 (lowest index on ties); no pair when every score is equal, fewer than two solutions got a score, or
@@ -24,7 +28,7 @@ the two texts are the same.
 
 Sampling defaults are the paper's PSRLM search settings (T=0.5, top_p=0.95), not Yuan et al.'s
 (T=0.7, top_p=0.9), so that both methods sample their policy the same way; the scoring prompts
-are sampled at the same temperature (``judge_temperature`` to change it) -- K samples at T=0
+are sampled at the same temperature (``search.judge_temperature`` to change it) -- K samples at T=0
 would all be the same score.
 
 How the paper initialised SRLM's M1 (§3-4, and where it is silent, the choice made here)
@@ -48,7 +52,8 @@ M1, N, K and the sampling temperatures), this project chooses:
   about as many records as PSRLM's EFT so the two M1s see the same number of judge examples;
 * the same IFT records, the same SFT recipe and settings (eft_ift_sft: 3 epochs, lr 1e-6,
   batch 32), from the same M0;
-* N=4 and K=3 as Yuan et al.; T=0.5 / top_p 0.95 as PSRLM's search (above);
+* N=4 and K=3 as Yuan et al.; T=0.5 / top_p 0.95 as PSRLM's search (above; psr.srlm.SRLMConfig's
+  defaults, the recipe's ``search`` block);
 * step_dpo with the same β, lr and epochs as the PSRLM iterations.
 
 ``psr.srlm.templated_scoring_records`` writes such EFT records (TEXT records for eft_ift_sft's
@@ -78,7 +83,7 @@ Output (``output_dir``):
 * ``shards/rank<r>.jsonl`` -- the per-rank working files (one line per finished question).
 
 Sharding, resume and failures work as in recipes/step_search.py: rank ``r`` of ``W`` takes
-questions ``r, r+W, ...``; finished ids are skipped on a re-run; a group of ``questions_in_flight``
+questions ``r, r+W, ...``; finished ids are skipped on a re-run; a group of ``search.questions_in_flight``
 questions that is not completely written is recomputed whole (same batches, same seeds, so the
 resumed output is byte-identical); rank 0 merges the shards in input order. A failed question is
 kept as a ``status: error`` record, listed in ``failures.jsonl``, and the run exits with status 1
@@ -92,7 +97,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import sys
 import time
 import uuid
@@ -104,21 +108,24 @@ from omegaconf import MISSING, OmegaConf
 
 from psr import distributed as psr_dist
 from psr import outputs as O
-from psr.config import REPO_ROOT, ConfigError, recipe_main
+from psr.config import ConfigError, recipe_main, settings
 from psr.data.jsonl import DataError, JsonlAppender, json_error, malformed, read_jsonl_tolerant, write_jsonl
+from psr.data.paths import resolve_data_path
 from psr.search import Question
 from psr.srlm import SRLM_JUDGE_PROMPT, SRLMConfig, SRLMResult, run_srlm, summarize
 
 log = logging.getLogger("srlm_search")
-TINY = "tiny"  # model_dir value: build a random tiny model under output_dir (tests, smoke runs)
 
 
 @dataclass
 class SrlmSearchConfig(O.RunKeys):
     output_dir: str = MISSING
-    # HF model dir of the policy/judge model (an input: read-only), or "tiny": build a random tiny
-    # model in output_dir.
-    model_dir: str = MISSING
+    # HF model dir of the policy/judge model (an input: read-only). Unset with tiny=true: a random
+    # tiny model is built at output_dir/tiny_model.
+    model_dir: Optional[str] = None
+    # true: build a random tiny model under output_dir when model_dir is unset (tests, smoke runs,
+    # configs/tiny); a model_dir given is used read-only.
+    tiny: bool = False
     # Questions: jsonl path (id + problem/question), or "builtin:N" (N generated arithmetic questions).
     questions: Optional[str] = None
     # Where relative question paths are looked up when not found as given (default: $PSR_DATA_DIR or ../shared/data).
@@ -138,18 +145,14 @@ class SrlmSearchConfig(O.RunKeys):
     dtype: str = "auto"
     # Extra keyword arguments for the backend (e.g. max_batch_size, gpu_memory_utilization).
     backend_kwargs: Any = field(default_factory=dict)
-    # --- SRLM round (Yuan et al.: N=4 solutions, K=3 scores each; sampling as PSRLM's search) ---
-    num_samples: int = 4  # N: whole solutions per question
-    score_samples: int = 3  # K: scoring prompts per solution (scores averaged)
-    temperature: float = 0.5
-    top_p: float = 0.95
-    judge_temperature: Optional[float] = None  # None = temperature
-    judge_top_p: Optional[float] = None  # None = top_p
-    max_new_tokens_solution: int = 1024
-    max_new_tokens_judge: int = 512
-    questions_in_flight: int = 16  # questions per fixed group (one generate call per phase)
+    # The SRLM round (Yuan et al.: N=4 solutions, K=3 scores each; sampling as PSRLM's search):
+    # psr.srlm.SRLMConfig, whose defaults are the only ones (search.num_samples, search.score_samples,
+    # search.temperature, search.top_p, search.judge_temperature / judge_top_p (null: as the
+    # policy's), search.max_new_tokens_solution, search.max_new_tokens_judge,
+    # search.questions_in_flight, search.trace_judge_text). search.seed follows `seed`.
+    search: SRLMConfig = field(default_factory=lambda: SRLMConfig(seed="${seed}"))  # type: ignore[arg-type]
+    # Seed of the round's sampling (search.seed) and of a tiny model.
     seed: int = 0
-    trace_judge_text: bool = False  # keep every raw judge output in the trace (else unparseable ones only)
     # Retry questions recorded as errors by an earlier run (false: keep their error records).
     retry_failed: bool = True
     # torch CPU threads per process (None: torch's default).
@@ -161,20 +164,10 @@ class SrlmSearchConfig(O.RunKeys):
 # --------------------------------------------------------------------------- inputs
 
 
-def _data_dir(cfg) -> Path:
-    if cfg.data_dir:
-        return Path(cfg.data_dir)
-    if os.environ.get("PSR_DATA_DIR"):
-        return Path(os.environ["PSR_DATA_DIR"])
-    return REPO_ROOT.parent / "shared" / "data"
-
-
 def _resolve_questions_path(cfg) -> Path:
-    p = Path(cfg.questions)
-    if p.exists() or p.is_absolute():
-        return p
-    alt = _data_dir(cfg) / p
-    return alt if alt.exists() else p
+    """The questions file (psr.data.paths: as given, else under data_dir / $PSR_DATA_DIR /
+    ../shared/data); a missing one is an error naming the key and where it looked."""
+    return resolve_data_path(cfg.questions, cfg.data_dir, key="questions")
 
 
 def builtin_questions(n: int) -> list[dict]:
@@ -216,8 +209,6 @@ def load_questions(cfg) -> tuple[list[Question], list[dict]]:
         raw = [(f"builtin#{i}", r) for i, r in enumerate(builtin_questions(n))]
     else:
         path = _resolve_questions_path(cfg)
-        if not path.exists():
-            raise DataError(f"{cfg.questions}: no such file (also looked in {_data_dir(cfg)}; key 'questions')")
         for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
             if not line.strip():
                 continue
@@ -264,33 +255,29 @@ def load_questions(cfg) -> tuple[list[Question], list[dict]]:
 
 
 def srlm_config(cfg) -> SRLMConfig:
-    try:
-        return SRLMConfig.from_mapping(cfg)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    return settings(SRLMConfig, cfg.search, "search")
 
 
 def validate(cfg) -> SRLMConfig:
     """Every setting and input, before anything is loaded or written (one-line errors)."""
     O.check_output_dir(cfg.output_dir)
-    O.check_positive(cfg, "num_samples", "score_samples", "max_new_tokens_solution", "max_new_tokens_judge",
-                     "questions_in_flight")
+    O.check_positive(cfg, *(f"search.{k}" for k in ("num_samples", "score_samples", "max_new_tokens_solution",
+                                                      "max_new_tokens_judge", "questions_in_flight")))
     O.check_positive(cfg, "limit", allow_none=True)
-    O.check_temperature(cfg, "temperature", "judge_temperature")
-    O.check_probability(cfg, "top_p", "judge_top_p", open_low=True)
+    O.check_temperature(cfg, "search.temperature", "search.judge_temperature")
+    O.check_probability(cfg, "search.top_p", "search.judge_top_p", open_low=True)
     scfg = srlm_config(cfg)
     if cfg.backend not in ("native", "vllm", "auto"):
         raise ConfigError(f"backend must be native, vllm or auto, got {cfg.backend!r}")
-    if cfg.model_dir != TINY:
+    if not cfg.model_dir and not cfg.tiny:
+        raise ConfigError("model_dir: required (or tiny=true to build a random tiny model)")
+    if cfg.model_dir:
         O.check_model_dir(cfg.model_dir)
     if cfg.hub_dataset is None:
         if cfg.questions is None:
             raise ConfigError("questions: required (a jsonl path or builtin:N), or set hub_dataset=<name>")
         if not str(cfg.questions).startswith("builtin:"):
-            path = _resolve_questions_path(cfg)
-            if not path.exists():
-                raise ConfigError(f"questions={cfg.questions}: no such file (also looked in {_data_dir(cfg)})")
-            O.check_input_file(path, "questions")
+            O.check_input_file(_resolve_questions_path(cfg), "questions")
     return scfg
 
 
@@ -316,11 +303,12 @@ def check_context(cfg, model_dir: str, tok: Any, questions: list[Question]) -> N
         return len(tok(text, add_special_tokens=False)["input_ids"])
 
     prompt = n_tokens(chat(tok, srlm_judge_prompt(q, "")))  # the policy prompt is shorter
-    judge = prompt + cfg.max_new_tokens_solution + cfg.max_new_tokens_judge
+    sol, jud = cfg.search.max_new_tokens_solution, cfg.search.max_new_tokens_judge
+    judge = prompt + sol + jud
     if judge > limit:
         raise ConfigError(
-            f"the scoring prompt with the longest question is {prompt} tokens; + max_new_tokens_solution={cfg.max_new_tokens_solution} + max_new_tokens_judge="
-            f"{cfg.max_new_tokens_judge} = {judge} > max_position_embeddings={limit} of {path}: lower those keys "
+            f"the scoring prompt with the longest question is {prompt} tokens; + search.max_new_tokens_solution={sol} + "
+            f"search.max_new_tokens_judge={jud} = {judge} > max_position_embeddings={limit} of {path}: lower those keys "
             f"or use a model whose context (and tokenizer) fits Yuan et al.'s prompt")
 
 
@@ -336,7 +324,7 @@ def _done_ids(recs: list[dict], retry_failed: bool) -> set[str]:
 
 
 def _prepare_model(cfg, out: Path) -> str:
-    if cfg.model_dir != TINY:
+    if cfg.model_dir:
         return cfg.model_dir
     path = out / "tiny_model"
     if psr_dist.is_rank0():
@@ -367,13 +355,13 @@ def main(cfg) -> dict | None:
     device = psr_dist.default_device(cfg.device)
     psr_dist.init_distributed(device)
     rank, world = psr_dist.get_rank(), psr_dist.get_world_size()
-    tiny = cfg.model_dir == TINY
+    tiny = not cfg.model_dir  # validate: then tiny=true, the model is built in output_dir
     qfile = None
     if cfg.hub_dataset is None and not str(cfg.questions).startswith("builtin:"):
         qfile = _resolve_questions_path(cfg)
     O.claim_output_dir(
         "srlm_search", cfg, models={} if tiny else {"model_dir": cfg.model_dir}, inputs={"questions": qfile},
-        ignore={"model_dir", "questions"}, data_dirs={"data_dir": cfg.data_dir} if cfg.data_dir else None,
+        ignore={"model_dir", "tiny", "questions"}, data_dirs={"data_dir": cfg.data_dir} if cfg.data_dir else None,
         extra={"model": f"tiny (seed {cfg.seed}), built in output_dir" if tiny else "model_dir",
                "questions": cfg.questions if qfile is None else "file",
                "judge_prompt_sha256": hashlib.sha256(SRLM_JUDGE_PROMPT.encode()).hexdigest()[:16]})
@@ -495,7 +483,7 @@ def merge(cfg, out: Path, questions: list[Question], skipped: list[dict], metas:
     t = srlm["totals"]
     summary = {
         "method": "srlm",
-        "model_dir": cfg.model_dir,
+        "model_dir": cfg.model_dir or "tiny",
         "backend": [b[0] for b in backends] or None,
         "backend_version": [b[1] for b in backends] or None,
         "world_size": len(metas),

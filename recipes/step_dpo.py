@@ -30,8 +30,9 @@ on the same model and data reuses the cache; training runs one policy forward pe
 ([chosen; rejected] in one batch) and no reference model.
 
 Outputs (in output_dir): epoch_<e>/ (and step_<n>/) HF model dirs, final -> the last one,
-resume_state/, metrics.jsonl (per step: loss, lr, grad_norm, tokens_per_second, rewards/chosen,
-rewards/rejected, rewards/accuracies, rewards/margins, logps/chosen, logps/rejected),
+resume_state/, metrics.jsonl (``metric_logger``; per step: loss, lr, grad_norm, tokens_per_second(_per_gpu),
+peak_memory_*, rewards/chosen, rewards/rejected, rewards/accuracies, rewards/margins, logps/chosen,
+logps/rejected),
 ref_logps/<key>.safetensors (+ .json), train_summary.json (pair counts, truncated/dropped,
 whether the reference cache was reused, first/final loss).
 """
@@ -39,7 +40,6 @@ whether the reference cache was reused, first/final loss).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -50,7 +50,8 @@ from psr import distributed as D
 from psr import outputs as O
 from psr.config import ConfigError, recipe_main
 from psr.data.jsonl import write_jsonl
-from psr.data.pairs import PairStats, load_pairs, tiny_pairs
+from psr.data.paths import resolve_data_path
+from psr.data.pairs import PairStats, load_pairs
 from psr.models.hf import load_tokenizer
 from psr.training.dpo import (
     TokenizeStats,
@@ -69,10 +70,11 @@ from psr.training.loop import TrainConfig, check_batch_config, setup_from_config
 @dataclass
 class StepDpoConfig(TrainConfig, O.RunKeys):
     # Preference pairs jsonl (step_search's pairs.jsonl or Step-DPO fields). A relative path is
-    # looked up as given, then under data_dir / $PSR_DATA_DIR.
+    # looked up as given, then under the data dir (psr.data.paths).
     pairs: Optional[str] = None
-    # Where relative data paths are resolved when not found as given.
-    data_dir: str = "../shared/data"
+    # Where relative data paths are resolved when not found as given (null: $PSR_DATA_DIR, else
+    # ../shared/data next to the repository root).
+    data_dir: Optional[str] = None
     # Build a random tiny model and 64 arithmetic pairs under output_dir for whichever of
     # model_dir / pairs is unset (configs/tiny only); a model_dir or pairs given is read-only.
     tiny: bool = False
@@ -82,7 +84,7 @@ class StepDpoConfig(TrainConfig, O.RunKeys):
     label_smoothing: float = 0.0
     # Weight of an added NLL term on the chosen step, per token (0 = the paper's plain DPO).
     # DPO + NLL is the iterative RPO loss (Pang et al. 2024). The arith configs keep 0: with it,
-    # stronger DPO steps still degraded M1 (README, the main job).
+    # stronger DPO steps still degraded M1 (docs/arith.md, the main job).
     nll_weight: float = 0.0
     # Longest prompt + step in tokens.
     max_seq_len: int = 2048
@@ -103,13 +105,10 @@ class StepDpoConfig(TrainConfig, O.RunKeys):
     shrink_batch_to_pairs: bool = False
 
 
-def _resolve(path: str, data_dir: str) -> str:
-    p = Path(path)
-    if p.exists() or p.is_absolute():
-        return str(p)
-    base = os.environ.get("PSR_DATA_DIR") or data_dir
-    q = Path(base) / p
-    return str(q) if q.exists() else str(p)
+def _resolve(path: str, data_dir: Optional[str]) -> str:
+    """The pairs file: as given, else under data_dir / $PSR_DATA_DIR / ../shared/data
+    (psr.data.paths); a missing one is an error naming the key and where it looked."""
+    return str(resolve_data_path(path, data_dir, key="pairs"))
 
 
 def _validate(cfg: Any) -> None:
@@ -151,6 +150,7 @@ def _prepare_tiny(cfg: Any) -> dict:
 def _build_tiny(cfg: Any, built: dict) -> None:
     if D.is_rank0():
         from psr.models.tiny import build_tiny_model_dir
+        from psr.testing import tiny_pairs
 
         if built["model"]:
             build_tiny_model_dir(cfg.model_dir, seed=cfg.seed)

@@ -1,5 +1,5 @@
 """step_search: the model samples each next step, judges its own candidates pairwise (paper §3.3)
-and writes step preference pairs for step_dpo; ``mode=tts`` writes test-time-scaling answers.
+and writes step preference pairs for step_dpo; ``search.mode=tts`` writes test-time-scaling answers.
 
 Launch::
 
@@ -9,6 +9,13 @@ Launch::
     psr run step_search --config qwen2_5_math_7b/step_search model_dir=/ckpt/M1 \\
         questions=/data/numinamath_400.jsonl output_dir=/runs/it1/search
     PYTHONPATH=. tune run recipes/step_search.py --config configs/tiny/step_search.yaml output_dir=/tmp/search
+    psr run step_search --config tiny/step_search output_dir=/tmp/search search.width=4 search.mode=tts
+
+Settings: the search's own (width, temperature, judge_orders, max_new_tokens_step, ...) are the
+``search`` block, psr.search.SearchConfig with its defaults (``search.width=4`` on the command
+line, or ``search: {width: 4}`` in the YAML; a misspelt key is refused with its name).
+``tiny=true`` (configs/tiny) builds a random tiny model under output_dir when ``model_dir`` is
+unset; a ``model_dir`` given is always an input, read-only.
 
 Input: ``questions`` — a jsonl with ``id`` and ``problem`` (or ``question``) per line (a relative
 path is looked up as given, then under ``data_dir`` / ``$PSR_DATA_DIR`` / ``../shared/data``);
@@ -34,7 +41,7 @@ rank 0 merges the shards in input order when every rank is done.
 Resume: run the same command again. ``manifest.json`` records the settings, the model's identity
 and the questions file's (psr/outputs.py); a re-run with other settings is refused with the keys
 that differ (``overwrite=true`` replaces the dir). Finished ids (from every shard file) are
-skipped; a torn last line is dropped; a group of ``questions_in_flight`` questions that is not
+skipped; a torn last line is dropped; a group of ``search.questions_in_flight`` questions that is not
 completely written is recomputed whole, so with the same world size and settings the resumed
 output is byte-identical to an uninterrupted run.
 
@@ -49,7 +56,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 import uuid
@@ -61,8 +67,9 @@ from omegaconf import MISSING, OmegaConf
 
 from psr import distributed as psr_dist
 from psr import outputs as O
-from psr.config import REPO_ROOT, ConfigError, recipe_main
+from psr.config import ConfigError, recipe_main, settings
 from psr.data.jsonl import DataError, JsonlAppender, json_error, malformed, read_jsonl_tolerant, write_jsonl
+from psr.data.paths import resolve_data_path
 from psr.search import (
     Question,
     SearchConfig,
@@ -74,15 +81,17 @@ from psr.search import (
 )
 
 log = logging.getLogger("step_search")
-TINY = "tiny"  # model_dir value: build a random tiny model under output_dir (tests, smoke runs)
 
 
 @dataclass
 class StepSearchConfig(O.RunKeys):
     output_dir: str = MISSING
-    # HF model dir of the policy/judge model (an input: read-only), or "tiny": build a random tiny
-    # model in output_dir.
-    model_dir: str = MISSING
+    # HF model dir of the policy/judge model (an input: read-only). Unset with tiny=true: a random
+    # tiny model is built at output_dir/tiny_model.
+    model_dir: Optional[str] = None
+    # true: build a random tiny model under output_dir when model_dir is unset (tests, smoke runs,
+    # configs/tiny); a model_dir given is used read-only.
+    tiny: bool = False
     # Questions: jsonl path (id + problem/question), or "builtin:N" (N generated arithmetic questions).
     questions: Optional[str] = None
     # Where relative question paths are looked up when not found as given (default: $PSR_DATA_DIR or ../shared/data).
@@ -102,25 +111,17 @@ class StepSearchConfig(O.RunKeys):
     dtype: str = "auto"
     # Extra keyword arguments for the backend (e.g. max_batch_size, gpu_memory_utilization).
     backend_kwargs: Any = field(default_factory=dict)
-    # --- search (paper §3.3 / §4: w=6, T=0.5, top_p=0.95, 20 iterations) ---
-    width: int = 6  # candidates per step
-    temperature: float = 0.5
-    top_p: float = 0.95
-    judge_temperature: Optional[float] = None  # None = temperature
-    judge_top_p: Optional[float] = None  # None = top_p
-    judge_orders: int = 2  # 2: both A/B orders per pair; 1: one order
-    max_iterations: int = 20  # sample-and-judge rounds per question, rollbacks included
-    max_steps: int = 20  # longest chain of accepted steps
-    max_new_tokens_step: int = 512
-    max_new_tokens_judge: int = 512
-    questions_in_flight: int = 32  # questions searched together (one generate call per phase)
+    # The search (paper §3.3 / §4: w=6, T=0.5, top_p=0.95, 20 iterations): psr.search.SearchConfig,
+    # whose defaults are the only ones (search.width, search.temperature, search.top_p,
+    # search.judge_temperature / judge_top_p (null: as the policy's), search.judge_orders (2: both
+    # A/B orders per pair), search.max_iterations, search.max_steps, search.max_new_tokens_step,
+    # search.max_new_tokens_judge, search.questions_in_flight (questions per generate call),
+    # search.mode (pairs | tts), search.rollback_on_tie (null: on for pairs, off for tts),
+    # search.rollback_on_identical (false: w identical candidates keep the step without a pair),
+    # search.trace_judge_text). search.seed follows `seed`.
+    search: SearchConfig = field(default_factory=lambda: SearchConfig(seed="${seed}"))  # type: ignore[arg-type]
+    # Seed of the search's sampling (search.seed) and of a tiny model.
     seed: int = 0
-    mode: str = "pairs"  # pairs | tts
-    rollback_on_tie: Optional[bool] = None  # None: on for pairs, off for tts
-    # false: a round whose w candidates are all the same text keeps that step without a pair
-    # instead of rolling back (psr.search: identical candidates are consensus, not a judge tie).
-    rollback_on_identical: bool = True
-    trace_judge_text: bool = False  # keep every raw judge output in the trace (else unparseable ones only)
     # Diagnostic, not the paper's method: an arith or bags problems jsonl (psr.arith, psr.bags) whose
     # exact checker answers the judge prompts instead of the model (psr.arith.CheckerJudged) -- what search +
     # DPO can do with a perfect judge. null: the model judges itself.
@@ -137,20 +138,10 @@ class StepSearchConfig(O.RunKeys):
 # --------------------------------------------------------------------------- inputs
 
 
-def _data_dir(cfg) -> Path:
-    if cfg.data_dir:
-        return Path(cfg.data_dir)
-    if os.environ.get("PSR_DATA_DIR"):
-        return Path(os.environ["PSR_DATA_DIR"])
-    return REPO_ROOT.parent / "shared" / "data"
-
-
 def _resolve_questions_path(cfg) -> Path:
-    p = Path(cfg.questions)
-    if p.exists() or p.is_absolute():
-        return p
-    alt = _data_dir(cfg) / p
-    return alt if alt.exists() else p
+    """The questions file (psr.data.paths: as given, else under data_dir / $PSR_DATA_DIR /
+    ../shared/data); a missing one is an error naming the key and where it looked."""
+    return resolve_data_path(cfg.questions, cfg.data_dir, key="questions")
 
 
 def builtin_questions(n: int) -> list[dict]:
@@ -192,8 +183,6 @@ def load_questions(cfg) -> tuple[list[Question], list[dict]]:
         raw = [(f"builtin#{i}", r) for i, r in enumerate(builtin_questions(n))]
     else:
         path = _resolve_questions_path(cfg)
-        if not path.exists():
-            raise DataError(f"{cfg.questions}: no such file (also looked in {_data_dir(cfg)}; key 'questions')")
         for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
             if not line.strip():
                 continue
@@ -240,10 +229,7 @@ def load_questions(cfg) -> tuple[list[Question], list[dict]]:
 
 
 def search_config(cfg) -> SearchConfig:
-    try:
-        return SearchConfig.from_mapping(cfg)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    return settings(SearchConfig, cfg.search, "search")
 
 
 def _shard_records(shard_dir: Path) -> list[dict]:
@@ -260,31 +246,30 @@ def _done_ids(recs: list[dict], retry_failed: bool) -> set[str]:
 def validate(cfg) -> SearchConfig:
     """Every setting and input, before anything is loaded or written (one-line errors)."""
     O.check_output_dir(cfg.output_dir)
-    O.check_positive(cfg, "width", "max_iterations", "max_steps", "max_new_tokens_step", "max_new_tokens_judge",
-                     "questions_in_flight")
+    O.check_positive(cfg, *(f"search.{k}" for k in ("width", "max_iterations", "max_steps", "max_new_tokens_step",
+                                                      "max_new_tokens_judge", "questions_in_flight")))
     O.check_positive(cfg, "limit", allow_none=True)
-    O.check_temperature(cfg, "temperature", "judge_temperature")
-    O.check_probability(cfg, "top_p", "judge_top_p", open_low=True)
+    O.check_temperature(cfg, "search.temperature", "search.judge_temperature")
+    O.check_probability(cfg, "search.top_p", "search.judge_top_p", open_low=True)
     scfg = search_config(cfg)
     if cfg.backend not in ("native", "vllm", "auto"):
         raise ConfigError(f"backend must be native, vllm or auto, got {cfg.backend!r}")
-    if cfg.model_dir != TINY:
+    if not cfg.model_dir and not cfg.tiny:
+        raise ConfigError("model_dir: required (or tiny=true to build a random tiny model)")
+    if cfg.model_dir:
         O.check_model_dir(cfg.model_dir)
     if cfg.hub_dataset is None:
         if cfg.questions is None:
             raise ConfigError("set questions=<jsonl path | builtin:N> or hub_dataset=<name>")
         if not str(cfg.questions).startswith("builtin:"):
-            path = _resolve_questions_path(cfg)
-            if not path.exists():
-                raise ConfigError(f"questions={cfg.questions}: no such file (also looked in {_data_dir(cfg)})")
-            O.check_input_file(path, "questions")
+            O.check_input_file(_resolve_questions_path(cfg), "questions")
     if cfg.checker_judge_problems:
         O.check_input_file(cfg.checker_judge_problems, "checker_judge_problems")
     return scfg
 
 
 def _prepare_model(cfg, out: Path) -> str:
-    if cfg.model_dir != TINY:
+    if cfg.model_dir:
         return cfg.model_dir
     path = out / "tiny_model"
     if psr_dist.is_rank0():
@@ -315,14 +300,14 @@ def main(cfg) -> dict | None:
     psr_dist.init_distributed(device)
     rank, world = psr_dist.get_rank(), psr_dist.get_world_size()
     out = Path(cfg.output_dir)
-    tiny = cfg.model_dir == TINY
+    tiny = not cfg.model_dir  # validate: then tiny=true, the model is built in output_dir
     qfile = None
     if cfg.hub_dataset is None and not str(cfg.questions).startswith("builtin:"):
         qfile = _resolve_questions_path(cfg)
     O.claim_output_dir(
         "step_search", cfg, models={} if tiny else {"model_dir": cfg.model_dir},
         inputs={"questions": qfile, "checker_judge_problems": cfg.checker_judge_problems},
-        ignore={"model_dir", "questions", "checker_judge_problems"},
+        ignore={"model_dir", "tiny", "questions", "checker_judge_problems"},
         data_dirs={"data_dir": cfg.data_dir} if cfg.data_dir else None,
         extra={"model": f"tiny (seed {cfg.seed}), built in output_dir" if tiny else "model_dir",
                "questions": cfg.questions if qfile is None else "file",
@@ -454,8 +439,8 @@ def merge(cfg, out: Path, questions: list[Question], skipped: list[dict], metas:
     backends = sorted({(m["backend"], m["backend_version"]) for m in metas if m.get("backend")})
     tokens_now = sum(m.get("tokens_generated", 0) for m in metas)
     summary = {
-        "mode": cfg.mode,
-        "model_dir": cfg.model_dir,
+        "mode": cfg.search.mode,
+        "model_dir": cfg.model_dir or "tiny",
         "backend": [b[0] for b in backends] or None,
         "backend_version": [b[1] for b in backends] or None,
         "world_size": len(metas),

@@ -22,14 +22,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Union
 
 from psr.generation.base import Completion, SamplingParams
+from psr.prompts import parse_judge_context
+from psr.prompts import parse_judge_prompt as parse_fig5
 from psr.steps import next_step_body, parse_steps
 
 JUDGE_MARK = "Please act as an impartial judge"
-_CTX_START = "[Question and Intermediate Reasoning Steps Provided]\n"
-_A_START = "[The Start of Assistant A’s Next Reasoning Step]\n"
-_A_END = "\n[The End of Assistant A’s Next Reasoning Step]"
-_B_START = "[The Start of Assistant B’s Next Reasoning Step]\n"
-_B_END = "\n[The End of Assistant B’s Next Reasoning Step]"
 _PROBLEM = "Problem: "
 
 Candidate = Union[str, tuple, Completion]
@@ -66,13 +63,10 @@ def parse_policy_prompt(prompt: str) -> tuple[str, tuple]:
 
 
 def parse_judge_prompt(prompt: str) -> JudgeRequest:
-    ctx = prompt[prompt.index(_CTX_START) + len(_CTX_START) : prompt.index("\n" + _A_START)]
-    cut = ctx.find("\nStep 1:")
-    question, prev = (ctx, ()) if cut < 0 else (ctx[:cut], tuple(parse_steps(ctx[cut + 1 :])))
+    context, a, b = parse_fig5(prompt)
+    question, prev = parse_judge_context(context)
     l = len(prev) + 1
-    a = prompt[prompt.index(_A_START) + len(_A_START) : prompt.index(_A_END)]
-    b = prompt[prompt.index(_B_START) + len(_B_START) : prompt.index(_B_END)]
-    return JudgeRequest(question, prev, l, next_step_body(a, l), next_step_body(b, l), None)
+    return JudgeRequest(question, tuple(prev), l, next_step_body(a, l), next_step_body(b, l), None)
 
 
 def _n_tokens(text: str) -> int:

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from psr.data.benchmarks import (BenchmarkError, benchmark_spec, list_benchmarks, load_benchmark, map_hub_row,
-                                 resolve_data_dir)
+from psr.data.benchmarks import (BenchmarkError, answer_type_of, benchmark_spec, list_benchmarks, load_benchmark,
+                                 map_hub_row, resolve_data_dir)
 from psr.data.jsonl import DataError
 
 EXPECTED = {"gsm8k": 1319, "math": 5000, "math500": 500, "aime24": 30, "amc23": 40, "gaokao2023en": 383,
@@ -21,6 +21,17 @@ def test_all_issue_benchmarks_are_defined_with_a_valid_answer_type():
         assert spec["hub"]["path"]
     assert benchmark_spec("gsm8k")["answer_type"] == "numeric"
     assert benchmark_spec("gaokao2023en")["answer_type"] == "choice_or_math"
+
+
+def test_answer_type_of_maps_a_benchmark_to_the_graders_answer_type():
+    from psr.grader import ANSWER_TYPES
+
+    assert answer_type_of("gsm8k") == "numeric" and answer_type_of("aime24") == "numeric"
+    assert answer_type_of("math500") == "math"
+    assert answer_type_of("gaokao2023en") == "choice_or_math"
+    assert {answer_type_of(n) for n in list_benchmarks()} <= set(ANSWER_TYPES)
+    with pytest.raises(BenchmarkError, match="unknown benchmark 'gsm9k'"):
+        answer_type_of("gsm9k")
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -58,7 +69,8 @@ def test_aime_leading_zeros_stay_in_the_gold_and_grade_numerically(data_dir):
     items = load_benchmark("aime24", data_dir=data_dir)
     zeros = [it for it in items if it["answer"].startswith("0")]
     assert len(zeros) == 7
-    verdicts = grade_many([(f"The answer is $\\boxed{{{int(it['answer'])}}}$.", it["answer"], "aime24") for it in zeros],
+    verdicts = grade_many([(f"The answer is $\\boxed{{{int(it['answer'])}}}$.", it["answer"], answer_type_of("aime24"))
+                           for it in zeros],
                           workers=1, timeout_s=60)  # a hang guard: each grades in ms
     assert verdicts == [True] * 7
 

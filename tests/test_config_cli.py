@@ -1,3 +1,4 @@
+import importlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -49,6 +50,12 @@ def test_unknown_key_in_override_and_bad_types():
         load_config(Cfg, None, ["output_dir"])
 
 
+def test_dict_override_into_a_list_element_is_a_config_error_naming_the_override():
+    # OmegaConf raises a bare TypeError here; the user gets one line naming the override
+    with pytest.raises(ConfigError, match=r"override 'benchmarks.1=\{a: 1\}': .*replaced whole"):
+        load_config(Cfg, None, ["output_dir=/o", "benchmarks.1={a: 1}"])
+
+
 def test_required_key_reported_by_name():
     with pytest.raises(ConfigError, match=r"required key\(s\) not set: output_dir"):
         load_config(Cfg, None, [])
@@ -68,6 +75,18 @@ def test_instantiate_errors_name_the_component():
         instantiate({"_component_": "collections.Nope"})
     with pytest.raises(ConfigError, match="no '_component_'"):
         instantiate({"a": 1})
+
+
+def test_a_moved_component_path_names_its_new_place():
+    from psr.config import MOVED_COMPONENTS, _locate
+
+    with pytest.raises(ConfigError, match=r"'psr.eft.ScriptedTeacher' has moved to 'psr.testing.ScriptedTeacher'"):
+        instantiate({"_component_": "psr.eft.ScriptedTeacher", "mode": "mixed"})
+    for old, new in MOVED_COMPONENTS.items():
+        module, name = old.rsplit(".", 1)
+        assert _locate(new).__name__ == name
+        assert not hasattr(importlib.import_module(module), name)  # no shim left in the old module
+    assert instantiate({"_component_": "psr.testing.ScriptedTeacher", "mode": "mixed"}).mode == "mixed"
 
 
 def test_parse_argv():

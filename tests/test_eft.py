@@ -5,9 +5,7 @@ import math
 import pytest
 
 from psr.eft import (
-    LengthPRM,
     MCTSConfig,
-    ScriptedTeacher,
     Tree,
     classify_pair,
     eft_records,
@@ -20,7 +18,9 @@ from psr.eft import (
     tree_record,
 )
 from psr.generation.base import Completion, SamplingParams
+from psr.prompts import parse_judge_prompt
 from psr.steps import parse_steps
+from psr.testing import LengthPRM, ScriptedTeacher
 
 LONG = "a much longer step number {l}"  # 27 chars: LengthPRM 27/47
 SHORT = "short{l}"  # 6 chars: LengthPRM 6/26
@@ -173,7 +173,7 @@ class TableTeacher:
         self.prompts += prompts
         out = []
         for p in prompts:
-            a = p.split("[The Start of Assistant A’s Next Reasoning Step]\n")[1].split("\n")[0]
+            a = parse_judge_prompt(p)[1]
             key = next(k for k in self.table if a == f"Step 2: {k[0]}" and k[1] == "ab"
                        or a != f"Step 2: {k[0]}" and k[1] == "ba" and f"Step 2: {k[0]}" in p)
             out.append([Completion(self.table[key], 5, "eos")])
@@ -308,7 +308,7 @@ def test_malformed_and_duplicate_candidates_are_dropped():
 
 
 def test_search_scores_with_a_real_prm_scorer_through_score_batch(tiny_model_dir):
-    prm_mod = pytest.importorskip("psr.training.prm")
+    prm_mod = pytest.importorskip("psr.prm")
     prm = prm_mod.PRMScorer(tiny_model_dir, step_tag="\n")  # random tiny model: "\n" is one token there
     pol = ScriptedPolicy(two_candidates)
     (t,) = search_trees(pol, prm, [("q", "What is 1 + 1?")], MCTSConfig(num_iterations=2, simulation_depth=1,

@@ -7,7 +7,6 @@ import pytest
 from psr.generation.base import SamplingParams
 from psr.ift import (
     ANSWER_SUFFIX,
-    ScriptedSplitTeacher,
     check_split,
     check_teacher_output,
     last_boxed,
@@ -18,6 +17,7 @@ from psr.ift import (
     strip_calculator_annotations,
 )
 from psr.prompts import ift_split_prompt
+from psr.testing import ScriptedSplitTeacher
 from psr.steps import format_steps, parse_steps
 
 
@@ -28,11 +28,12 @@ def _squash(s):
 def _grade(steps, gold):
     """psr.grader.grade when the grader is installed, else the boxed string vs gold (commas stripped)."""
     try:
+        from psr.data.benchmarks import answer_type_of
         from psr.grader import grade
     except ImportError:
         grade = None
     if grade is not None:
-        return bool(grade(format_steps(steps), gold, "gsm8k"))
+        return bool(grade(format_steps(steps), gold, answer_type_of("gsm8k")))
     return last_boxed(steps[-1]).replace(",", "") == gold.replace(",", "")
 
 

@@ -65,3 +65,47 @@ def test_chat_uses_the_template_or_plain_text(tiny_model_dir):
     tok.chat_template = None
     assert prompts.chat(tok, "hi") == "hi\n"
     assert prompts.chat(None, "hi") == "hi\n"
+
+
+@pytest.mark.parametrize("prev", [[], ["3*4 = 12.", "A second\nline."]])
+def test_parse_judge_prompt_reads_back_exactly_what_judge_prompt_filled_in(prev):
+    q, a, b = "What is 2+3*4? (answer in [[brackets]])", "Step 9: 2+12 = 14.", "2+12 = 15,\nso {Step A}."
+    p = prompts.judge_prompt(q, prev, a, b)
+    context, step_a, step_b = prompts.parse_judge_prompt(p)
+    l = len(prev) + 1
+    assert context == prompts.judge_context(q, prev)
+    assert (step_a, step_b) == ("Step 9: 2+12 = 14.", f"Step {l}: 2+12 = 15,\nso {{Step A}}.")
+    assert prompts.parse_judge_context(context) == (q, prev)
+    # chat-wrapped (what the judge model is sent): the same slots
+    assert prompts.parse_judge_prompt("<|im_start|>user\n" + p + "<|im_end|>\n<|im_start|>assistant\n") == (
+        context, step_a, step_b)
+
+
+def test_parse_inverts_fill_for_every_figure():
+    values = {
+        prompts.IFT_SPLIT_PROMPT: {"question": "Q\nwith lines", "solution": "S #### 4"},
+        prompts.REASONING_PROMPT: {"problem": "1+1?\nTwo lines."},
+        prompts.JUDGE_PROMPT: {"Question and Partial Reasoning Steps": "Q", "Step A": "Step 1: a", "Step B": ""},
+    }
+    for template, v in values.items():
+        assert prompts.parse(template, prompts.fill(template, v)) == v
+    assert prompts.parse_ift_split_prompt(prompts.ift_split_prompt("Q?", "x = 1\ny = 2")) == ("Q?", "x = 1\ny = 2")
+
+
+def test_parse_judge_context_splits_the_question_from_the_previous_steps():
+    assert prompts.parse_judge_context("Q?") == ("Q?", [])
+    assert prompts.parse_judge_context("Q?\nStep 1: a\nStep 2: b\nc") == ("Q?", ["a", "b\nc"])
+
+
+def test_text_that_is_not_a_filled_figure_5_prompt_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"not a filled Figure 5 \(judge\) prompt: the template text "
+                                         r"'Please act as an impartial judge.*' is missing in 'Step 1: hi'"):
+        prompts.parse_judge_prompt("Step 1: hi")
+    no_b = prompts.judge_prompt("Q", [], "a", "b").split("[The Start of Assistant B")[0]
+    with pytest.raises(ValueError, match=r"'\[The End of Assistant A’s Next Reasoning Step\]\\n\[The Start of.*' "
+                                         r"is missing after the text before it"):
+        prompts.parse_judge_prompt(no_b)
+    with pytest.raises(ValueError, match="Figure 5"):  # a Figure 3 prompt is not a Figure 5 one
+        prompts.parse_judge_prompt(prompts.ift_split_prompt("Q", "S"))
+    with pytest.raises(ValueError, match=r"not a filled Figure 3 \(split\) prompt"):
+        prompts.parse_ift_split_prompt(prompts.judge_prompt("Q", [], "a", "b"))

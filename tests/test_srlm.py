@@ -7,7 +7,7 @@ import pytest
 
 from psr.generation.base import Completion
 from psr.prompts import chat, reasoning_prompt
-from psr.search import derive_seed
+from psr.seeds import derive_seed
 from psr.srlm import (
     SRLM_JUDGE_MARK,
     SRLM_JUDGE_PROMPT,

@@ -49,7 +49,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Iterable, Optional, Sequence
 
-from psr.arith.problems import Problem
+from psr.arith.problems import Problem, load_problems
+from psr.boxes import find_boxed
 
 _NUM = r"\$?(?:\d{1,3}(?:,\d{3}){1,10}|\d{1,30})(?:\.\d{1,30})?"
 _OP = r"(?:[-+*/×·÷−–]|(?<=[\d\s])[xX](?=[\s\d$]))"
@@ -59,7 +60,6 @@ _EQ_RE = re.compile(
 _NUM_RE = re.compile(_NUM)
 _TOKEN_RE = re.compile(rf"\s*(?:(?P<num>{_NUM})|(?P<op>{_OP}))")
 _HEADER_RE = re.compile(r"^\s*Step\s+\d+\s*:", re.IGNORECASE)
-_BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _TEXT_RE = re.compile(r"\\(?:text|mathrm|textbf)\s*\{([^{}]*)\}")
 _OP_NORMAL = {"×": "*", "x": "*", "X": "*", "·": "*", "÷": "/", "−": "-", "–": "-"}
 
@@ -119,22 +119,6 @@ def find_equations(text: str) -> list[Equation]:
         claimed = parse_number(m.group("rhs"))
         out.append(Equation(" ".join(m.group(0).split()), operands, ops, claimed, _evaluate(operands, ops)))
     return out
-
-
-def find_boxed(text: str) -> list[str]:
-    r"""Contents of every complete ``\boxed{...}`` (nested braces allowed), in order of their
-    opening; one linear pass (untrusted text may nest or repeat braces arbitrarily)."""
-    starts = {m.end() - 1 for m in _BOXED_RE.finditer(text)}  # index of the opening brace
-    stack: list[int] = []
-    found: list[tuple[int, str]] = []
-    for k, ch in enumerate(text):
-        if ch == "{":
-            stack.append(k)
-        elif ch == "}" and stack:
-            open_at = stack.pop()
-            if open_at in starts:
-                found.append((open_at, text[open_at + 1 : k]))
-    return [c for _, c in sorted(found)]
 
 
 def boxed_value(content: str) -> Optional[Fraction]:
@@ -322,8 +306,6 @@ class ArithOracle:
 def _gather(problems: Optional[Iterable[Problem]], problems_file: Any) -> list[Problem]:
     out = list(problems or [])
     if problems_file:
-        from psr.arith.data import load_problems
-
         files = [problems_file] if isinstance(problems_file, (str, os.PathLike)) else list(problems_file)
         for f in files:
             out += load_problems(f)

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from psr.arith.candidates import correct_step, random_wrong_step
-from psr.arith.problems import NumberRanges, Problem, dedup_questions, generate_problems, make_splits
+from psr.arith.problems import NumberRanges, Problem, dedup_questions, generate_problems, load_problems, make_splits
 from psr.arith.teacher import judge_explanation
-from psr.data.jsonl import read_jsonl, write_jsonl
+from psr.data.jsonl import write_jsonl
+from psr.seeds import keyed_rng
 from psr.steps import format_step, format_steps
 
 
@@ -86,7 +87,7 @@ def eft_records(
     (fewer for problems with fewer steps); deterministic from ``seed`` and the problem ids."""
     out = []
     for p in problems:
-        rng = random.Random(f"arith-eft:{seed}:{p.id}")
+        rng = keyed_rng("arith-eft", seed, p.id)
         positions = rng.sample(range(1, p.n_ops + 1), min(pairs_per_problem, p.n_ops))
         for l in sorted(positions):
             out += eft_pair_records(p, l, rng, both_orders, judge_style)
@@ -159,11 +160,6 @@ def write_initial_data(
         paths[name] = out / f"{name}.jsonl"
         write_jsonl(paths[name], recs)
     return paths
-
-
-def load_problems(path: str | os.PathLike) -> list[Problem]:
-    """Problems written by :func:`write_initial_data`."""
-    return [Problem.from_dict(r) for r in read_jsonl(path, required=("id", "question", "operations"))]
 
 
 __all__ = ["benchmark_records", "ift_records", "m0_records", "eft_pair_records", "eft_records", "write_initial_data", "load_problems"]

@@ -12,7 +12,7 @@ temperature and top_p -- and counts how many of them are correct.
 * ``mean_correct``: the mean number of correct candidates per located failure (of ``w``).
 * ``unlocated``: failures without a wrong step (e.g. no "Step n:" text at all).
 
-Measured (README): the pipeline's M1 fails 138 of 300 held-out problems and only 15 of them
+Measured (docs/arith.md): the pipeline's M1 fails 138 of 296 held-out problems and only 15 of them
 have a correct candidate among six at T=0.5 (27 at T=1.0): its errors are confident ones.
 
 ``python -m psr.arith headroom --model M --problems problems_test.jsonl --greedy items.jsonl
@@ -31,7 +31,7 @@ from psr.arith.checker import check_step_detail, check_steps
 from psr.arith.problems import Problem
 from psr.data.jsonl import read_jsonl, write_jsonl
 from psr.generation.base import SamplingParams
-from psr.search import derive_seed
+from psr.seeds import derive_seed
 from psr.steps import format_steps, next_step_body, next_step_stop, parse_steps
 
 

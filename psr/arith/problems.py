@@ -16,15 +16,19 @@ other and from the given numbers, so that every intermediate value identifies on
 :mod:`psr.arith.checker`).
 
 Everything is deterministic from ``(split, seed, index)``: problem ``i`` of a split is drawn from
-``random.Random(f"arith:{split}:{seed}:{i}")`` (string seeds are hashed with SHA-512 by Python, so
-they do not depend on ``PYTHONHASHSEED``).
+``psr.seeds.keyed_rng("arith", split, seed, i)``, i.e. ``random.Random(f"arith:{split}:{seed}:{i}")``
+(string seeds are hashed with SHA-512 by Python, so they do not depend on ``PYTHONHASHSEED``).
 """
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Sequence
+
+from psr.data.jsonl import read_jsonl
+from psr.seeds import keyed_rng
 
 OPS = ("+", "-", "*", "/")
 MAX_VALUE = 999  # the largest max_value a preset uses (the "hard" one)
@@ -357,11 +361,11 @@ def generate_problems(
                              f"{min_ops}..{max_ops}) with a positive sum, got {ops_weights}")
     out = []
     for i in range(n):
-        rng = random.Random(f"arith:{split}:{seed}:{i}")
+        rng = keyed_rng("arith", split, seed, i)
         if ops_weights is None:
             k = counts[i % len(counts)]
         else:
-            k = random.Random(f"arith-ops:{split}:{seed}:{i}").choices(counts, ops_weights)[0]
+            k = keyed_rng("arith-ops", split, seed, i).choices(counts, ops_weights)[0]
         out.append(generate_problem(rng, k, f"arith-{split}-{seed}-{i}", ranges, step_wordings))
     return out
 
@@ -403,3 +407,8 @@ def dedup_questions(problems: list[Problem], seen: set[str]) -> list[Problem]:
             seen.add(p.question)
             out.append(p)
     return out
+
+
+def load_problems(path: str | os.PathLike) -> list[Problem]:
+    """Problems written by :func:`psr.arith.data.write_initial_data` (``problems_*.jsonl``)."""
+    return [Problem.from_dict(r) for r in read_jsonl(path, required=("id", "question", "operations"))]

@@ -28,7 +28,7 @@ Three styles (``style``):
   (:func:`worked`), ``Next: 9. 11 - 9 = 2, so 41 - 9 = 32.``: the judge re-does the
   arithmetic by a route the policy's step does not take, so that its errors are not the
   policy's own (where the policy hesitates between ``10 + 7 = 17`` and ``= 19``, a judge that
-  computes the same way hesitates alike). Measured (README, 4-operation-weighted world): where
+  computes the same way hesitates alike). Measured (docs/arith.md, 4-operation-weighted world): where
   M1's candidates differed only in arithmetic, 20 right-over-wrong against 8 inverted (derive:
   16 against 13), judge accuracy 88.7%, but M1 solved 60.6% instead of 68.2%. Its judgments are
   up to 81 tokens (88 with 4-operation training problems): give the judge 96 (search
@@ -47,14 +47,14 @@ in the judge's seat of a self-rewarding search, as a diagnostic upper bound.
 from __future__ import annotations
 
 import random
-import re
-import zlib
 from typing import Any, Iterable, Optional, Sequence
 
 from psr.arith.checker import ArithOracle, StepCheck, analyze_step, derived_values, strip_header
 from psr.arith.problems import Problem, eq_text
 from psr.generation.base import Completion, SamplingParams
-from psr.steps import parse_steps
+from psr.prompts import parse_judge_context
+from psr.prompts import parse_judge_prompt as parse_fig5
+from psr.seeds import crc32_seed
 
 # One clause per assistant, A first, then the verdict: the explanation checks each step before it
 # names the better one, so a small judge can decide *after* re-doing the arithmetic.
@@ -167,30 +167,22 @@ def judge_explanation(
     _check_style(style)
     if rng is None:
         key = "\x1f".join([problem.question, *prev_steps, step_a, step_b])
-        rng = random.Random(zlib.crc32(key.encode()))
+        rng = random.Random(crc32_seed(key))
     derived = derived_values(problem, prev_steps)
     ca = analyze_step(problem, derived, step_a)
     cb = analyze_step(problem, derived, step_b)
     return explain(ca, cb, rng, "" if style == "assess" else derivation(problem, derived, work=style == "worked"))
 
 
-_CTX_RE = re.compile(r"\[Question and Intermediate Reasoning Steps Provided\]\n(.*?)\n\[The Start of Assistant A", re.S)
-_A_RE = re.compile(r"\[The Start of Assistant A’s Next Reasoning Step\]\n(.*?)\n\[The End of Assistant A", re.S)
-_B_RE = re.compile(r"\[The Start of Assistant B’s Next Reasoning Step\]\n(.*?)\n\[The End of Assistant B", re.S)
-_FIRST_STEP_RE = re.compile(r"(?:^|\n)Step\s+1\s*:")
-
-
 def parse_judge_prompt(prompt: str) -> Optional[tuple[str, list[str], str, str]]:
     """``(question, prev_steps, step_a, step_b)`` from a Figure 5 prompt (chat-wrapped or not),
-    or None when it is not one."""
-    ctx, a, b = _CTX_RE.search(prompt), _A_RE.search(prompt), _B_RE.search(prompt)
-    if not (ctx and a and b):
+    or None when it is not one (read with :func:`psr.prompts.parse_judge_prompt`)."""
+    try:
+        context, a, b = parse_fig5(prompt)
+    except ValueError:
         return None
-    context = ctx.group(1)
-    m = _FIRST_STEP_RE.search(context)
-    question = context[: m.start()] if m else context
-    prev = parse_steps(context[m.start():]) if m else []
-    return question.strip(), prev, a.group(1).strip(), b.group(1).strip()
+    question, prev = parse_judge_context(context)
+    return question, prev, a.strip(), b.strip()
 
 
 class ArithTeacher:

@@ -73,7 +73,7 @@ def main(argv=None) -> None:
     elif args.cmd == "headroom":
         from psr.arith.headroom import headroom
         from psr.bags import checker as C
-        from psr.bags.data import load_problems
+        from psr.bags.problems import load_problems
         from psr.data.jsonl import read_jsonl, write_jsonl
         from psr.generation.native import NativeGenerator
         from pathlib import Path

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Iterable, Optional, Sequence
 
-from psr.arith.checker import boxed_value, find_boxed, find_equations, strip_header
+from psr.arith.checker import boxed_value, find_equations, strip_header
+from psr.boxes import find_boxed
 from psr.bags.problems import Problem
 
 REASONS = ("ok", "empty", "arithmetic", "not_a_pair", "not_left", "wrong_sum", "unparseable_answer", "wrong_answer",

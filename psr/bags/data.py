@@ -22,7 +22,7 @@ from psr.arith.data import benchmark_records, ift_records, m0_records
 from psr.bags.candidates import correct_step, random_wrong_step
 from psr.bags.problems import BagsRanges, Problem, make_splits
 from psr.bags.teacher import judge_explanation
-from psr.data.jsonl import read_jsonl, write_jsonl
+from psr.data.jsonl import write_jsonl
 from psr.steps import format_step
 
 
@@ -110,6 +110,3 @@ def write_initial_data(out_dir: str | os.PathLike, n_train: int = 3000, n_test: 
         write_jsonl(paths[name], recs)
     return paths
 
-
-def load_problems(path: str | os.PathLike) -> list[Problem]:
-    return [Problem.from_dict(r) for r in read_jsonl(path, required=("id", "question", "items", "target"))]

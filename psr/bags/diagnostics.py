@@ -33,7 +33,7 @@ from psr.bags.problems import Problem
 from psr.data.jsonl import write_jsonl
 from psr.generation.base import SamplingParams
 from psr.judge import parse_verdict
-from psr.search import derive_seed
+from psr.seeds import derive_seed
 from psr.steps import format_step, format_steps, next_step_body, next_step_stop
 
 TARGETS = {"headroom": 30.0, "judge_accuracy": 75.0}
@@ -161,7 +161,7 @@ def write_diagnostics(model_dir: str | Path, problems_file: str | Path, out: str
     """Run :func:`diagnose` with a native generator of ``model_dir`` on the first ``limit`` problems
     of ``problems_file`` (``greedy_file``: the eval recipe's greedy records of the model, reused
     instead of generating them) and write ``out/diagnostics.json`` and the item files."""
-    from psr.bags.data import load_problems
+    from psr.bags.problems import load_problems
     from psr.data.jsonl import read_jsonl
     from psr.generation.native import NativeGenerator
 

@@ -19,7 +19,8 @@ import random
 from pathlib import Path
 from typing import Any, Mapping
 
-from psr.arith.checker import find_boxed, find_equations, boxed_value
+from psr.arith.checker import boxed_value, find_equations
+from psr.boxes import find_boxed
 from psr.bags.problems import BagsRanges, Problem, generate_problems, last_text, pair_text
 from psr.data.jsonl import read_jsonl, write_jsonl
 
@@ -93,10 +94,11 @@ def eft_sample(model_dir: str | Path, problems_file: str | Path, out: str | Path
     ``out/eft_sampled.jsonl`` (EFT records of the wrong ones) for problems ``skip .. skip+limit``
     of ``problems_file``; returns counts."""
     from psr.bags import checker as C
-    from psr.bags.data import load_problems, sampled_eft_records
+    from psr.bags.data import sampled_eft_records
+    from psr.bags.problems import load_problems
     from psr.generation.base import SamplingParams
     from psr.generation.native import NativeGenerator
-    from psr.search import derive_seed
+    from psr.seeds import derive_seed
 
     problems = load_problems(problems_file)[skip:]
     problems = problems[:limit] if limit is not None else problems
@@ -138,7 +140,7 @@ def pair_checker(data: Path, iterations: int):
     """The report's pair checker for source=bags: ``check(i, pair) -> (chosen correct, rejected
     correct)`` by the bags checker on iteration ``i``'s problems (None for an unknown question)."""
     from psr.bags import checker as C
-    from psr.bags.data import load_problems
+    from psr.bags.problems import load_problems
     from psr.steps import next_step_body
 
     by_q = {}

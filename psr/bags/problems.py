@@ -191,6 +191,13 @@ def generate_problems(n: int, seed: int, split: str = "train", min_pairs: int = 
                              ranges) for i in range(n)]
 
 
+def load_problems(path) -> list[Problem]:
+    """Problems written by :func:`psr.bags.data.write_initial_data` (``problems_*.jsonl``)."""
+    from psr.data.jsonl import read_jsonl
+
+    return [Problem.from_dict(r) for r in read_jsonl(path, required=("id", "question", "items", "target"))]
+
+
 def make_splits(n_train: int, n_test: int, seed: int = 0, train_pairs=(1, 3), test_pairs=(1, 5),
                 ranges: BagsRanges = BagsRanges()) -> tuple[list[Problem], list[Problem]]:
     """Train and test problems from disjoint streams; test questions that also occur in train are

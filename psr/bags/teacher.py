@@ -141,7 +141,7 @@ class BagsTeacher:
     tokenizer = None
 
     def __init__(self, problems: Optional[Iterable[Problem]] = None, problems_file: Any = None, style: str = "check"):
-        from psr.bags.data import load_problems
+        from psr.bags.problems import load_problems
 
         probs = list(problems or [])
         for f in ([problems_file] if isinstance(problems_file, str) else list(problems_file or [])):

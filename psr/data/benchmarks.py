@@ -5,7 +5,7 @@
 
 Local data (the default) is ``<data_dir>/<local>`` from the benchmark's definition, in the
 normalised schema of ../shared/data/README.md. ``data_dir``: the argument, else ``$PSR_DATA_DIR``,
-else ``../shared/data`` (relative to the working directory, then to the repository root).
+else ``../shared/data`` next to the repository root (psr.data.paths: one rule for every input).
 ``source="hub"`` reads the dataset named in the definition through ``datasets.load_dataset`` (a
 download; never used by the tests) and maps its fields. The definitions file is
 ``eval/benchmarks.yaml`` at the repository root; ``$PSR_BENCHMARKS_FILE`` points elsewhere.
@@ -16,8 +16,9 @@ Gold-answer policy (applied on both sources):
   * an empty gold follows the definition's ``empty_gold`` (``skip`` by default: gaokao2023en
     then has 383 items) unless the ``empty_gold`` argument overrides it: ``keep`` keeps the item
     (graded wrong: an empty gold never matches), ``error`` raises DataError naming file:line;
-  * every item gets ``benchmark``, ``answer_type`` (from the definition) and ``answer_kind``:
-    ``choice`` for an option-letter gold (A-E), else ``math``.
+  * every item gets ``benchmark``, ``answer_type`` (from the definition: what the grader takes,
+    one of ``psr.grader.ANSWER_TYPES``; :func:`answer_type_of` gives it by name) and
+    ``answer_kind``: ``choice`` for an option-letter gold (A-E), else ``math``.
 """
 
 from __future__ import annotations
@@ -28,14 +29,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+from psr.boxes import last_boxed
 from psr.data.jsonl import DataError, iter_jsonl
+from psr.data.paths import resolve_data_dir  # the one data-dir rule (re-exported)
+from psr.grader.extract import ANSWER_TYPES
 
-__all__ = ["load_benchmark", "list_benchmarks", "benchmark_spec", "resolve_data_dir", "BenchmarkError"]
+__all__ = ["load_benchmark", "list_benchmarks", "benchmark_spec", "answer_type_of", "resolve_data_dir",
+           "BenchmarkError"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA_DIR = "../shared/data"
 _EMPTY_POLICIES = ("skip", "keep", "error")
-_ANSWER_TYPES = ("numeric", "math", "choice_or_math")
 _CHOICE = re.compile(r"^\(?[A-E]\)?$")
 
 
@@ -63,8 +66,8 @@ def _load_definitions(path: str) -> dict[str, dict]:
     for name, d in defs.items():
         if not isinstance(d, dict) or "local" not in d:
             raise BenchmarkError(f"{p}: benchmark {name!r}: needs at least a 'local' key")
-        if d.get("answer_type", "math") not in _ANSWER_TYPES:
-            raise BenchmarkError(f"{p}: benchmark {name!r}: answer_type must be one of {_ANSWER_TYPES}")
+        if d.get("answer_type", "math") not in ANSWER_TYPES:
+            raise BenchmarkError(f"{p}: benchmark {name!r}: answer_type must be one of {ANSWER_TYPES}")
         if d.get("empty_gold", "skip") not in _EMPTY_POLICIES:
             raise BenchmarkError(f"{p}: benchmark {name!r}: empty_gold must be one of {_EMPTY_POLICIES}")
     return defs
@@ -83,15 +86,11 @@ def benchmark_spec(name: str) -> dict[str, Any]:
     return dict(defs[name])
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """``data_dir`` or ``$PSR_DATA_DIR`` or ``../shared/data``; a relative path is tried against
-    the working directory, then against the repository root."""
-    raw = data_dir if data_dir not in (None, "") else os.environ.get("PSR_DATA_DIR") or DEFAULT_DATA_DIR
-    p = Path(raw).expanduser()
-    if p.is_absolute() or p.exists():
-        return p
-    alt = REPO_ROOT / p
-    return alt if alt.exists() else p
+def answer_type_of(name: str) -> str:
+    """The grader's answer type for benchmark ``name`` (its definition's ``answer_type``, ``math``
+    when unset): ``psr.grader.grade(response, gold, answer_type_of("gsm8k"))``. BenchmarkError
+    for an unknown name."""
+    return benchmark_spec(name).get("answer_type", "math")
 
 
 def _strip_gold(ans: Any) -> str:
@@ -102,17 +101,11 @@ def _strip_gold(ans: Any) -> str:
     return str(ans).strip().strip("$").strip()
 
 
-def _last_boxed(text: str) -> str:
-    from psr.grader.extract import last_boxed
-
-    return last_boxed(text or "") or ""
-
-
 _ANSWER_FROM: dict[str, Callable[[Any], str]] = {
     "as_is": _strip_gold,
     "strip_dollar": lambda a: str(a or "").replace("$", "").strip(),
     "after_hash": lambda a: str(a).split("####")[-1].strip().replace(",", ""),
-    "last_boxed": lambda a: _last_boxed(str(a)),
+    "last_boxed": lambda a: last_boxed(str(a)) or "",
     "int_of_float": _strip_gold,
     "first_strip_dollar": lambda a: str((a[0] if isinstance(a, (list, tuple)) and a else a) or "").strip().strip("$"),
 }

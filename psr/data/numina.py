@@ -21,7 +21,7 @@ hub's ``data/train-0000x-of-0000n.parquet`` layout) and returns records
 ``{id, problem, solution, answer, source, messages}`` -- the field names ``recipes/ift_build.py``
 (``question_key: problem``, ``solution_key: solution``, ``answer_key: answer``) and
 ``recipes/step_search.py`` / ``srlm_search.py`` (``problem``) read by default. ``answer`` is the
-last ``\boxed{}`` of the solution, by the grader's extraction (:func:`psr.grader.extract.last_boxed`,
+last ``\boxed{}`` of the solution, by the grader's reading (:func:`psr.boxes.last_boxed`,
 nested braces handled), or None. A bad record (missing or non-string ``problem`` / ``solution`` /
 ``source``, malformed ``messages``) raises :class:`psr.data.jsonl.DataError` naming ``file:line``
 (jsonl) or ``file:row`` (parquet). Counted in :class:`NuminaStats`: records read, kept, filtered by
@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from psr.data.jsonl import DataError, iter_jsonl, write_jsonl
-from psr.grader.extract import last_boxed
+from psr.boxes import last_boxed
 
 NUMINA_FIELDS = ("source", "problem", "solution", "messages")
 _PARQUET_BATCH = 4096

@@ -134,30 +134,3 @@ def load_pairs(path: str | os.PathLike, stats: Optional[PairStats] = None) -> li
         raise DataError(f"{path}: no usable preference pairs ({stats.records} records, "
                         f"{stats.identical_dropped} with identical chosen/rejected)")
     return out
-
-
-def tiny_pairs(n: int = 64, seed: int = 0) -> list[dict]:
-    r"""``n`` deterministic arithmetic preference records in the psr convention (for
-    ``configs/tiny`` and tests): the chosen step states the right sum in the boxed form, the
-    rejected one guesses a wrong sum in another wording (learnable by a tiny random model);
-    0-2 previous steps."""
-    import random
-
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        a, b, c = rng.randint(1, 20), rng.randint(1, 20), rng.randint(1, 9)
-        k = i % 3
-        prev = [f"We compute {a} + {b} = {a + b}.", f"Then {a + b} + {c} = {a + b + c}."][:k]
-        total = a + b if k == 0 else a + b + c
-        wrong = total + rng.choice([-3, -2, -1, 1, 2, 3])
-        l = k + 1
-        q = f"What is {a} + {b}?" if k == 0 else f"What is {a} + {b} + {c}?"
-        from psr.steps import format_step
-
-        out.append({
-            "id": f"tiny{i}/step{l}", "question": q, "prev_steps": prev, "step": l,
-            "chosen": format_step(l, f"So the answer is \\boxed{{{total}}}."),
-            "rejected": format_step(l, f"I guess it is {wrong}, maybe."),
-        })
-    return out

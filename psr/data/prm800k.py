@@ -201,21 +201,3 @@ def load_prm_data(path: str | os.PathLike, fmt: str = "auto", neutral: str = "po
     if fmt == "prm800k":
         return load_prm800k(path, neutral, stats)
     raise ValueError(f"data format must be trl, prm800k or auto, got {fmt!r}")
-
-
-def tiny_prm_records(n: int = 48, seed: int = 0) -> list[dict]:
-    """``n`` deterministic TRL-stepwise records (configs/tiny, tests): arithmetic steps, a wrong
-    sum is labelled False and ends the example."""
-    import random
-
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        a, b, c = rng.randint(1, 20), rng.randint(1, 20), rng.randint(1, 9)
-        s1 = f"We compute {a} + {b} = {a + b}."
-        bad = i % 2 == 1
-        total = a + b + c + (rng.choice([-2, -1, 1, 2]) if bad else 0)
-        s2 = f"Then {a + b} + {c} = {total}." if not bad else f"I guess {a + b} + {c} is {total}, maybe."
-        out.append({"id": f"tiny{i}", "prompt": f"What is {a} + {b} + {c}?", "completions": [s1, s2],
-                    "labels": [True, not bad]})
-    return out

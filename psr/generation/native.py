@@ -1,5 +1,10 @@
 """The native torch backend: any HF-dir causal LM, batched KV-cache decoding, no extra engine.
 
+This module is the batching engine and :class:`NativeGenerator`; the KV cache, its batch
+surgery and the shared-prefix prefill are in :mod:`psr.generation.kv_cache`, sampling and the
+per-sequence random streams in :mod:`psr.generation.sampling`, and the argument check that
+every backend shares in :func:`psr.generation.base.check_generate_args`.
+
 How one ``generate`` call runs
 ------------------------------
 * Every prompt ``i`` becomes ``params.n`` *sequences* ``(i, j)`` (one per prompt when
@@ -30,8 +35,8 @@ How one ``generate`` call runs
 
 Randomness and reproducibility
 ------------------------------
-Sampling is inverse-CDF sampling with one uniform number per sequence and step, drawn from a
-counter-based stream (splitmix64 of ``(seeds[i], sample index j, step t)``), never from a global
+Sampling (:mod:`psr.generation.sampling`) is inverse-CDF sampling with one uniform number per
+sequence and step, drawn from a counter-based stream (splitmix64 of ``(seeds[i], sample index j, step t)``), never from a global
 RNG. So the samples of prompt ``i`` depend only on (prompt ``i``, ``params``, ``stops[i]``,
 ``seeds[i]``) and the same seed gives the same text, whatever else shares the call.
 Caveat: the *logits* are computed in a batch whose size, padding and companions depend on the
@@ -78,172 +83,8 @@ import numpy as np
 import torch
 
 from psr.generation.base import Completion, SamplingParams, check_generate_args
-
-_U64 = np.uint64
-_MASK64 = (1 << 64) - 1
-
-
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser on a uint64 array (wrapping arithmetic)."""
-    with np.errstate(over="ignore"):
-        x = x ^ (x >> _U64(30))
-        x = x * _U64(0xBF58476D1CE4E5B9)
-        x = x ^ (x >> _U64(27))
-        x = x * _U64(0x94D049BB133111EB)
-        return x ^ (x >> _U64(31))
-
-
-def sequence_keys(seeds: Sequence[int], sample_idx: Sequence[int]) -> np.ndarray:
-    """One 64-bit stream key per sequence from (seed, sample index)."""
-    s = np.array([int(x) & _MASK64 for x in seeds], dtype=_U64)
-    j = np.array([int(x) & _MASK64 for x in sample_idx], dtype=_U64)
-    with np.errstate(over="ignore"):
-        return _mix64(_mix64(s + _U64(0x9E3779B97F4A7C15)) ^ (j * _U64(0xD1B54A32D192ED03)))
-
-
-def stream_uniforms(keys: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """Uniform floats in [0, 1) (53 bits), one per (key, step): a counter-based random stream."""
-    with np.errstate(over="ignore"):
-        x = _mix64(keys ^ _mix64(steps.astype(_U64) + _U64(0x632BE59BD9B4E019)))
-    return (x >> _U64(11)).astype(np.float64) * (1.0 / (1 << 53))
-
-
-def sample_tokens(
-    logits: torch.Tensor, temperature: float, top_p: float, uniforms: Optional[torch.Tensor],
-    top_k_first: int = 16,
-) -> torch.Tensor:
-    """Next token per row of ``logits`` [B, V]: argmax when ``temperature == 0``, else
-    inverse-CDF sampling of softmax(logits / temperature) restricted to the top-p nucleus
-    (the smallest set of most likely tokens whose mass reaches ``top_p``), using ``uniforms``
-    [B] in [0, 1). Row-wise only, so a row's token does not depend on the other rows.
-
-    The nucleus is found among the ``top_k_first`` most likely tokens (``topk``) instead of a
-    sort of the whole vocabulary (a stable sort of 384 x 2048 takes 3-6 ms, top-16 0.3-1.7 ms;
-    the sort was ~15% of a sampling run); rows whose ``top_k_first`` tokens hold less than
-    ``top_p`` of the mass are sorted in full. Both give the same nucleus in the same order (ties: lower token id first)."""
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    order = None
-    if top_p < 1.0:
-        V = probs.shape[1]
-        k = min(V, max(1, int(top_k_first)))
-        short, n_short = None, 0
-        if k < V:
-            probs_k, order_k = _top_k_sorted(probs, k)
-            # full sort where the nucleus may reach beyond the k tokens, or where tokens tied
-            # with the k-th straddle the cut (topk's choice among them is not the stable order)
-            short = (probs_k.cumsum(dim=1)[:, -1] < top_p) | ((probs >= probs_k[:, -1:]).sum(dim=1) > k)
-            n_short = int(short.sum())
-        if short is None or 2 * n_short > probs.shape[0]:  # all rows (or most) sorted in full
-            probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
-        elif n_short:  # the short rows sorted in full, the others' top k padded with zeros
-            rows = short.nonzero().squeeze(1)
-            full_p, full_o = torch.sort(probs.index_select(0, rows), dim=-1, descending=True, stable=True)
-            probs = torch.nn.functional.pad(probs_k, (0, V - k))
-            order = torch.nn.functional.pad(order_k, (0, V - k))
-            probs[rows], order[rows] = full_p, full_o
-        else:
-            probs, order = probs_k, order_k
-        before = torch.cumsum(probs, dim=-1) - probs  # mass of strictly more likely tokens
-        probs = probs.masked_fill(before >= top_p, 0.0)
-        probs[:, 0] = torch.where(probs[:, 0] > 0, probs[:, 0], torch.ones_like(probs[:, 0]))
-    cdf = torch.cumsum(probs, dim=-1)
-    total = cdf[:, -1:]
-    u = uniforms.to(device=cdf.device, dtype=torch.float64).unsqueeze(1)
-    x = (u * total.double()).float()
-    x = torch.minimum(x, torch.nextafter(total, torch.zeros_like(total)))
-    pick = torch.searchsorted(cdf, x, right=True).clamp_(max=cdf.shape[1] - 1)
-    if order is not None:
-        pick = order.gather(1, pick)
-    return pick.squeeze(1)
-
-
-def _top_k_sorted(probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` largest entries per row in descending order, ties broken by lower index (the
-    order of a stable descending sort), and their indices."""
-    vals, idx = torch.topk(probs, k, dim=-1, largest=True, sorted=True)
-    # topk does not promise an order among equal values: re-sort the k by (value desc, index asc)
-    idx, perm = torch.sort(idx, dim=-1)
-    vals = vals.gather(1, perm)
-    vals, perm = torch.sort(vals, dim=-1, descending=True, stable=True)
-    return vals, idx.gather(1, perm)
-
-
-ATTN_IMPL = "psr_sdpa_gqa"
-
-
-def _sdpa_gqa_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
-                        is_causal=None, **kwargs):
-    """transformers' sdpa attention, but grouped-query attention is done inside the kernel
-    (``enable_gqa``) instead of repeating the KV cache per query head: transformers repeats it
-    whenever a padding mask is present, which copies the whole cache every layer and step
-    (measured 55 ms -> 3 ms per layer for 384 rows x 260 columns on CPU)."""
-    if kwargs.get("position_bias") is not None:  # models with additive biases: the stock path
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
-                                      scaling=scaling, is_causal=is_causal, **kwargs)
-    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-    causal = bool(query.shape[2] > 1 and attention_mask is None and causal)
-    out = torch.nn.functional.scaled_dot_product_attention(
-        query, key, value, attn_mask=attention_mask, dropout_p=0.0, scale=scaling,
-        is_causal=causal, enable_gqa=query.shape[1] != key.shape[1],
-    )
-    return out.transpose(1, 2).contiguous(), None
-
-
-def _register_attention() -> None:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-
-    AttentionInterface.register(ATTN_IMPL, _sdpa_gqa_attention)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTN_IMPL, sdpa_mask)
-
-
-def _make_buffer_cache(num_layers: int, grow: int):
-    """A transformers ``DynamicCache`` whose layers keep K/V in preallocated buffers
-    [B, H, capacity, D] and write each new column in place (the stock layer concatenates,
-    i.e. copies the whole cache, at every decode step)."""
-    from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
-
-    class BufferLayer(DynamicLayer):
-        def __init__(self):
-            super().__init__()
-            self.kbuf = self.vbuf = None
-            self.n = 0
-
-        def set(self, kbuf, vbuf, n):
-            self.kbuf, self.vbuf, self.n = kbuf, vbuf, n
-            self.keys, self.values = kbuf[:, :, :n], vbuf[:, :, :n]
-            self.dtype, self.device = kbuf.dtype, kbuf.device
-            self.is_initialized = True
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            q = key_states.shape[2]
-            if self.kbuf is None or self.n + q > self.kbuf.shape[2]:
-                cap = self.n + q + max(grow, (self.n + q) // 2)
-                B, H, _, D = key_states.shape
-                kb = key_states.new_empty((B, H, cap, D))
-                vb = value_states.new_empty((B, H, cap, value_states.shape[3]))
-                if self.n:
-                    kb[:, :, : self.n] = self.kbuf[:, :, : self.n]
-                    vb[:, :, : self.n] = self.vbuf[:, :, : self.n]
-                self.kbuf, self.vbuf = kb, vb
-            self.kbuf[:, :, self.n: self.n + q] = key_states
-            self.vbuf[:, :, self.n: self.n + q] = value_states
-            self.set(self.kbuf, self.vbuf, self.n + q)
-            return self.keys, self.values
-
-        def get_seq_length(self) -> int:
-            return self.n
-
-    class BufferCache(DynamicCache):
-        def __init__(self):
-            Cache.__init__(self, layers=[BufferLayer() for _ in range(num_layers)])
-
-    return BufferCache()
-
+from psr.generation.kv_cache import ATTN_IMPL, first_column, merge_rows, prefill, register_attention, select_rows
+from psr.generation.sampling import sample_tokens, sequence_keys, stream_uniforms
 
 def _cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX): there bf16 matmuls
@@ -357,7 +198,7 @@ class _Batch:
 
     def clear(self) -> None:
         self.cache = self.mask = self.nxt = self.pos = None
-        self.keys = np.zeros(0, dtype=_U64)
+        self.keys = np.zeros(0, dtype=np.uint64)
         self.seqs: list[_Seq] = []
 
     @property
@@ -463,7 +304,7 @@ class NativeGenerator:
         if attn_implementation == "auto":
             attn_implementation = "sdpa" if self.device.type == "cuda" else ATTN_IMPL
         if attn_implementation == ATTN_IMPL:
-            _register_attention()
+            register_attention()
         self.version = f"psr-native (transformers {transformers.__version__}, torch {torch.__version__})"
 
         if model is None:
@@ -606,153 +447,19 @@ class NativeGenerator:
         self.stats["forward_calls"] += 1
         return out.logits[:, -1, :], out.past_key_values
 
-    # -- prefill ---------------------------------------------------------------------
-
-    def _share_clusters(self, ids_list: list[list[int]]) -> list[tuple[int, list[int]]]:
-        """Split prompts into clusters that share a token prefix: [(prefix_len, members)].
-
-        Prompts are sorted; a range of sorted prompts shares the minimum of its adjacent
-        common-prefix lengths (capped so that every member keeps >= 1 own token). A range is
-        split at its weakest link when the parts together save more prefill tokens
-        ((members - 1) x prefix) than the whole; prefixes shorter than
-        ``share_prefix_min_tokens`` are not shared (prefix_len 0)."""
-        N = len(ids_list)
-        min_len = self.share_prefix_min_tokens
-        if not min_len or N < 2:
-            return [(0, list(range(N)))]
-        order = sorted(range(N), key=lambda i: ids_list[i])
-        arrs = [np.asarray(ids_list[i], dtype=np.int64) for i in order]
-        adj = []
-        for a, b in zip(arrs, arrs[1:]):
-            m = min(len(a), len(b))
-            neq = np.flatnonzero(a[:m] != b[:m])
-            adj.append(int(neq[0]) if len(neq) else m)
-        lens = [len(a) for a in arrs]
-
-        def share(lo: int, hi: int) -> int:
-            return min(min(adj[lo:hi - 1]), min(lens[lo:hi]) - 1)
-
-        out: list[tuple[int, list[int]]] = []
-        stack = [(0, N)]
-        while stack:
-            lo, hi = stack.pop()
-            if hi - lo == 1:
-                out.append((0, [order[lo]]))
-                continue
-            m = share(lo, hi)
-            k = lo + int(np.argmin(adj[lo:hi - 1])) + 1  # split point: [lo, k) and [k, hi)
-
-            def best(a: int, b: int) -> int:  # savings of the best clustering of [a, b), one level
-                if b - a < 2:
-                    return 0
-                s = share(a, b)
-                return (b - a - 1) * s if s >= min_len else 0
-
-            whole = (hi - lo - 1) * m if m >= min_len else 0
-            if whole > 0 and whole >= best(lo, k) + best(k, hi):
-                out.append((m, [order[i] for i in range(lo, hi)]))
-            else:
-                stack.append((k, hi))
-                stack.append((lo, k))
-        return out
-
-    def _left_padded(self, rows: list[list[int]]):
-        L = max(map(len, rows))
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(rows), L), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), L), dtype=torch.long)
-        for r, x in enumerate(rows):
-            if x:
-                ids[r, L - len(x):] = torch.tensor(x)
-                mask[r, L - len(x):] = 1
-        return ids.to(self.device), mask.to(self.device)
-
     def _prefill(self, groups: list[_Group]):
-        """Prefill each group's prompt; returns (cache, mask, last logits, prompt lengths) with
-        one row per group. Prompts that share a long token prefix (judge prompts) compute it
-        once: a first forward over the shared prefixes, then one over the rest of every prompt
-        on top of its cluster's prefix cache (padding in the middle is masked like left padding)."""
-        ids_list = [g.ids for g in groups]
-        lens = torch.tensor([len(x) for x in ids_list], device=self.device)
-        clusters = self._share_clusters(ids_list)
-        shared = [(p, members) for p, members in clusters if p > 0]
-        if not shared:
-            ids, mask = self._left_padded(ids_list)
-            pos = (mask.cumsum(-1) - 1).clamp_(min=0)
-            logits, cache = self._forward(ids, mask, pos, _make_buffer_cache(self._num_layers, self._grow))
-            self.stats["prefill_prompts"] += len(groups)
-            self.stats["prefill_tokens"] += int(lens.sum())
-            return cache, mask, logits, lens
-        # 1) the shared prefixes, one row per cluster
-        prefixes = [ids_list[members[0]][:p] for p, members in shared]
-        ids, pmask = self._left_padded(prefixes)
-        pos = (pmask.cumsum(-1) - 1).clamp_(min=0)
-        _, cache = self._forward(ids, pmask, pos, _make_buffer_cache(self._num_layers, self._grow))
-        # 2) every prompt's own part on top of its cluster's prefix (masked out when it has none)
-        row_of = {}
-        plen = [0] * len(groups)
-        for c, (p, members) in enumerate(shared):
-            for i in members:
-                row_of[i], plen[i] = c, p
-        rows = torch.tensor([row_of.get(i, 0) for i in range(len(groups))], device=self.device)
-        pmask = self._select(cache, pmask, rows)
-        no_prefix = torch.tensor([i not in row_of for i in range(len(groups))], device=self.device)
-        pmask = pmask.masked_fill(no_prefix.unsqueeze(1), 0)
-        ids, smask = self._left_padded([x[plen[i]:] for i, x in enumerate(ids_list)])
-        plen_t = torch.tensor(plen, device=self.device)
-        pos = (plen_t.unsqueeze(1) + smask.cumsum(-1) - 1).clamp_(min=0)
-        mask = torch.cat([pmask, smask], dim=1)
-        logits, cache = self._forward(ids, mask, pos, cache)
+        """Prefill each group's prompt (:func:`psr.generation.kv_cache.prefill`: a prefix shared
+        by several prompts is computed once); returns (cache, mask, last logits, prompt lengths)
+        with one row per group."""
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        cache, mask, logits, lens, shared = prefill(
+            self._forward, [g.ids for g in groups], num_layers=self._num_layers, grow=self._grow,
+            pad_id=pad, device=self.device, share_prefix_min_tokens=self.share_prefix_min_tokens)
         self.stats["prefill_prompts"] += len(groups)
-        self.stats["prefill_tokens"] += int(lens.sum()) - sum(p * (len(m) - 1) for p, m in shared)
-        self.stats["shared_prefix_tokens"] += sum(p * (len(m) - 1) for p, m in shared)
+        self.stats["prefill_tokens"] += int(lens.sum()) - shared
+        if shared:
+            self.stats["shared_prefix_tokens"] += shared
         return cache, mask, logits, lens
-
-    # -- batch surgery ---------------------------------------------------------------
-
-    def _select(self, cache, mask, rows: torch.Tensor, start: int = 0):
-        """Keep batch ``rows`` (may repeat) and columns ``start:`` of cache and mask, copied
-        into fresh buffers with room to grow; returns the new mask."""
-        for layer in cache.layers:
-            n = layer.n - start
-            out = []
-            for buf in (layer.kbuf, layer.vbuf):
-                nb = buf.new_empty((len(rows), buf.shape[1], n + self._grow, buf.shape[3]))
-                torch.index_select(buf[:, :, start: layer.n], 0, rows, out=nb[:, :, :n])
-                out.append(nb)
-            layer.set(out[0], out[1], n)
-        return mask.index_select(0, rows)[:, start:]
-
-    def _merge(self, cache_a, mask_a, rows_a: torch.Tensor, cache_b, mask_b):
-        """Rows ``rows_a`` of batch a followed by all of batch b, left-padding the shorter
-        cache (and trimming columns that are padding in every kept row); into cache_a."""
-        mask_a = mask_a.index_select(0, rows_a)
-        start = self._first_column(mask_a)
-        mask_a = mask_a[:, start:]
-        La, Lb = mask_a.shape[1], mask_b.shape[1]
-        L = max(La, Lb)
-        Ba, Bb = mask_a.shape[0], mask_b.shape[0]
-        for la, lb in zip(cache_a.layers, cache_b.layers):
-            out = []
-            for a, b in ((la.kbuf, lb.kbuf), (la.vbuf, lb.vbuf)):
-                m = a.new_empty((Ba + Bb, a.shape[1], L + self._grow, a.shape[3]))
-                m[:Ba, :, : L - La].zero_()
-                m[Ba:, :, : L - Lb].zero_()
-                torch.index_select(a[:, :, start: la.n], 0, rows_a, out=m[:Ba, :, L - La: L])
-                m[Ba:, :, L - Lb: L] = b[:, :, :Lb]
-                out.append(m)
-            la.set(out[0], out[1], L)
-        mask = mask_a.new_zeros((Ba + Bb, L))
-        mask[:Ba, L - La:] = mask_a
-        mask[Ba:, L - Lb:] = mask_b
-        return cache_a, mask
-
-    @staticmethod
-    def _first_column(mask: torch.Tensor) -> int:
-        """Columns before this one are padding in every row."""
-        if mask.shape[0] == 0:
-            return 0
-        return int((mask.cumsum(1) == 0).sum(1).min().item())
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -816,16 +523,16 @@ class NativeGenerator:
     def _admit(self, take: list[_Group], b: "_Batch", params: SamplingParams, greedy: bool) -> None:
         c_new, m_new, logits, lens = self._prefill(take)
         rep = torch.tensor([r for r, g in enumerate(take) for _ in g.seqs], device=self.device)
-        m_new = self._select(c_new, m_new, rep)
+        m_new = select_rows(c_new, m_new, rep, self._grow)
         logits = logits.index_select(0, rep)
         new_seqs = [s for g in take for s in g.seqs]
         new_pos = lens.index_select(0, rep)
-        new_keys = np.array([s.key for s in new_seqs], dtype=_U64)
+        new_keys = np.array([s.key for s in new_seqs], dtype=np.uint64)
         tok = self._sample(logits, params, greedy, new_keys, np.zeros(len(new_seqs), dtype=np.int64))
         if b.live:
             keep = [r for r, s in enumerate(b.seqs) if s.done is None]  # dead rows go in the same copy
             keep_t = torch.tensor(keep, device=self.device)
-            b.cache, b.mask = self._merge(b.cache, b.mask, keep_t, c_new, m_new)
+            b.cache, b.mask = merge_rows(b.cache, b.mask, keep_t, c_new, m_new, self._grow)
             b.nxt = torch.cat([b.nxt.index_select(0, keep_t), tok])
             b.pos = torch.cat([b.pos.index_select(0, keep_t), new_pos])
             b.keys = np.concatenate([b.keys[keep], new_keys])
@@ -848,8 +555,8 @@ class NativeGenerator:
             return
         keep = [r for r, s in enumerate(b.seqs) if s.done is None]
         keep_t = torch.tensor(keep, device=self.device)
-        start = self._first_column(b.mask.index_select(0, keep_t))
-        b.mask = self._select(b.cache, b.mask, keep_t, start=start)
+        start = first_column(b.mask.index_select(0, keep_t))
+        b.mask = select_rows(b.cache, b.mask, keep_t, self._grow, start=start)
         b.nxt, b.pos, b.keys = b.nxt.index_select(0, keep_t), b.pos.index_select(0, keep_t), b.keys[keep]
         b.seqs = [b.seqs[r] for r in keep]
         self.stats["compactions"] += 1

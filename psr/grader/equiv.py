@@ -36,10 +36,22 @@ import math
 import re
 from functools import lru_cache
 
-from psr.grader.extract import _balanced, choice_letter
+from psr.boxes import BOX_RE, last_boxed
+from psr.grader.extract import (
+    _ANSWER_IS_RE,
+    _NUMBER_RE,
+    MAX_BOXES,
+    _balanced,
+    _is_bare,
+    box_spans,
+    boxed_run_length,
+    check_answer_type,
+    choice_letter,
+    extract_answer,
+)
 from psr.grader.normalize import normalize, numbers_close, parse_number
 
-__all__ = ["match_local", "answer_type_of", "symbolic_equal", "split_top_level"]
+__all__ = ["match_local", "grade_local", "symbolic_equal", "split_top_level"]
 
 MAX_ANSWER_CHARS = 2000  # longer extracted answers: string rules only, no symbolic path
 MAX_DEPTH = 3
@@ -47,25 +59,6 @@ _PY_SMELL = re.compile(r"__|\bimport\b|\blambda\b|\beval\b|\bexec\b|\bos\.|\bsub
 _LONE_VAR = re.compile(r"^(?:[a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?'?|\\[a-zA-Z]+(?:_\{?[a-zA-Z0-9]+\}?)?)$")
 _INT = re.compile(r"^[+-]?\d{1,60}$")
 _CHOICE_GOLD = re.compile(r"^\(?([A-E])\)?$")
-
-_DEFAULT_TYPES = {
-    "gsm8k": "numeric", "aime24": "numeric", "aime25": "numeric", "amc23": "numeric",
-    "gaokao2023en": "choice_or_math",
-}
-
-
-@lru_cache(maxsize=64)
-def answer_type_of(benchmark: str | None) -> str:
-    """``numeric`` | ``choice_or_math`` | ``math`` for a benchmark name (eval/benchmarks.yaml)."""
-    if not benchmark:
-        return "math"
-    try:
-        from psr.data.benchmarks import benchmark_spec
-
-        return benchmark_spec(benchmark).get("answer_type", "math")
-    except Exception:
-        return _DEFAULT_TYPES.get(str(benchmark), "math")
-
 
 def split_top_level(s: str, sep: str = ",") -> list[str]:
     """Split at ``sep`` outside (), [], {} (and ``\\{ \\}``)."""
@@ -483,16 +476,12 @@ def _numerically_equal(pe, ge, pred: str, gold: str) -> bool:
 
 
 def _has_marker(text: str) -> bool:
-    from psr.grader.extract import _ANSWER_IS_RE, last_boxed
-
     return last_boxed(text) is not None or "####" in text or _ANSWER_IS_RE.search(text) is not None
 
 
 def gold_answer(gold: str) -> str:
     """The answer inside a gold string: the gold itself, or the final answer of a gold that is a
     whole reference solution (has a \\boxed{} / "final answer is")."""
-    from psr.grader.extract import _is_bare, extract_answer
-
     g = gold.strip()
     if len(g) > 80 or "\\boxed" in g or "\\fbox" in g:
         if _has_marker(g) or not _is_bare(g):
@@ -502,18 +491,17 @@ def gold_answer(gold: str) -> str:
     return gold
 
 
-def grade_local(response: str | None, gold: str | None, benchmark: str | None = None) -> bool:
+def grade_local(response: str | None, gold: str | None, answer_type: str | None = None) -> bool:
     """Unprotected grade (call inside a worker): extract, match, and for solutions without a
     \\boxed{} a second opinion from math-verify's LaTeX extraction over the whole response.
     Against a gold that lists several answers (a list, a set, labelled parts), a response that
     boxes them one by one with text between the boxes is also read as the list of all its boxes
-    (``_all_boxes_match``)."""
-    from psr.grader.extract import extract_answer
-
+    (``_all_boxes_match``). ``answer_type``: one of ``psr.grader.extract.ANSWER_TYPES`` (None = math)."""
+    answer_type = check_answer_type(answer_type)
     if not isinstance(response, str) or gold is None or not str(gold).strip():
         return False
     gold = gold_answer(str(gold))
-    ans = extract_answer(response, benchmark)
+    ans = extract_answer(response, answer_type)
     if match_local(ans, gold):
         return True
     if _all_boxes_match(response, ans, gold):
@@ -521,8 +509,6 @@ def grade_local(response: str | None, gold: str | None, benchmark: str | None = 
     if ans is not None and ans == response.strip().strip("$").strip() and len(ans) <= 80 \
             and re.search(r"[A-Za-z]{2}", ans) and not re.search(r"[\\^_{}()\[\]=+*/<>-]", ans):
         # a short unmarked text taken whole ("It is 12"): its last number is the other reading
-        from psr.grader.extract import _NUMBER_RE
-
         nums = list(_NUMBER_RE.finditer(ans))
         if nums and nums[-1].group(0) != ans and match_local(nums[-1].group(0).replace(",", ""), gold):
             return True
@@ -531,7 +517,7 @@ def grade_local(response: str | None, gold: str | None, benchmark: str | None = 
             pass
         if dec is not None and nums and dec.end() >= nums[-1].end() and match_local(dec.group(0), gold):
             return True  # "It costs 2,74 euros": the decimal comma reading of its last number
-    if answer_type_of(benchmark) == "numeric" or _CHOICE_GOLD.match(normalize(gold)):
+    if answer_type == "numeric" or _CHOICE_GOLD.match(normalize(gold)):
         return False
     if ("\\boxed" in response or "\\fbox" in response) and ans is not None:
         return False  # the boxed answer is the final answer; nothing else in the text counts
@@ -555,9 +541,7 @@ def _all_boxes_match(response: str, ans: str | None, gold: str) -> bool:
     go = _ordered_items(g) if len(g) <= MAX_ANSWER_CHARS else None
     if go is None or go[0] not in ("list", "set", "parts") or len(go[1]) < 2:
         return False
-    from psr.grader.extract import MAX_BOXES, _BOX_RE, box_spans, boxed_run_length
-
-    if len(_BOX_RE.findall(response)) > MAX_BOXES:
+    if len(BOX_RE.findall(response)) > MAX_BOXES:
         return False
     spans = box_spans(response)
     if len(spans) < 2 or not all(_balanced(c) for _, _, c in spans):

@@ -17,9 +17,17 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["extract_answer", "last_boxed", "choice_letter"]
+from psr.boxes import box_commands, last_boxed, matching_braces
+from psr.grader.normalize import WORD_NUMBERS, normalize, parse_number
 
-_BOX_RE = re.compile(r"\\(?:boxed|fbox|framebox)\b")
+__all__ = ["extract_answer", "last_boxed", "choice_letter", "ANSWER_TYPES", "check_answer_type"]
+
+# What a benchmark's answers are (eval/benchmarks.yaml maps each benchmark to one of these):
+#   math           any LaTeX answer (symbolic equivalence)
+#   numeric        a number: extraction reduces the answer to a number (gsm8k, aime, amc)
+#   choice_or_math an option letter where the answer is one (A-E), else math
+ANSWER_TYPES = ("math", "numeric", "choice_or_math")
+
 _HASH_RE = re.compile(r"####\s*([^\n]*)")
 _ANSWER_IS_RE = re.compile(
     r"(?:final\s+answer\s*(?:is|:)|the\s+answer\s+is|answer\s*:|answer\s*(?=\$|\\\(|\\\[)|答案是)\s*:?\s*",
@@ -34,61 +42,6 @@ _CHOICE_RE = re.compile(
 )
 _CHOICE_IN_TEXT_RE = re.compile(r"(?:\(([A-E])\)|\b(?:option|choice|answer)\s*(?:is\s*)?:?\s*\(?([A-E])\b\)?)")
 _SENTENCE_WORD_RE = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
-
-
-_BRACE_RE = re.compile(r"(?<!\\)[{}]")
-
-
-def _closing_braces(text: str, opens: list[int]) -> dict[int, int]:
-    """For each ``{`` position in ``opens`` (sorted), the index after its matching ``}`` (escaped
-    ``\\{ \\}`` do not count); unclosed ones are absent. One pass over the braces for all of
-    them, so many unclosed boxes cost linear time, not one scan each."""
-    if not opens:
-        return {}
-    want, out, stack = set(opens), {}, []
-    for m in _BRACE_RE.finditer(text, opens[0]):
-        i = m.start()
-        if text[i] == "{":
-            stack.append(i)
-        elif stack:
-            o = stack.pop()
-            if o in want:
-                out[o] = i + 1
-                if len(out) == len(want):
-                    break
-    return out
-
-
-def _box_opens(text: str, matches: list[re.Match]) -> list[tuple[re.Match, int]]:
-    """(box match, index of the ``{`` that opens its argument, or -1 for ``\\boxed 5``)."""
-    out = []
-    for m in matches:
-        j = m.end()
-        while j < len(text) and text[j] == " ":
-            j += 1
-        out.append((m, j if j < len(text) and text[j] == "{" else -1))
-    return out
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}``/``\\fbox{...}`` (or ``\\boxed x``) in ``text``; None if none."""
-    opens = _box_opens(text, list(_BOX_RE.finditer(text)))
-    closes = _closing_braces(text, sorted({j for _, j in opens if j >= 0}))
-    for m, j in reversed(opens):
-        if j >= 0:
-            if j in closes:
-                return text[j + 1 : closes[j] - 1].strip()
-            continue  # unbalanced: try an earlier box
-        j = m.end()
-        while j < len(text) and text[j] == " ":
-            j += 1
-        if j > m.end():  # "\boxed 5": up to whitespace or $
-            k = j
-            while k < len(text) and text[k] not in " \n$":
-                k += 1
-            if k > j:
-                return text[j:k].strip()
-    return None
 
 
 def _clean_tail(ans: str) -> str:
@@ -113,8 +66,6 @@ def _is_bare(text: str) -> bool:
     if not t or len(t) > 80 or "\n" in t:
         return False
     t = re.sub(r"\\text\{[^{}]*\}|\\mathrm\{[^{}]*\}|\\mbox\{[^{}]*\}|\\(?:begin|end)\{[^{}]*\}", " ", t)
-    from psr.grader.normalize import WORD_NUMBERS
-
     words = [w for w in _SENTENCE_WORD_RE.findall(t) if w.lower() not in WORD_NUMBERS]
     if len(words) <= 1:
         return True
@@ -135,22 +86,29 @@ def choice_letter(ans: str | None) -> str | None:
     return None
 
 
-def extract_answer(text: str | None, benchmark: str | None = None) -> str | None:
+def check_answer_type(answer_type: str | None) -> str:
+    """``answer_type`` (None = ``math``) checked against :data:`ANSWER_TYPES`; ValueError otherwise
+    (a benchmark name is not an answer type: :func:`psr.data.benchmarks.answer_type_of` maps one)."""
+    if answer_type is None:
+        return "math"
+    if answer_type not in ANSWER_TYPES:
+        raise ValueError(f"answer_type must be one of {ANSWER_TYPES} (or None for math), got {answer_type!r}; "
+                         "a benchmark's answer type is psr.data.benchmarks.answer_type_of(name)")
+    return answer_type
+
+
+def extract_answer(text: str | None, answer_type: str | None = None) -> str | None:
     """The final answer in ``text`` (see the module docstring), or None when there is none.
 
-    ``benchmark`` is a benchmark name (see eval/benchmarks.yaml): its ``answer_type`` selects
-    number-only extraction (``numeric``: gsm8k, aime, amc) or option-letter extraction
-    (``choice_or_math``: a letter if the answer is one, else the math answer).
+    ``answer_type`` (one of :data:`ANSWER_TYPES`; None = ``math``) selects number-only extraction
+    (``numeric``: gsm8k, aime, amc) or option-letter extraction (``choice_or_math``: a letter if
+    the answer is one, else the math answer). eval/benchmarks.yaml gives each benchmark's type.
     """
+    atype = check_answer_type(answer_type)
     if not isinstance(text, str):
         return None
-    from psr.grader.equiv import answer_type_of
-
-    atype = answer_type_of(benchmark)
     ans = _extract_generic(text)
     if atype == "numeric" and ans is not None:
-        from psr.grader.normalize import normalize, parse_number
-
         norm = normalize(ans) if len(ans) <= 200 else ans  # bounded work in the caller's process
         if len(ans) > 200:
             nums = _NUMBER_RE.findall(ans[-2000:])
@@ -174,14 +132,14 @@ MAX_BOXES = 32  # only the last boxes of a response are read (bounded work on ho
 def box_spans(text: str) -> list[tuple[int, int, str]]:
     """``(start, end, content)`` of the outermost complete ``\\boxed{...}`` groups among the last
     ``MAX_BOXES`` box commands of ``text``, in order (a box inside a box is part of the outer one)."""
-    opens = _box_opens(text, list(_BOX_RE.finditer(text))[-MAX_BOXES:])
-    closes = _closing_braces(text, [j for _, j in opens if j >= 0])
+    cmds = box_commands(text, last=MAX_BOXES)
+    closes = matching_braces(text, [j for _, _, j in cmds if j >= 0])
     spans: list[tuple[int, int, str]] = []
-    for m, j in opens:
-        if spans and m.start() < spans[-1][1]:
+    for start, _, j in cmds:
+        if spans and start < spans[-1][1]:
             continue  # nested in the previous box
         if j in closes:
-            spans.append((m.start(), closes[j], text[j + 1 : closes[j] - 1].strip()))
+            spans.append((start, closes[j], text[j + 1 : closes[j] - 1].strip()))
     return spans
 
 

@@ -44,7 +44,7 @@ def _limit_memory(extra: int) -> None:
 
 
 def _worker_main(conn, memory_bytes: int) -> None:
-    """Worker loop: receive a chunk [(idx, kind, a, b, benchmark)], send (idx, verdict) per item."""
+    """Worker loop: receive a chunk [(idx, kind, a, b, answer_type)], send (idx, verdict) per item."""
     import logging
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
@@ -59,10 +59,10 @@ def _worker_main(conn, memory_bytes: int) -> None:
             return
         if chunk is None:
             return
-        for idx, kind, a, b, bench in chunk:
+        for idx, kind, a, b, atype in chunk:
             try:
                 if kind == "grade":
-                    ok = equiv.grade_local(a, b, bench)
+                    ok = equiv.grade_local(a, b, atype)
                 else:
                     ok = equiv.match_local(a, b)
             except BaseException:  # MemoryError, RecursionError, anything from sympy/antlr
@@ -148,7 +148,7 @@ class GraderPool:
         return new
 
     def run(self, tasks: list[tuple], timeout_s: float) -> list[bool]:
-        """Verdicts for ``tasks`` = [(kind, a, b, benchmark)], kind 'grade' or 'match'."""
+        """Verdicts for ``tasks`` = [(kind, a, b, answer_type)], kind 'grade' or 'match'."""
         with self._lock:
             if not self.workers:
                 self.resize(1)
@@ -158,7 +158,7 @@ class GraderPool:
         n = len(tasks)
         results = [False] * n
         todo: deque[int] = deque()
-        for i, (kind, a, b, bench) in enumerate(tasks):
+        for i, (kind, a, b, _) in enumerate(tasks):
             if isinstance(a, str) and len(a) > MAX_RESPONSE_CHARS or isinstance(b, str) and len(b) > MAX_RESPONSE_CHARS:
                 continue  # pathological size: wrong, never parsed
             todo.append(i)

@@ -21,8 +21,6 @@ API (stable; used by every training recipe):
         ``dtype`` casts floating tensors and sets the config's dtype. Writes into a temp dir and
         renames it into place, so a killed save never leaves a half-written model dir under the
         final name.
-    build_tiny_llama_dir(path, seed=0) -> Path
-        A random Llama-family (LlamaForCausalLM) model dir with the tiny tokenizer, for tests.
 """
 
 from __future__ import annotations
@@ -398,10 +396,3 @@ def _write_config(model: Any, out: Path, dtype: torch.dtype) -> None:
     if "torch_dtype" in written:
         written["torch_dtype"] = name
     path.write_text(json.dumps(written, indent=2, sort_keys=True) + "\n")
-
-
-def build_tiny_llama_dir(path: str | os.PathLike, seed: int = 0, hidden_size: int = 64, num_layers: int = 2) -> Path:
-    """A random LlamaForCausalLM (SmolLM2's architecture, tied head) + the tiny tokenizer."""
-    from psr.models.tiny import build_tiny_model_dir
-
-    return build_tiny_model_dir(path, seed=seed, hidden_size=hidden_size, num_layers=num_layers, arch="llama")

@@ -1,6 +1,12 @@
-"""Tiny random models for tests and ``configs/tiny``: a byte-level BPE tokenizer trained on a
-built-in corpus (no downloads) with a Qwen-style chat template, and a random qwen2-style
-causal LM, saved together as an HF model directory that transformers (and vLLM) load."""
+"""Small models built from scratch: a byte-level BPE tokenizer trained on a corpus (no downloads)
+with a Qwen-style chat template, and a random qwen2- or llama-style causal LM, saved together as
+an HF model directory that transformers (and vLLM) load.
+
+Production code, not a test double: the arith world builds its real models with
+:func:`train_bpe_tokenizer` and :func:`build_tiny_model` (psr.arith.tokenizer, psr.arith.model,
+trained from there), and the recipes' tiny-model switch builds its smoke-run model with
+:func:`build_tiny_model_dir` (whose ``manifest.json`` names this module as the writer). Test-only
+wrappers (``build_tiny_llama_dir``, ``tiny_generator``) live in :mod:`psr.testing`."""
 
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ Modules (each starts with its own API summary):
     psr.training.batching    global_batches / rank_micro_batches / grad_accum_steps: a batch plan
                              independent of the number of processes
     psr.training.optim       build_optimizer (AdamW), lr_multiplier, build_lr_scheduler
-    psr.training.metrics     MetricLogger (jsonl / stdout / tensorboard on rank 0), read_metrics
+    psr.training.metrics     metric loggers (the metric_logger _component_: JsonlLogger, the default,
+                             or torchtune's), memory_stats, read_metrics
     psr.training.forward     labeled_logits: logits only at positions that predict a label
     psr.training.losses      sft_loss, token_logps (+ step-DPO / PRM losses)
     psr.training.sft_data    IFT/EFT records -> SFT examples, mixture, collate, tiny data

@@ -26,6 +26,8 @@ from typing import Sequence
 
 import torch
 
+from psr.seeds import epoch_seed
+
 
 def grad_accum_steps(batch_size: int, micro_batch_size: int, world_size: int) -> int:
     per_step = micro_batch_size * world_size
@@ -39,7 +41,7 @@ def grad_accum_steps(batch_size: int, micro_batch_size: int, world_size: int) ->
 
 def _perm(n: int, seed: int, epoch: int, salt: int = 0) -> list[int]:
     g = torch.Generator()
-    g.manual_seed(int(seed) * 1_000_003 + int(epoch) * 7919 + salt)
+    g.manual_seed(epoch_seed(seed, epoch, stride=7919, salt=salt))
     return torch.randperm(n, generator=g).tolist()
 
 

@@ -20,9 +20,13 @@ API (stable):
   processes (the FSDP2 gradient reduction averages over ranks, hence the ``world_size``).
   Metrics are logged as global sums / global units. It runs under ``setup.autocast()``.
 
-Per step the loop logs (rank 0; jsonl + optional stdout/tensorboard): loss, lr, grad_norm,
-tokens_per_second (global non-padding tokens / step wall time), tokens (cumulative), epoch,
-and the loss_fn metrics; a tqdm bar on rank 0 shows step, loss, lr.
+Every ``log_every_n_steps`` steps the loop logs through ``metric_logger`` (a ``_component_``
+block, built on rank 0 only: metrics.jsonl by default, or any torchtune metric logger, see
+psr.training.metrics): loss, lr, grad_norm, tokens_per_second (global non-padding tokens / step
+wall time), tokens_per_second_per_gpu (the same / world size, torchtune's key), tokens
+(cumulative), epoch, step_time_s, the loss_fn metrics, and with ``log_peak_memory_stats`` rank 0's
+peak memory in GiB (peak_memory_rss; on CUDA also peak_memory_active / _alloc / _reserved since
+the previous logging step). A tqdm bar on rank 0 shows step, loss, lr.
 
 Saves: HF model dir ``epoch_<e>`` after each epoch, ``step_<n>`` every ``save_every_n_steps``,
 ``final`` -> the last one; resume state beside them (psr.training.checkpoint). When the output dir
@@ -44,7 +48,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import torch
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig
 
 from psr import distributed as D
 from psr.config import ConfigError
@@ -52,7 +56,7 @@ from psr.training.batching import global_batches, grad_accum_steps, rank_micro_b
 from psr.models.hf import DEFAULT_MAX_SHARD_SIZE
 from psr.training.checkpoint import Checkpointer
 from psr.training.fsdp import ModelSetup, all_reduce_sum, clip_grad_norm, setup_model
-from psr.training.metrics import MetricLogger
+from psr.training.metrics import DEFAULT_COMPONENT, build_metric_logger, check_metric_logger, memory_stats
 from psr.training.optim import build_lr_scheduler, build_optimizer, warmup_steps_for
 
 
@@ -120,9 +124,14 @@ class TrainConfig:
     # from <output_dir>/resume_state when it exists (the manifest check refuses a different run);
     # true only adds a line when there is no checkpoint to continue.
     resume_from_checkpoint: bool = False
-    # Metric backends on rank 0: any of jsonl (metrics.jsonl), stdout, tensorboard.
-    metric_loggers: list = field(default_factory=lambda: ["jsonl"])
+    # The metric logger (rank 0), a _component_ block: psr.training.metrics.JsonlLogger writes
+    # <output_dir>/metrics.jsonl; torchtune's plug in as they are (metric_logger._component_=
+    # torchtune.training.metric_logging.WandBLogger | TensorBoardLogger | StdoutLogger |
+    # MLFlowLogger | DiskLogger, plus their keys); psr.training.metrics.MultiLogger takes a list.
+    metric_logger: Any = field(default_factory=lambda: {"_component_": DEFAULT_COMPONENT})
     log_every_n_steps: int = 1
+    # Log rank 0's peak memory (RSS; CUDA allocator peaks where training runs on CUDA) per logging step.
+    log_peak_memory_stats: bool = True
     # tqdm progress bar on rank 0.
     progress_bar: bool = True
 
@@ -132,11 +141,13 @@ class TrainResult:
     losses: list[float]
     steps: int
     final_dir: Optional[Path]
-    metrics_path: Path
+    metrics_path: Optional[Path]  # the metrics.jsonl written (None if metric_logger writes none)
     setup: Optional[ModelSetup] = None  # the trained model (still sharded under torchrun)
 
 
 def setup_from_config(cfg: Any) -> ModelSetup:
+    if getattr(cfg, "metric_logger", None) is not None:  # a misspelt _component_ fails before the model loads
+        check_metric_logger(cfg.metric_logger)
     return setup_model(
         cfg.model_dir, device=cfg.device, dtype=cfg.dtype,
         activation_checkpointing=cfg.activation_checkpointing,
@@ -203,7 +214,9 @@ def train(
     else:
         step, start_epoch, start_batch = progress["step"], progress["epoch"], progress["batch_in_epoch"]
         D.print0(f"resumed from {ckpt.resume_dir}: step {step}, epoch {start_epoch + 1}, batch {start_batch}")
-    logger = MetricLogger(out, cfg.metric_loggers, resume_step=step if progress is not None else None)
+    logger = build_metric_logger(cfg.metric_logger, out, resume_step=step if progress is not None else None)
+    if D.is_rank0() and isinstance(cfg, DictConfig):
+        logger.log_config(cfg)
     fault_at = os.environ.get("PSR_FAULT_AFTER_STEP")
     fault_at = int(fault_at) if fault_at else None
 
@@ -252,9 +265,12 @@ def train(
             dt = time.perf_counter() - t0
             if step % max(1, cfg.log_every_n_steps) == 0 or step == total:
                 values = {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_second": tokens / dt,
+                          "tokens_per_second_per_gpu": tokens / (dt * world),
                           "tokens": cum_tokens, "epoch": epoch + 1, "step_time_s": dt}
                 values.update({n: red[1 + j].item() / max(units, 1.0) for j, n in enumerate(names)})
-                logger.log(values, step)
+                if cfg.log_peak_memory_stats and D.is_rank0():
+                    values.update(memory_stats(setup.device))
+                logger.log_dict(values, step)
             bar.update(1)
             bar.set_postfix(step=step, loss=f"{loss:.4f}", lr=f"{lr:.3g}")
             if not math.isfinite(loss):
@@ -277,4 +293,5 @@ def train(
     final = ckpt.link_final(last_saved) if last_saved else None
     if final is None and progress is not None and (out / "final").exists():
         final = out / "final"  # an already complete run, re-run: its model stays
-    return TrainResult(losses=losses, steps=step, final_dir=final, metrics_path=logger.path, setup=setup)
+    return TrainResult(losses=losses, steps=step, final_dir=final, metrics_path=getattr(logger, "path", None),
+                       setup=setup)

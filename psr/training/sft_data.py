@@ -18,21 +18,20 @@ API (stable):
         makes up ``eft_fraction`` of the epoch (1.0 = EFT only, 0.0 = IFT only).
     collate_sft(examples, pad_id) -> {"input_ids", "attention_mask", "labels", "n_units", "n_tokens"}
         Right padding; n_units = response tokens (what the loss averages over).
-    write_tiny_sft_data(dir, n_ift=48, n_eft=16, seed=0) -> (ift_path, eft_path)
-        Small valid IFT/EFT files (arithmetic questions) for tests and configs/tiny.
+
+Small valid IFT/EFT files for tests and configs/tiny: psr.testing.write_tiny_sft_data.
 """
 
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
 
 from psr.prompts import chat, judge_prompt, reasoning_prompt
+from psr.seeds import epoch_seed
 from psr.steps import format_steps
 from psr.training.losses import IGNORE_INDEX
 
@@ -107,7 +106,7 @@ def mixture_indices(sources: Sequence[str], epoch: int, seed: int, eft_fraction:
     want = round(f * len(ift) / (1.0 - f))
     if want and not eft:
         raise ValueError(f"eft_fraction={f} but there are no EFT examples")
-    rng = random.Random(seed * 1_000_003 + epoch)
+    rng = random.Random(epoch_seed(seed, epoch))
     drawn: list[int] = []
     while len(drawn) < want:
         perm = eft[:]
@@ -132,28 +131,3 @@ def collate_sft(examples: Sequence[SFTExample], pad_id: int) -> dict[str, Any]:
         "n_units": int((labels != IGNORE_INDEX).sum()),
         "n_tokens": int(mask.sum()),
     }
-
-
-def write_tiny_sft_data(directory: str | os.PathLike, n_ift: int = 48, n_eft: int = 16, seed: int = 0) -> tuple[Path, Path]:
-    """Small IFT and EFT files (two-operand arithmetic, templated judgments); deterministic."""
-    from psr.data.jsonl import write_jsonl
-
-    d = Path(directory)
-    rng = random.Random(seed)
-    ift, eft = [], []
-    for i in range(n_ift):
-        a, b = rng.randint(1, 20), rng.randint(1, 20)
-        ift.append({"id": f"ift-{i}", "question": f"What is {a} + {b}?",
-                    "steps": [f"We add {a} and {b}.", f"{a} + {b} = {a + b}, so the answer is \\boxed{{{a + b}}}."]})
-    for i in range(n_eft):
-        a, b = rng.randint(1, 20), rng.randint(1, 20)
-        good, bad = f"{a} + {b} = {a + b}", f"{a} + {b} = {a + b + rng.randint(1, 3)}"
-        label = "A" if i % 2 == 0 else "B"
-        step_a, step_b = (good, bad) if label == "A" else (bad, good)
-        eft.append({"id": f"eft-{i}", "question": f"What is {a} + {b}?", "prev_steps": [f"We add {a} and {b}."],
-                    "step_a": step_a, "step_b": step_b, "label": label,
-                    "judgment": f"Assistant {label} is better because its step is correct. [[{label}]]"})
-    d.mkdir(parents=True, exist_ok=True)
-    write_jsonl(d / "ift.jsonl", ift)
-    write_jsonl(d / "eft.jsonl", eft)
-    return d / "ift.jsonl", d / "eft.jsonl"

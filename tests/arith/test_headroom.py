@@ -9,7 +9,7 @@ import pytest
 from psr.arith.headroom import first_wrong_step, headroom, write_headroom
 from psr.data.jsonl import write_jsonl
 from psr.generation.base import Completion
-from psr.search import derive_seed
+from psr.seeds import derive_seed
 from fakes import run_cmd
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,7 +6,8 @@ import pytest
 
 from psr.bags import checker as C
 from psr.bags.candidates import ANSWER_KINDS, PAIR_KINDS, correct_step, wrong_step
-from psr.bags.data import eft_records, sampled_eft_records, write_initial_data, load_problems
+from psr.bags.data import eft_records, sampled_eft_records, write_initial_data
+from psr.bags.problems import load_problems
 from psr.bags.pipeline import first_sentence, sentence_to_step
 from psr.bags.problems import Problem, generate_problems, make_splits
 from psr.bags.teacher import judge_explanation

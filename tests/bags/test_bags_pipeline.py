@@ -20,12 +20,14 @@ def test_print_commands_lists_the_bags_stages(tmp_path):
     lines = p.stdout.splitlines()
     stages = [l[2:].split()[0] for l in lines if l.startswith("# ") and not l.startswith("# in process")]
     assert stages == ["data", "m0", "eft_sample", "m1", "search_1", "dpo_1", "eval_M0", "judge_M0", "eval_M1",
-                      "judge_M1", "headroom_M1", "eval_M2", "judge_M2", "headroom_M2", "report"]
+                      "judge_M1", "headroom_M1", "diagnose_M1", "eval_M2", "judge_M2", "headroom_M2", "report"]
     cmd = {s: shlex.split(lines[lines.index(f"# {s}") + 1]) for s in stages if s != "data"}
     run = tmp_path / "run"
     assert cmd["eft_sample"][1:4] == ["-m", "psr.bags", "eft-sample"] and "--skip=2000" in cmd["eft_sample"]
     assert f"eft_data=[{run / 'data' / 'eft_train.jsonl'},{run / 'stages' / 'eft_sample' / 'eft_sampled.jsonl'}]" in cmd["m1"]
     assert cmd["headroom_M1"][1:4] == ["-m", "psr.bags", "headroom"]
+    assert cmd["diagnose_M1"][1:4] == ["-m", "psr.bags", "diagnose"]
+    assert str(run / "stages" / "eval_M1" / "arith" / "items.jsonl") in cmd["diagnose_M1"]
     assert "bags/step_search" in cmd["search_1"] and "beta=1.0" in cmd["dpo_1"]
     assert not run.exists()
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from psr.generation import Completion, Generator, SamplingParams
-from psr.generation.native import NativeGenerator, sample_tokens, sequence_keys, stream_uniforms
+from psr.generation.native import NativeGenerator
+from psr.generation.sampling import sample_tokens, sequence_keys, stream_uniforms
 from psr.models.tiny import build_tiny_model_dir
 
 PROMPTS = [

@@ -3,6 +3,7 @@ last number, and the benchmark-aware variants (numeric, multiple choice)."""
 
 import pytest
 
+from psr.data.benchmarks import answer_type_of
 from psr.grader import choice_letter, extract_answer, last_boxed
 
 
@@ -56,10 +57,10 @@ def test_no_answer_at_all_is_none():
 
 
 def test_numeric_benchmark_reduces_a_worded_answer_to_its_number():
-    assert extract_answer("so \\boxed{18 \\text{ dollars}}", "gsm8k") == "18"
+    assert extract_answer("so \\boxed{18 \\text{ dollars}}", answer_type_of("gsm8k")) == "18"
     assert extract_answer("so \\boxed{18 \\text{ dollars}}") == "18 \\text{ dollars}"
-    assert extract_answer("\\boxed{2^{10}}", "aime24") == "2^{10}"
-    assert extract_answer("\\boxed{18 apples each day}", "gsm8k") == "18"
+    assert extract_answer("\\boxed{2^{10}}", answer_type_of("aime24")) == "2^{10}"
+    assert extract_answer("\\boxed{18 apples each day}", answer_type_of("gsm8k")) == "18"
     # a sentence after "the answer is" is reduced to its number (any benchmark)
     assert extract_answer("The answer is 18 dollars per day.") == "18"
     assert extract_answer("Final Answer: The volume of $ABCD$ is 120. I hope it is correct.") == "120"
@@ -67,11 +68,29 @@ def test_numeric_benchmark_reduces_a_worded_answer_to_its_number():
 
 
 def test_choice_benchmark_gives_the_option_letter():
-    assert extract_answer("so \\boxed{(C)}", "gaokao2023en") == "C"
-    assert extract_answer("The answer is B: 12", "gaokao2023en") == "B"
-    assert extract_answer("\\boxed{\\text{D}}", "gaokao2023en") == "D"
+    assert extract_answer("so \\boxed{(C)}", answer_type_of("gaokao2023en")) == "C"
+    assert extract_answer("The answer is B: 12", answer_type_of("gaokao2023en")) == "B"
+    assert extract_answer("\\boxed{\\text{D}}", answer_type_of("gaokao2023en")) == "D"
     # not a letter: the math answer is kept
-    assert extract_answer("\\boxed{\\frac{3}{10}}", "gaokao2023en") == "\\frac{3}{10}"
+    assert extract_answer("\\boxed{\\frac{3}{10}}", answer_type_of("gaokao2023en")) == "\\frac{3}{10}"
+
+
+def test_the_grader_takes_an_answer_type_not_a_benchmark_name():
+    from psr.grader import ANSWER_TYPES, grade, grade_many
+
+    assert ANSWER_TYPES == ("math", "numeric", "choice_or_math")
+    assert extract_answer("so \\boxed{18 \\text{ dollars}}", "numeric") == "18"
+    assert extract_answer("so \\boxed{(C)}", "choice_or_math") == "C"
+    assert extract_answer("so \\boxed{(C)}", None) == extract_answer("so \\boxed{(C)}", "math") == "(C)"
+    # a benchmark name is refused in the caller's process, before any worker grades it
+    with pytest.raises(ValueError, match=r"answer_type must be one of .*got 'gsm8k'.*answer_type_of"):
+        extract_answer("\\boxed{1}", "gsm8k")
+    with pytest.raises(ValueError, match="got 'gsm8k'"):
+        grade("\\boxed{1}", "1", "gsm8k")
+    with pytest.raises(ValueError, match="got 'aime24'"):
+        grade_many([("\\boxed{1}", "1"), ("\\boxed{1}", "1", "aime24")])
+    with pytest.raises(ValueError, match="got 'math500'"):
+        grade_many([("\\boxed{1}", "1")], answer_type="math500")
 
 
 @pytest.mark.parametrize("ans,letter", [

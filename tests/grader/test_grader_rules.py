@@ -3,6 +3,7 @@ that must fail). Everything here goes through the public, worker-isolated API.""
 
 import pytest
 
+from psr.data.benchmarks import answer_type_of
 from psr.grader import answers_match, grade, grade_many
 
 T, F = True, False
@@ -124,7 +125,7 @@ def test_short_unmarked_texts():
 
 
 def test_benchmark_aware_grading():
-    assert grade("She earns 18 dollars.\n#### 18", "18", benchmark="gsm8k") is True
-    assert grade("The answer is \\boxed{025}.", "25", benchmark="aime24") is True
-    assert grade("So the answer is \\boxed{C}", "C", benchmark="gaokao2023en") is True
-    assert grade("So the answer is (B)", "C", benchmark="gaokao2023en") is False
+    assert grade("She earns 18 dollars.\n#### 18", "18", answer_type_of("gsm8k")) is True
+    assert grade("The answer is \\boxed{025}.", "25", answer_type_of("aime24")) is True
+    assert grade("So the answer is \\boxed{C}", "C", answer_type_of("gaokao2023en")) is True
+    assert grade("So the answer is (B)", "C", answer_type_of("gaokao2023en")) is False

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from psr.data.benchmarks import answer_type_of
 from psr.grader import GraderPool, grade, grade_many
 
 
@@ -100,7 +101,8 @@ def test_grade_many_keeps_order_and_accepts_per_item_benchmarks():
     pairs = [(f"\\boxed{{{k}}}", str(k if k % 3 else k + 1)) for k in range(40)]
     got = grade_many(pairs, workers=2, timeout_s=5)
     assert got == [bool(k % 3) for k in range(40)]
-    assert grade_many([("#### 7", "7", "gsm8k"), ("(C)", "C", "gaokao2023en")], workers=1) == [True, True]
+    assert grade_many([("#### 7", "7", answer_type_of("gsm8k")), ("(C)", "C", answer_type_of("gaokao2023en"))],
+                      workers=1) == [True, True]
     assert grade_many([], workers=2) == []
     with pytest.raises(ValueError, match="response, gold"):
         grade_many([("only one",)])

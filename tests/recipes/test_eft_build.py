@@ -12,7 +12,7 @@ import pytest
 
 from psr.config import ConfigError, load_config
 from psr.data.schemas import load_eft
-from psr.eft import ScriptedTeacher
+from psr.testing import ScriptedTeacher
 from fakes import load_recipe, run_cmd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,12 +125,12 @@ def test_bad_input_and_config_errors(tmp_path):
         _run(tmp_path / "o", f"input={bad}")
     no_prm = tmp_path / "no_prm.yaml"
     no_prm.write_text("input: gsm8k/train.jsonl\n"  # the question source has no default (issue 18.2)
-                      "teacher: {_component_: psr.eft.ScriptedTeacher}\n"
-                      "policy: {_component_: psr.eft.tiny_generator, model_dir: /nonexistent}\n")
+                      "teacher: {_component_: psr.testing.ScriptedTeacher}\n"
+                      "policy: {_component_: psr.testing.tiny_generator, model_dir: /nonexistent}\n")
     with pytest.raises(ConfigError, match="`prm` needs a _component_"):
         _run(tmp_path / "o", config=str(no_prm))
     with pytest.raises(ConfigError, match="rollout_value"):
-        _run(tmp_path / "o", "rollout_value=max")
+        _run(tmp_path / "o", "mcts.rollout_value=max")
     p = run_cmd([sys.executable, str(RECIPE), "--config", "tiny/eft_build", f"output_dir={tmp_path / 'o'}",
                  "pair_margn=0.1"], 300, cwd=REPO)
     assert p.returncode == 2 and "unknown key 'pair_margn'" in p.stderr
@@ -163,7 +163,7 @@ def test_family_configs_load_and_name_real_components(family, tmp_path):
     for key in ("policy", "prm", "teacher"):
         assert callable(_locate(cfg[key]["_component_"]))
     if family.startswith("qwen"):  # the paper's search settings
-        assert (cfg.simulation_depth, cfg.num_iterations, cfg.temperature, cfg.top_p) == (3, 100, 0.7, 0.95)
+        assert (cfg.mcts.simulation_depth, cfg.mcts.num_iterations, cfg.mcts.temperature, cfg.mcts.top_p) == (3, 100, 0.7, 0.95)
         assert cfg.test_size == 500 and not cfg.emit_both_orders
     if family == "smollm2_135m":
         assert cfg.teacher.model_dir == "/m/policy"  # the policy model judges in the smoke run

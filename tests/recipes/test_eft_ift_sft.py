@@ -11,9 +11,9 @@ import torch
 from psr.config import load_config
 from psr.data.jsonl import DataError, write_jsonl
 from psr.models.tiny import build_tiny_model_dir
+from psr.testing import write_tiny_sft_data
 from psr.training.loop import SimulatedKill
 from psr.training.metrics import read_metrics
-from psr.training.sft_data import write_tiny_sft_data
 from fakes import load_recipe, run_cmd
 
 REPO = Path(__file__).resolve().parents[2]

@@ -83,7 +83,7 @@ def test_bad_eft_label_and_missing_model_are_clear_errors(tmp_path, tiny_eval):
               "mode=judge", f"eft_test={eft}", f"model_dir={tiny_eval / 'tiny_model'}"])
     assert p.returncode == 2 and "eft.jsonl:1: missing field(s)" in p.stderr
     p = _run(["-m", "psr.cli", "run", "eval", "--config", "tiny/eval", f"output_dir={tmp_path / 'o'}",
-              "tiny_model=false", f"model_dir={tmp_path / 'nothing'}"])
+              "tiny=false", f"model_dir={tmp_path / 'nothing'}"])
     assert p.returncode == 2 and "no config.json" in p.stderr
 
 

@@ -149,7 +149,7 @@ def test_teacher_mode_through_an_openai_compatible_http_endpoint(tmp_path):
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from psr.generation.base import SamplingParams
-    from psr.ift import ScriptedSplitTeacher
+    from psr.testing import ScriptedSplitTeacher
 
     seen = []
 

@@ -108,8 +108,9 @@ def test_eval_tts_width_zero_and_empty_benchmark_file_and_file_output_dir(tmp_pa
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-@pytest.mark.parametrize("bad, key", [("temperature=-1", "temperature"), ("top_p=1.5", "top_p"), ("width=0", "width"),
-                                      ("questions_in_flight=0", "questions_in_flight")])
+@pytest.mark.parametrize("bad, key", [("search.temperature=-1", "search.temperature"), ("search.top_p=1.5", "search.top_p"),
+                                      ("search.width=0", "search.width"),
+                                      ("search.questions_in_flight=0", "search.questions_in_flight")])
 def test_step_search_bad_settings_stop_before_anything(tmp_path, bad, key):
     with pytest.raises(ConfigError, match=key):
         inproc("step_search", "StepSearchConfig", "tiny/step_search", [f"output_dir={tmp_path / 'o'}", bad])
@@ -199,7 +200,7 @@ def test_a_plain_training_rerun_continues_its_checkpoint_and_another_run_is_refu
 def test_ctrl_c_in_step_search_is_one_line_exit_130_and_the_command_resumes(tmp_path):
     out = tmp_path / "s"
     cmd = [sys.executable, "-m", "psr.cli", "run", "step_search", "--config", "tiny/step_search", f"output_dir={out}",
-           "questions=builtin:200", "questions_in_flight=1", "max_iterations=2"]
+           "questions=builtin:200", "search.questions_in_flight=1", "search.max_iterations=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     shard = out / "shards" / "rank0.jsonl"

@@ -67,9 +67,9 @@ def test_data_stage_writes_every_iterations_questions_in_the_worlds_number_range
 
     p = Pipeline(cfg)
     p.check_judge_budgets()  # the configs' 80 tokens hold these judgments
-    cfg.search.overrides = ["max_new_tokens_judge=20"]
-    with pytest.raises(ConfigError, match=r"search: max_new_tokens_judge=20 is shorter than the longest EFT judgment "
-                                          r"of .*data \((\d+) tokens \+ EOS.*add max_new_tokens_judge=\d+ to search.overrides"):
+    cfg.search.overrides = ["search.max_new_tokens_judge=20"]
+    with pytest.raises(ConfigError, match=r"search: search.max_new_tokens_judge=20 is shorter than the longest EFT judgment "
+                                          r"of .*data \((\d+) tokens \+ EOS.*add search.max_new_tokens_judge=\d+ to search.overrides"):
         p.stage_data()
     cfg.search.overrides = []
     cfg.eval.overrides = ["tts.max_new_tokens_judge=20"]
@@ -88,7 +88,7 @@ def test_headroom_samples_like_the_iterations_search_config_and_its_overrides(tm
 
     cfg = OmegaConf.merge(OmegaConf.structured(PipelineConfig), {"output_dir": str(tmp_path)})
     assert Pipeline(cfg).search_sampling() == {"width": 6, "temperature": 0.5, "top_p": 0.95, "max_new_tokens": 32}
-    cfg.search.overrides = ["width=3", "temperature=0.8"]
+    cfg.search.overrides = ["search.width=3", "search.temperature=0.8"]
     assert Pipeline(cfg).search_sampling() == {"width": 3, "temperature": 0.8, "top_p": 0.95, "max_new_tokens": 32}
 
 

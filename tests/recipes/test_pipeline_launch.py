@@ -117,8 +117,8 @@ def test_print_commands_prints_every_stage_and_runs_or_marks_nothing(tmp_path):
 @pytest.mark.slow
 def test_a_stage_launched_as_two_torchrun_agents_on_two_nodes_trains_and_a_failing_agent_fails_it(tmp_path):
     from psr.models.tiny import build_tiny_model_dir
+    from psr.testing import write_tiny_sft_data
     from psr.training.metrics import read_metrics
-    from psr.training.sft_data import write_tiny_sft_data
     from recipes.pipeline import Pipeline, StageError
 
     build_tiny_model_dir(tmp_path / "model", seed=0)

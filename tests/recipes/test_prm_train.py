@@ -10,11 +10,11 @@ import torch
 
 from psr.config import ConfigError, load_config
 from psr.data.jsonl import DataError, write_jsonl
-from psr.data.prm800k import tiny_prm_records
 from psr.models.tiny import build_tiny_model_dir
+from psr.prm import PRMScorer
+from psr.testing import tiny_prm_records
 from psr.training.loop import SimulatedKill
 from psr.training.metrics import read_metrics
-from psr.training.prm import PRMScorer
 from fakes import load_recipe, run_cmd
 
 REPO = Path(__file__).resolve().parents[2]

@@ -24,7 +24,7 @@ class FakeOpenAI:
 
     def start(self):
         from psr.generation.base import SamplingParams
-        from psr.ift import ScriptedSplitTeacher
+        from psr.testing import ScriptedSplitTeacher
 
         fake = self
 

@@ -64,7 +64,7 @@ def run(tmp_path, out, extra=(), gen=None, monkeypatch=None):
     monkeypatch.setattr(factory, "make_generator", lambda *a, **k: gen)
     mod = load_recipe("srlm_search")
     cfg = load_config(mod.SrlmSearchConfig, CONFIG, [f"questions={qfile}", f"model_dir={MODEL['dir']}", f"output_dir={out}",
-                                                      "num_samples=3", "score_samples=2", "questions_in_flight=2",
+                                                      "search.num_samples=3", "search.score_samples=2", "search.questions_in_flight=2",
                                                       "cpu_threads=null", *extra])
     return mod.main(cfg), gen
 
@@ -98,7 +98,7 @@ def test_pairs_trace_and_summary_are_exact(tmp_path, monkeypatch):
     assert json.loads((out / "summary.json").read_text())["pairs"] == 4
     assert "| pairs | 4 |" in (out / "summary.md").read_text()
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["recipe"] == "srlm_search" and manifest["settings"]["num_samples"] == 3
+    assert manifest["recipe"] == "srlm_search" and manifest["settings"]["search.num_samples"] == 3
     assert set(manifest["inputs"]) == {"questions"} and set(manifest["models"]) == {"model_dir"}
     assert (out / "failures.jsonl").read_text() == ""
 
@@ -171,23 +171,23 @@ def test_other_settings_in_the_same_output_dir_are_refused_naming_the_key(tmp_pa
     out = tmp_path / "o"
     run(tmp_path, out, monkeypatch=monkeypatch)
     with pytest.raises(ConfigError, match=r"num_samples: 3 -> 4"):
-        run(tmp_path, out, ["num_samples=4"], monkeypatch=monkeypatch)
+        run(tmp_path, out, ["search.num_samples=4"], monkeypatch=monkeypatch)
     with pytest.raises(ConfigError, match="seed: 0 -> 1"):
         run(tmp_path, out, ["seed=1"], monkeypatch=monkeypatch)
     # another limit is not a settings change
     summary, _ = run(tmp_path, out, ["limit=5"], monkeypatch=monkeypatch)
     assert summary["this_run"]["questions_searched"] == 0
     # overwrite=true replaces the dir
-    summary, _ = run(tmp_path, out, ["num_samples=2", "overwrite=true"], monkeypatch=monkeypatch)
+    summary, _ = run(tmp_path, out, ["search.num_samples=2", "overwrite=true"], monkeypatch=monkeypatch)
     assert summary["this_run"]["questions_searched"] == 5
-    assert json.loads((out / "manifest.json").read_text())["settings"]["num_samples"] == 2
+    assert json.loads((out / "manifest.json").read_text())["settings"]["search.num_samples"] == 2
 
 
 def test_config_errors_name_the_key(tmp_path, monkeypatch):
     from psr.config import ConfigError
 
     with pytest.raises(ConfigError, match="num_samples"):
-        run(tmp_path, tmp_path / "a", ["num_samples=1"], monkeypatch=monkeypatch)
+        run(tmp_path, tmp_path / "a", ["search.num_samples=1"], monkeypatch=monkeypatch)
     with pytest.raises(ConfigError, match="questions"):
         run(tmp_path, tmp_path / "b", ["questions=null"], monkeypatch=monkeypatch)
     with pytest.raises(ConfigError, match="backend"):
@@ -240,10 +240,10 @@ def test_settings_that_overflow_the_models_context_are_refused(tmp_path, tiny_mo
 
     mod = load_recipe("srlm_search")
     cfg = load_config(mod.SrlmSearchConfig, CONFIG, [f"model_dir={tiny_model_dir}", f"output_dir={tmp_path / 'o'}",
-                                                      "questions=builtin:2", "max_new_tokens_solution=1100"])
+                                                      "questions=builtin:2", "search.max_new_tokens_solution=1100"])
     threads = torch.get_num_threads()
     try:
-        with pytest.raises(ConfigError, match=r"max_new_tokens_solution=1100 \+ max_new_tokens_judge=8 = \d+ > "
+        with pytest.raises(ConfigError, match=r"search.max_new_tokens_solution=1100 \+ search.max_new_tokens_judge=8 = \d+ > "
                                               r"max_position_embeddings=2048"):
             mod.main(cfg)
     finally:

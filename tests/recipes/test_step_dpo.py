@@ -12,8 +12,8 @@ import torch
 
 from psr.config import ConfigError, load_config
 from psr.data.jsonl import DataError, write_jsonl
-from psr.data.pairs import tiny_pairs
 from psr.models.tiny import build_tiny_model_dir
+from psr.testing import tiny_pairs
 from psr.training.loop import SimulatedKill
 from psr.training.metrics import read_metrics
 from fakes import load_recipe, run_cmd

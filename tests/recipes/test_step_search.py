@@ -18,12 +18,12 @@ CONFIG = REPO / "configs" / "tiny" / "step_search.yaml"
 N_QUESTIONS = 6
 OVERRIDES = [
     f"questions=builtin:{N_QUESTIONS}",
-    "width=2",
-    "max_iterations=3",
-    "max_steps=3",
-    "max_new_tokens_step=10",
-    "max_new_tokens_judge=8",
-    "questions_in_flight=2",
+    "search.width=2",
+    "search.max_iterations=3",
+    "search.max_steps=3",
+    "search.max_new_tokens_step=10",
+    "search.max_new_tokens_judge=8",
+    "search.questions_in_flight=2",
     "seed=3",
 ]
 PAIR_KEYS = {
@@ -211,7 +211,7 @@ def test_config_errors_name_the_key(model_dir, tmp_path):
     from psr.config import ConfigError
 
     with pytest.raises(ConfigError, match="judge_orders"):
-        run_inprocess(model_dir, tmp_path / "x", ["judge_orders=3"])
+        run_inprocess(model_dir, tmp_path / "x", ["search.judge_orders=3"])
     with pytest.raises(ConfigError, match="model_dir"):
         run_inprocess(tmp_path / "nope", tmp_path / "y")
     r = run_cmd([sys.executable, str(RECIPE), "--config", str(CONFIG), f"output_dir={tmp_path / 'z'}", "widht=3"],
@@ -246,7 +246,7 @@ def test_hub_dataset_with_field_mapping(model_dir, tmp_path, monkeypatch):
 
 
 def test_tts_mode_writes_the_chain_of_best_steps_without_rollbacks(model_dir, tmp_path):
-    summary = run_inprocess(model_dir, tmp_path / "tts", ["mode=tts", "limit=2"])
+    summary = run_inprocess(model_dir, tmp_path / "tts", ["search.mode=tts", "limit=2"])
     trace = read(tmp_path / "tts" / "trace.jsonl")
     assert summary["rollbacks"] == 0 and len(trace) == 2
     for t in trace:

@@ -110,7 +110,7 @@ def _eval(model_dir, out, data_dir, overrides):
 
     mod = load_recipe("eval")
     cfg = load_config(mod.EvalConfig, "tiny/eval", [
-        f"output_dir={out}", f"model_dir={model_dir}", "tiny_model=false", "benchmarks=[mini]",
+        f"output_dir={out}", f"model_dir={model_dir}", "tiny=false", "benchmarks=[mini]",
         f"data_dir={data_dir}", f"limit={N_ITEMS}", f"max_new_tokens={EVAL_MAX_NEW}", "dtype=float32", "device=cpu",
         *overrides])
     return mod.main(cfg)

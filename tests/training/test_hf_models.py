@@ -4,8 +4,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from psr.models.hf import build_tiny_llama_dir, load_model_for_training, save_model_dir
+from psr.models.hf import load_model_for_training, save_model_dir
 from psr.models.tiny import build_tiny_model_dir
+from psr.testing import build_tiny_llama_dir
 from psr.training.forward import labeled_logits
 from psr.training.loop import TrainConfig, setup_from_config, train
 from psr.training.losses import sft_loss

@@ -7,17 +7,11 @@ import pytest
 import torch
 
 from psr.data.jsonl import DataError
-from psr.data.prm800k import PRMStats, load_prm800k, load_prm_data, load_trl_stepwise, tiny_prm_records
+from psr.data.prm800k import PRMStats, load_prm800k, load_prm_data, load_trl_stepwise
+from psr.prm import PRMScorer, collate_prm, encode_steps, prm_token_ids, prob_good, tag_pair_logits
 from psr.prompts import chat, reasoning_prompt
-from psr.training.prm import (
-    PRMScorer,
-    collate_prm,
-    encode_steps,
-    prm_loss,
-    prm_token_ids,
-    prob_good,
-    tag_pair_logits,
-)
+from psr.testing import tiny_prm_records
+from psr.training.prm import prm_loss
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from psr.models.hf import (build_tiny_llama_dir, load_model_for_training, parse_size, save_model_dir,
-                           weight_files)
+from psr.models.hf import load_model_for_training, parse_size, save_model_dir, weight_files
 from psr.models.tiny import build_tiny_tokenizer
+from psr.testing import build_tiny_llama_dir
 from psr.training.fsdp import check_launch, setup_model
 from psr.config import ConfigError
 from fakes import run_cmd
