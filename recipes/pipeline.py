@@ -124,6 +124,10 @@ from psr.data.jsonl import read_jsonl, write_jsonl
 from psr.search import SearchConfig  # torch-free: the search stage's defaults
 
 
+# Worlds generated here, each with an exact step checker (psr.<name>); the rest is source=recipes.
+EMBEDDED_WORLDS = ("arith", "bags")
+
+
 class StageError(RuntimeError):
     """A stage's recipe failed; the message names the stage, its log and the log's tail."""
 
@@ -134,6 +138,9 @@ class PipelineConfig(O.RunKeys):
     seed: int = 0
     # Where M0 and the SFT data come from:
     #   arith    the embedded world (keys world, model, m0): data generated here, M0 trained here;
+    #   bags     the second embedded world (psr.bags, docs/bags.md: pairing items to a target, steps
+    #            easier to check than to produce), the same keys and stages as arith, plus eft_sample:
+    #            EFT from M0's own sampled wrong steps (world.eft_sample);
     #   recipes  real data and a pretrained M0 (keys base_model, ift, prm, eft, questions): IFT from
     #            ift_build, a PRM from prm_train, EFT from eft_build (PRM-scored tree search + a
     #            teacher endpoint), the paper's M0 -> M1 on real datasets.
@@ -251,7 +258,12 @@ class Pipeline:
 
     @property
     def arith(self) -> bool:
-        return self.cfg.source == "arith"
+        """An embedded world (arith or bags): data and M0 made here, an exact step checker."""
+        return self.cfg.source in EMBEDDED_WORLDS
+
+    @property
+    def bags(self) -> bool:
+        return self.cfg.source == "bags"
 
     def model(self, k: int) -> Path | str:
         """The HF model dir of M_k (M0 of source=recipes: base_model, possibly a hub id)."""
@@ -314,12 +326,14 @@ class Pipeline:
         if not self.arith:
             return self.stage_real_data()
         if self.cfg.print_commands:
-            return self.print_command("data", "# in process: the arith world's data and initial model (psr.arith)")
+            return self.print_command("data", f"# in process: the {self.cfg.source} world's data and initial model (psr.{self.cfg.source})")
         if self.done("data"):
             if self.srlm and not (self.data / "srlm_eft_train.jsonl").exists():
                 self.write_srlm_data()
             return self.check_judge_budgets()  # the stage configs may have changed since
         t0 = time.time()
+        if self.bags:
+            return self.stage_bags_data(t0)
         from psr.arith import build_model_dir, generate_problems, load_model_config, write_initial_data
         from psr.arith.problems import NumberRanges, dedup_questions
 
@@ -363,6 +377,32 @@ class Pipeline:
         write_srlm_scoring_data(self.data, load_tokenizer(str(self.data / "init_model")), seed=self.cfg.seed,
                                 pairs_per_problem=int(w.get("eft_pairs_per_problem", 1)),
                                 n_eft_train_problems=w.get("n_eft_train_problems"))
+
+    def stage_bags_data(self, t0: float) -> None:
+        """source=bags: the same files as the arith data stage, from psr.bags (psr/bags/pipeline.py)."""
+        from psr.bags.pipeline import write_pipeline_data
+
+        w = OmegaConf.to_container(self.cfg.world, resolve=True)
+        w.pop("eft_sample", None)
+        write_pipeline_data(self.data, w, self.cfg.seed, self.cfg.questions_per_iteration, self.cfg.iteration_ops,
+                            OmegaConf.to_container(self.cfg.model, resolve=True))
+        self.mark("data", time.time() - t0)
+        self.check_judge_budgets()
+
+    def stage_eft_sample(self) -> None:
+        """source=bags with world.eft_sample: EFT from M0's own sampled wrong steps on the training
+        problems (python -m psr.bags eft-sample) -> stages/eft_sample/eft_sampled.jsonl."""
+        opts = self.cfg.world.get("eft_sample")
+        if not self.bags or not opts:
+            return
+        stage = "eft_sample"
+        args = [sys.executable, "-m", "psr.bags", "eft-sample", "--model", str(self.model(0)),
+                "--problems", str(self.data / "problems_train.jsonl"), "--out", str(self.stages / stage),
+                "--seed", str(self.cfg.seed), *[f"--{str(k).replace('_', '-')}={v}" for k, v in opts.items()]]
+        if self.cfg.print_commands:
+            return self.print_command(stage, shlex.join(args))
+        if not self.done(stage):
+            self.run_process(stage, "psr.bags eft-sample", args)
 
     def check_judge_budgets(self) -> None:
         """Fail before any training when a judge token budget of the search or eval stages is
@@ -459,6 +499,9 @@ class Pipeline:
         if self.srlm:  # the same IFT data; the scoring prompt's EFT instead of the step-wise one
             ift = self.data / "ift_train.jsonl" if self.arith else self.stages / "ift" / "ift.jsonl"
             return [f"ift_data={ift}", f"text_data={self.srlm_eft_train()}"]
+        if self.bags and self.cfg.world.get("eft_sample"):
+            sampled = self.stages / "eft_sample" / "eft_sampled.jsonl"
+            return [f"ift_data={self.data / 'ift_train.jsonl'}", f"eft_data=[{self.data / 'eft_train.jsonl'},{sampled}]"]
         if self.arith:
             return [f"ift_data={self.data / 'ift_train.jsonl'}", f"eft_data={self.data / 'eft_train.jsonl'}"]
         return [f"ift_data={self.stages / 'ift' / 'ift.jsonl'}", f"eft_data={self.eft_dir() / 'eft_train.jsonl'}"]
@@ -481,6 +524,7 @@ class Pipeline:
             self.run_recipe("m0", "eft_ift_sft", c.m0,
                             [f"model_dir={self.data / 'init_model'}", f"text_data={self.data / 'm0_text.jsonl'}"],
                             resume_key="resume_from_checkpoint")
+            self.stage_eft_sample()
         self.run_recipe("m1", "eft_ift_sft", c.sft, [f"model_dir={self.model(0)}", *self.sft_data()],
                         resume_key="resume_from_checkpoint")
         for i in range(1, c.iterations + 1):
@@ -526,6 +570,20 @@ class Pipeline:
                 self.run_recipe(f"tts_M{k}", "eval", c.eval, base + ["mode=tts", *bench, *lim])
             if self.arith and c.eval_headroom and k >= 1:
                 self.stage_headroom(k)
+            if self.bags and c.eval_headroom and k == 1:
+                self.stage_diagnose()
+
+    def stage_diagnose(self) -> None:
+        """diagnose_M1 (source=bags): the pre-registered diagnostics (a) headroom and (b) the
+        generation-verification gap of M1 (python -m psr.bags diagnose; docs/bags.md)."""
+        stage = "diagnose_M1"
+        args = [sys.executable, "-m", "psr.bags", "diagnose", "--model", str(self.model(1)),
+                "--problems", str(self.data / "problems_test.jsonl"), "--out", str(self.stages / stage),
+                "--greedy", str(self.stages / "eval_M1" / "arith" / "items.jsonl"), "--seed", str(self.cfg.seed)]
+        if self.cfg.print_commands:
+            return self.print_command(stage, shlex.join(args))
+        if not self.done(stage):
+            self.run_process(stage, "psr.bags diagnose", args)
 
     @staticmethod
     def stage_config(spec: Any) -> Any:
@@ -560,18 +618,22 @@ class Pipeline:
         if self.done(stage) and not self.cfg.print_commands:
             return
         sp = self.search_sampling()
-        args = [sys.executable, "-m", "psr.arith", "headroom", "--model", str(self.model(k)),
+        args = [sys.executable, "-m", f"psr.{self.cfg.source}", "headroom", "--model", str(self.model(k)),
                 "--problems", str(self.data / "problems_test.jsonl"),
                 "--greedy", str(self.stages / f"eval_M{k}" / "arith" / "items.jsonl"), "--out", str(self.stages / stage),
                 "--width", str(sp["width"]), "--temperature", str(sp["temperature"]), "--top-p", str(sp["top_p"]),
                 "--max-new-tokens", str(sp["max_new_tokens"]), "--seed", str(self.cfg.seed)]
         if self.cfg.print_commands:
             return self.print_command(stage, shlex.join(args))
-        self.run_process(stage, "psr.arith headroom", args)
+        self.run_process(stage, f"psr.{self.cfg.source} headroom", args)
 
     def pair_checker(self):
         """(chosen correct, rejected correct) of a pair by the exact checker (measurement only);
         method=srlm: of the whole solutions (every step correct and the gold answer boxed)."""
+        if self.bags:
+            from psr.bags.pipeline import pair_checker
+
+            return pair_checker(self.data, self.cfg.iterations)
         from psr.arith import load_problems
         from psr.arith.checker import analyze_step, check_solution, check_steps, derived_values
         from psr.steps import next_step_body, parse_steps
@@ -613,6 +675,10 @@ class Pipeline:
         path = write_report(self.out, self.cfg.iterations, pair_checker=self.pair_checker() if self.arith else None,
                             judge="the exact checker (diagnostic: checker_judge=true)" if self.cfg.checker_judge else None,
                             method=self.cfg.method)
+        if self.bags:
+            from psr.bags.pipeline import add_diagnostics_to_report
+
+            add_diagnostics_to_report(self.out, self.stages / "diagnose_M1" / "diagnostics.json")
         self.timings["report"] = round(time.time() - t0, 1)
         (self.out / "timings.json").write_text(json.dumps(self.timings, indent=1))
         return path
@@ -722,13 +788,15 @@ def main(cfg: Any) -> Optional[Path]:
     io = cfg.iteration_ops
     if io is not None and not (len(io) == 2 and all(isinstance(x, int) for x in io) and 1 <= io[0] <= io[1]):
         raise ConfigError(f"iteration_ops must be [min, max] with 1 <= min <= max, got {list(io)}")
-    if cfg.checker_judge and cfg.source != "arith":
-        raise ConfigError("checker_judge: needs source=arith (the exact checker of the arith world)")
-    if cfg.source not in ("arith", "recipes"):
-        raise ConfigError(f"source must be arith or recipes, got {cfg.source!r}")
+    if cfg.checker_judge and cfg.source not in EMBEDDED_WORLDS:
+        raise ConfigError("checker_judge: needs source=arith or bags (an embedded world's exact step checker)")
+    if cfg.source not in (*EMBEDDED_WORLDS, "recipes"):
+        raise ConfigError(f"source must be arith or recipes, or bags (the second embedded world), got {cfg.source!r}")
     if cfg.method not in ("psr", "srlm"):
         raise ConfigError(f"method must be psr or srlm, got {cfg.method!r}")
     if cfg.method == "srlm":
+        if cfg.source == "bags":
+            raise ConfigError("method=srlm: runs in the arith world or on real data (source=arith|recipes), not source=bags")
         if cfg.checker_judge:
             raise ConfigError("checker_judge: a diagnostic of method=psr's step search, not of method=srlm")
         if cfg.source == "recipes":
@@ -738,7 +806,7 @@ def main(cfg: Any) -> Optional[Path]:
                 if not cfg.print_commands and not Path(cfg[key]).is_file():
                     raise ConfigError(f"{key}: {cfg[key]}: no such file")
     keys = ["sft", "search" if cfg.method == "psr" else "srlm", "dpo", "eval"] + (
-        ["m0"] if cfg.source == "arith" else ["ift", "prm", "eft"])
+        ["m0"] if cfg.source in EMBEDDED_WORLDS else ["ift", "prm", "eft"])
     for key in keys:
         spec = cfg[key]
         if not spec.get("config"):

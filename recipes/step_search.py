@@ -122,8 +122,8 @@ class StepSearchConfig(O.RunKeys):
     search: SearchConfig = field(default_factory=lambda: SearchConfig(seed="${seed}"))  # type: ignore[arg-type]
     # Seed of the search's sampling (search.seed) and of a tiny model.
     seed: int = 0
-    # Diagnostic, not the paper's method: an arith problems jsonl (psr.arith) whose exact checker
-    # answers the judge prompts instead of the model (psr.arith.CheckerJudged) -- what search +
+    # Diagnostic, not the paper's method: an arith or bags problems jsonl (psr.arith, psr.bags) whose
+    # exact checker answers the judge prompts instead of the model (psr.arith.CheckerJudged) -- what search +
     # DPO can do with a perfect judge. null: the model judges itself.
     checker_judge_problems: Optional[str] = None
     # Retry questions recorded as errors by an earlier run (false: keep their error records).
@@ -340,9 +340,9 @@ def main(cfg) -> dict | None:
                              expected_tokens=scfg.token_budget(len(todo)), stage="search",
                              **OmegaConf.to_container(cfg.backend_kwargs, resolve=True))
         if cfg.checker_judge_problems:
-            from psr.arith import CheckerJudged
+            from psr.bags.teacher import checker_judged
 
-            gen = CheckerJudged(gen, problems_file=cfg.checker_judge_problems)
+            gen = checker_judged(gen, cfg.checker_judge_problems)  # the file's world: arith or bags
             psr_dist.print0(f"step_search: judge = the exact checker on {cfg.checker_judge_problems} (diagnostic)")
         backend_name, backend_version = gen.name, gen.version
         bar = None

@@ -35,11 +35,13 @@ from psr.seeds import derive_seed
 from psr.steps import format_steps, next_step_body, next_step_stop, parse_steps
 
 
-def first_wrong_step(problem: Problem, response: str) -> Optional[tuple[list[str], int, str]]:
+def first_wrong_step(problem: Problem, response: str, checker: Any = None) -> Optional[tuple[list[str], int, str]]:
     """``(steps before it, its 0-based index, the checker's reason)`` for the first step of
-    ``response`` the checker marks wrong, or None when every step is correct (or there is none)."""
+    ``response`` the checker marks wrong, or None when every step is correct (or there is none).
+    ``checker``: a module with ``check_steps`` and ``check_step_detail`` for another world's
+    problems (e.g. :mod:`psr.bags.checker`); None: the arith checker."""
     steps = parse_steps(response)
-    for k, c in enumerate(check_steps(problem, steps)):
+    for k, c in enumerate((checker.check_steps if checker else check_steps)(problem, steps)):
         if not c.correct:
             return steps[:k], k, str(c.reason)
     return None
@@ -54,11 +56,11 @@ def _summary(n_fail: int, rows: Sequence[Mapping[str, Any]], width: int) -> dict
 
 def headroom(generator: Any, problems: Iterable[Problem], greedy: Iterable[Mapping[str, Any]], width: int = 6,
              temperature: float = 0.5, top_p: float = 0.95, max_new_tokens: int = 32,
-             seed: int = 0) -> tuple[dict, list[dict]]:
+             seed: int = 0, checker: Any = None) -> tuple[dict, list[dict]]:
     """``(summary, rows)`` for the failed ``greedy`` records (eval records: ``id``, ``prompt``,
     ``response``, ``correct``) of ``problems``, sampling ``width`` candidates per located failure
     from ``generator`` (one call). ``summary`` has the counts of the module docstring overall and
-    under ``by_ops`` (str(operation count) -> counts)."""
+    under ``by_ops`` (str(operation count) -> counts). ``checker``: as for :func:`first_wrong_step`."""
     by_id = {p.id: p for p in problems}
     fails, todo = {}, []
     for r in greedy:
@@ -68,7 +70,7 @@ def headroom(generator: Any, problems: Iterable[Problem], greedy: Iterable[Mappi
             raise ValueError(f"greedy record {r['id']!r} is not one of the problems given")
         p = by_id[r["id"]]
         fails[p.n_ops] = fails.get(p.n_ops, 0) + 1
-        hit = first_wrong_step(p, r["response"])
+        hit = first_wrong_step(p, r["response"], checker)
         if hit is not None:
             todo.append((p, r["prompt"], *hit))
     params = SamplingParams(n=width, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
@@ -80,7 +82,7 @@ def headroom(generator: Any, problems: Iterable[Problem], greedy: Iterable[Mappi
     rows = []
     for (p, _, prev, k, reason), comps in zip(todo, outs):
         bodies = [next_step_body(c.text, k + 1) for c in comps]
-        ok = [bool(check_step_detail(p, prev, b).correct) for b in bodies]
+        ok = [bool((checker.check_step_detail if checker else check_step_detail)(p, prev, b).correct) for b in bodies]
         rows.append({"id": p.id, "n_ops": p.n_ops, "step": k + 1, "reason": reason, "n_correct": sum(ok),
                      "candidates": bodies, "correct": ok})
     summary = _summary(sum(fails.values()), rows, width)
