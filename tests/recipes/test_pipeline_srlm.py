@@ -109,6 +109,8 @@ def test_method_is_validated(tmp_path):
     assert p.returncode == 2 and "srlm_eft_data: required with method=srlm and source=recipes" in p.stderr
     p = _run(["--config", "arith/pipeline", f"output_dir={tmp_path}", "method=srlm", "~srlm.config"])
     assert p.returncode == 2
+    p = _run(["--config", "bags/pipeline", f"output_dir={tmp_path}", "method=srlm"])
+    assert p.returncode == 2 and "method=srlm: runs in the arith world or on real data" in p.stderr
 
 
 @pytest.mark.parametrize("shots", [3, 0])
