@@ -230,13 +230,19 @@ def check_steps(problem: Problem, steps: Sequence[str]) -> list[StepCheck]:
     return out
 
 
-def score_steps(problem: Problem, steps: Sequence[str]) -> list[float]:
-    """PRM-style labels: 1.0 for each step up to the first wrong one, 0.0 from it on."""
+def prm_labels(checks: Iterable[Any]) -> list[float]:
+    """PRM-style labels of step verdicts (anything with ``.correct``): 1.0 for each step up to the
+    first wrong one, 0.0 from it on."""
     out, ok = [], True
-    for c in check_steps(problem, steps):
+    for c in checks:
         ok = ok and c.correct
         out.append(1.0 if ok else 0.0)
     return out
+
+
+def score_steps(problem: Problem, steps: Sequence[str]) -> list[float]:
+    """PRM-style labels: 1.0 for each step up to the first wrong one, 0.0 from it on."""
+    return prm_labels(check_steps(problem, steps))
 
 
 def final_answer(text: str) -> Optional[Fraction]:

@@ -185,7 +185,28 @@ def parse_judge_prompt(prompt: str) -> Optional[tuple[str, list[str], str, str]]
     return question, prev, a.strip(), b.strip()
 
 
-class ArithTeacher:
+class JudgeTextGenerator:
+    """The Generator side of a scripted teacher: each prompt's ``n`` samples are the one text of
+    ``self.judge(prompt, seed)`` (``n_prompts`` counts the prompts answered)."""
+
+    n_prompts = 0
+
+    def judge(self, prompt: str, seed: Optional[int] = None) -> str:
+        raise NotImplementedError
+
+    def generate(self, prompts, params: SamplingParams, stops=None, seeds=None) -> list[list[Completion]]:
+        self.n_prompts += len(prompts)
+        out = []
+        for i, p in enumerate(prompts):
+            text = self.judge(p, None if seeds is None else seeds[i])
+            out.append([Completion(text=text, n_tokens=len(text.split()) + 1, finish_reason="eos")] * params.n)
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+class ArithTeacher(JudgeTextGenerator):
     """A Generator answering Figure 5 prompts with :func:`judge_explanation` (not a model).
 
     Prompts whose question is not one of ``problems`` (or that are not Figure 5 prompts) get a
@@ -202,7 +223,6 @@ class ArithTeacher:
         _check_style(style)
         self.oracle = ArithOracle(problems, problems_file)
         self.style = style
-        self.n_prompts = 0
 
     def judge(self, prompt: str, seed: Optional[int] = None) -> str:
         parsed = parse_judge_prompt(prompt)
@@ -214,17 +234,6 @@ class ArithTeacher:
             return "I do not know this problem."
         rng = random.Random(seed) if seed is not None else None
         return judge_explanation(problem, prev, strip_header(step_a), strip_header(step_b), rng, self.style)[1]
-
-    def generate(self, prompts, params: SamplingParams, stops=None, seeds=None) -> list[list[Completion]]:
-        self.n_prompts += len(prompts)
-        out = []
-        for i, p in enumerate(prompts):
-            text = self.judge(p, None if seeds is None else seeds[i])
-            out.append([Completion(text=text, n_tokens=len(text.split()) + 1, finish_reason="eos")] * params.n)
-        return out
-
-    def close(self) -> None:
-        pass
 
 
 class CheckerJudged:

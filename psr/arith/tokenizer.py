@@ -21,7 +21,29 @@ r"""The arith world's tokenizer: a small BPE fit to the arith texts, digits spli
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Iterable, Optional, Sequence
+
+
+def chat_text(text: str) -> str:
+    """``text`` as a user turn of the chat template, ready for the assistant's reply."""
+    return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def role_texts(problems: Sequence[Any], eft: Iterable[dict]) -> list[str]:
+    """The texts of the policy (Figure 4 prompt + steps) and free-form (question + solution)
+    roles for each problem, then the judge role (Figure 5 prompt + judgment) for each EFT record:
+    the core of an embedded world's tokenizer corpus (arith's and psr.bags')."""
+    from psr import prompts
+    from psr.steps import format_steps
+
+    texts = []
+    for p in problems:
+        texts.append(chat_text(prompts.reasoning_prompt(p.question)) + format_steps(p.steps) + "<|im_end|>")
+        texts.append(chat_text(p.question) + p.solution + "<|im_end|>")
+    for r in eft:
+        texts.append(chat_text(prompts.judge_prompt(r["question"], r["prev_steps"], r["step_a"], r["step_b"]))
+                     + r["judgment"] + "<|im_end|>")
+    return texts
 
 
 def tokenizer_corpus(n_problems: int = 400, seed: int = 12345) -> list[str]:
@@ -36,26 +58,14 @@ def tokenizer_corpus(n_problems: int = 400, seed: int = 12345) -> list[str]:
                           srlm_judge_prompt)
     from psr.steps import format_steps
 
-    def chat(text: str) -> str:
-        return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
-
     problems = generate_problems(n_problems, seed, "tokenizer", 1, 6)
-    texts = []
-    for p in problems:
-        texts.append(chat(prompts.reasoning_prompt(p.question)) + format_steps(p.steps) + "<|im_end|>")
-        texts.append(chat(p.question) + p.solution + "<|im_end|>")
-    for r in eft_records(problems, seed):
-        texts.append(
-            chat(prompts.judge_prompt(r["question"], r["prev_steps"], r["step_a"], r["step_b"]))
-            + r["judgment"]
-            + "<|im_end|>"
-        )
+    texts = role_texts(problems, eft_records(problems, seed))
     for p in problems[:50]:
-        texts.append(chat(prompts.ift_split_prompt(p.question, p.solution)) + format_steps(p.steps))
+        texts.append(chat_text(prompts.ift_split_prompt(p.question, p.solution)) + format_steps(p.steps))
     for k, p in enumerate(problems[::2]):
         ok = k % 2 == 0
         judgment = scoring_judgment(CORRECT_SCORE if ok else WRONG_SCORE, CORRECT_JUSTIFICATION if ok else WRONG_JUSTIFICATION)
-        texts.append(chat(srlm_judge_prompt(p.question, format_steps(p.steps))) + judgment + "<|im_end|>")
+        texts.append(chat_text(srlm_judge_prompt(p.question, format_steps(p.steps))) + judgment + "<|im_end|>")
     return texts
 
 

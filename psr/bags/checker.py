@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Iterable, Optional, Sequence
 
-from psr.arith.checker import boxed_value, find_equations, strip_header
+from psr.arith.checker import boxed_value, find_equations, prm_labels, strip_header
 from psr.boxes import find_boxed
 from psr.bags.problems import Problem
 
@@ -125,11 +125,7 @@ def check_steps(problem: Problem, steps: Sequence[str]) -> list[StepCheck]:
 
 def score_steps(problem: Problem, steps: Sequence[str]) -> list[float]:
     """PRM-style labels: 1.0 up to the first wrong step, 0.0 from it on."""
-    out, ok = [], True
-    for c in check_steps(problem, steps):
-        ok = ok and c.correct
-        out.append(1.0 if ok else 0.0)
-    return out
+    return prm_labels(check_steps(problem, steps))
 
 
 def check_solution(problem: Problem, solution: str | Sequence[str]) -> bool:

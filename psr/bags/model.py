@@ -11,23 +11,12 @@ from typing import Optional
 
 def tokenizer_corpus(n_problems: int = 400, seed: int = 12345) -> list[str]:
     """Chat-wrapped policy, judge and free-form texts of a split no run uses (``"tokenizer"``)."""
-    from psr import prompts
+    from psr.arith.tokenizer import role_texts
     from psr.bags.data import eft_records
     from psr.bags.problems import generate_problems
-    from psr.steps import format_steps
-
-    def chat(text: str) -> str:
-        return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
 
     problems = generate_problems(n_problems, seed, "tokenizer", 1, 6)
-    texts = []
-    for p in problems:
-        texts.append(chat(prompts.reasoning_prompt(p.question)) + format_steps(p.steps) + "<|im_end|>")
-        texts.append(chat(p.question) + p.solution + "<|im_end|>")
-    for r in eft_records(problems, seed):
-        texts.append(chat(prompts.judge_prompt(r["question"], r["prev_steps"], r["step_a"], r["step_b"]))
-                     + r["judgment"] + "<|im_end|>")
-    return texts
+    return role_texts(problems, eft_records(problems, seed))
 
 
 def build_bags_tokenizer(vocab_size: int = 2048, seed: int = 12345):

@@ -42,10 +42,9 @@ import zlib
 from typing import Any, Iterable, Optional, Sequence
 
 from psr.arith.checker import strip_header
-from psr.arith.teacher import CheckerJudged, parse_judge_prompt
+from psr.arith.teacher import CheckerJudged, JudgeTextGenerator, parse_judge_prompt
 from psr.bags.checker import StepCheck, analyze_step, items_left
 from psr.bags.problems import Problem, list_text
-from psr.generation.base import Completion, SamplingParams
 
 _VERDICT = ["So Assistant {W} is better. [[{W}]]", "Assistant {W}'s step is the correct one. [[{W}]]"]
 
@@ -133,7 +132,7 @@ def judge_explanation(problem: Problem, prev_steps: Sequence[str], step_a: str, 
     return w, text + " " + rng.choice(_VERDICT).format(W=w)
 
 
-class BagsTeacher:
+class BagsTeacher(JudgeTextGenerator):
     """A Generator answering Figure 5 prompts of bags problems with :func:`judge_explanation`."""
 
     name = "bags-teacher"
@@ -160,16 +159,6 @@ class BagsTeacher:
             return "I do not know this problem."
         return judge_explanation(problem, prev, strip_header(a), strip_header(b),
                                  random.Random(seed) if seed is not None else None)[1]
-
-    def generate(self, prompts, params: SamplingParams, stops=None, seeds=None) -> list[list[Completion]]:
-        out = []
-        for i, p in enumerate(prompts):
-            text = self.judge(p, None if seeds is None else seeds[i])
-            out.append([Completion(text=text, n_tokens=len(text.split()) + 1, finish_reason="eos")] * params.n)
-        return out
-
-    def close(self) -> None:
-        pass
 
 
 class BagsCheckerJudged(CheckerJudged):
